@@ -1,0 +1,97 @@
+// C shim for the Linux interfaces Vireo needs that Swift cannot import directly:
+// ioctl request numbers (function-like macros such as _IOW) and the variadic ioctl(2).
+// Struct sizes are checked against the KVM ABI so a header mismatch fails the build.
+#ifndef CVIREOLINUX_H
+#define CVIREOLINUX_H
+
+#include <linux/kvm.h>
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/eventfd.h>
+#include <sys/epoll.h>
+#include <termios.h>
+
+// MARK: ioctl entry points (ioctl(2) is variadic; Swift cannot call it).
+int vireo_ioctl_none(int fd, unsigned long request);
+int vireo_ioctl_value(int fd, unsigned long request, unsigned long value);
+int vireo_ioctl_pointer(int fd, unsigned long request, void *argument);
+
+// MARK: /dev/kvm system ioctls
+static const unsigned long VIREO_KVM_GET_API_VERSION = KVM_GET_API_VERSION;
+static const unsigned long VIREO_KVM_CREATE_VM = KVM_CREATE_VM;
+static const unsigned long VIREO_KVM_CHECK_EXTENSION = KVM_CHECK_EXTENSION;
+static const unsigned long VIREO_KVM_GET_VCPU_MMAP_SIZE = KVM_GET_VCPU_MMAP_SIZE;
+static const unsigned long VIREO_KVM_GET_SUPPORTED_CPUID = KVM_GET_SUPPORTED_CPUID;
+static const unsigned long VIREO_KVM_GET_MSR_INDEX_LIST = KVM_GET_MSR_INDEX_LIST;
+
+// MARK: VM ioctls
+static const unsigned long VIREO_KVM_CREATE_VCPU = KVM_CREATE_VCPU;
+static const unsigned long VIREO_KVM_SET_USER_MEMORY_REGION = KVM_SET_USER_MEMORY_REGION;
+static const unsigned long VIREO_KVM_SET_TSS_ADDR = KVM_SET_TSS_ADDR;
+static const unsigned long VIREO_KVM_SET_IDENTITY_MAP_ADDR = KVM_SET_IDENTITY_MAP_ADDR;
+static const unsigned long VIREO_KVM_CREATE_IRQCHIP = KVM_CREATE_IRQCHIP;
+static const unsigned long VIREO_KVM_CREATE_PIT2 = KVM_CREATE_PIT2;
+static const unsigned long VIREO_KVM_IRQ_LINE = KVM_IRQ_LINE;
+static const unsigned long VIREO_KVM_IRQFD = KVM_IRQFD;
+static const unsigned long VIREO_KVM_IOEVENTFD = KVM_IOEVENTFD;
+static const unsigned long VIREO_KVM_SET_GSI_ROUTING = KVM_SET_GSI_ROUTING;
+static const unsigned long VIREO_KVM_SIGNAL_MSI = KVM_SIGNAL_MSI;
+static const unsigned long VIREO_KVM_GET_STATS_FD = KVM_GET_STATS_FD;
+
+// MARK: vCPU ioctls
+static const unsigned long VIREO_KVM_RUN = KVM_RUN;
+static const unsigned long VIREO_KVM_GET_REGS = KVM_GET_REGS;
+static const unsigned long VIREO_KVM_SET_REGS = KVM_SET_REGS;
+static const unsigned long VIREO_KVM_GET_SREGS = KVM_GET_SREGS;
+static const unsigned long VIREO_KVM_SET_SREGS = KVM_SET_SREGS;
+static const unsigned long VIREO_KVM_GET_FPU = KVM_GET_FPU;
+static const unsigned long VIREO_KVM_SET_FPU = KVM_SET_FPU;
+static const unsigned long VIREO_KVM_SET_CPUID2 = KVM_SET_CPUID2;
+static const unsigned long VIREO_KVM_SET_MSRS = KVM_SET_MSRS;
+static const unsigned long VIREO_KVM_GET_MSRS = KVM_GET_MSRS;
+static const unsigned long VIREO_KVM_GET_LAPIC = KVM_GET_LAPIC;
+static const unsigned long VIREO_KVM_SET_LAPIC = KVM_SET_LAPIC;
+static const unsigned long VIREO_KVM_GET_MP_STATE = KVM_GET_MP_STATE;
+static const unsigned long VIREO_KVM_SET_MP_STATE = KVM_SET_MP_STATE;
+static const unsigned long VIREO_KVM_SET_SIGNAL_MASK = KVM_SET_SIGNAL_MASK;
+static const unsigned long VIREO_KVM_SET_TSC_KHZ = KVM_SET_TSC_KHZ;
+static const unsigned long VIREO_KVM_GET_TSC_KHZ = KVM_GET_TSC_KHZ;
+static const unsigned long VIREO_KVM_KVMCLOCK_CTRL = KVM_KVMCLOCK_CTRL;
+
+// MARK: Flexible-array structures: helpers that size them correctly.
+/// Size in bytes of a `struct kvm_cpuid2` holding `count` entries.
+static inline size_t vireo_kvm_cpuid2_size(uint32_t count) {
+    return sizeof(struct kvm_cpuid2) + (size_t)count * sizeof(struct kvm_cpuid_entry2);
+}
+/// Size in bytes of a `struct kvm_msrs` holding `count` entries.
+static inline size_t vireo_kvm_msrs_size(uint32_t count) {
+    return sizeof(struct kvm_msrs) + (size_t)count * sizeof(struct kvm_msr_entry);
+}
+/// Size in bytes of a `struct kvm_msr_list` holding `count` indices.
+static inline size_t vireo_kvm_msr_list_size(uint32_t count) {
+    return sizeof(struct kvm_msr_list) + (size_t)count * sizeof(uint32_t);
+}
+/// Size in bytes of a `struct kvm_irq_routing` holding `count` entries.
+static inline size_t vireo_kvm_irq_routing_size(uint32_t count) {
+    return sizeof(struct kvm_irq_routing) + (size_t)count * sizeof(struct kvm_irq_routing_entry);
+}
+
+// MARK: kvm_run accessors (the exit payload is an anonymous union).
+static inline struct kvm_run *vireo_kvm_run(void *mapping) { return (struct kvm_run *)mapping; }
+
+// MARK: Signals used to kick vCPU threads out of KVM_RUN.
+/// Real-time signal used to interrupt a vCPU thread blocked in KVM_RUN.
+int vireo_vcpu_kick_signal(void);
+/// Installs an empty handler for the kick signal (SA_RESTART off) so KVM_RUN returns EINTR.
+int vireo_install_kick_handler(void);
+/// Blocks the kick signal on the calling thread and returns the mask KVM_RUN should run with (kick unblocked).
+int vireo_block_kick_signal(void);
+/// Sends the kick signal to a thread.
+int vireo_kick_thread(unsigned long thread);
+/// The calling thread's pthread handle.
+unsigned long vireo_current_thread(void);
+/// Sets KVM_SET_SIGNAL_MASK on a vCPU so that only while in KVM_RUN the kick signal is deliverable.
+int vireo_vcpu_set_run_signal_mask(int vcpu_fd);
+
+#endif

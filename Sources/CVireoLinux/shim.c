@@ -1,0 +1,54 @@
+#define _GNU_SOURCE
+#include "CVireoLinux.h"
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+_Static_assert(sizeof(struct kvm_regs) == 144, "kvm_regs ABI");
+_Static_assert(sizeof(struct kvm_sregs) == 312, "kvm_sregs ABI");
+_Static_assert(sizeof(struct kvm_cpuid_entry2) == 40, "kvm_cpuid_entry2 ABI");
+_Static_assert(sizeof(struct kvm_userspace_memory_region) == 32, "kvm_userspace_memory_region ABI");
+_Static_assert(sizeof(struct kvm_lapic_state) == 1024, "kvm_lapic_state ABI");
+_Static_assert(sizeof(struct kvm_fpu) == 416, "kvm_fpu ABI");
+
+int vireo_ioctl_none(int fd, unsigned long request) { return ioctl(fd, request, 0); }
+int vireo_ioctl_value(int fd, unsigned long request, unsigned long value) { return ioctl(fd, request, value); }
+int vireo_ioctl_pointer(int fd, unsigned long request, void *argument) { return ioctl(fd, request, argument); }
+
+int vireo_vcpu_kick_signal(void) { return SIGRTMIN; }
+
+static void kick_handler(int signo) { (void)signo; }
+
+int vireo_install_kick_handler(void) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = kick_handler;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = 0; // no SA_RESTART: KVM_RUN must return EINTR
+    return sigaction(SIGRTMIN, &action, NULL);
+}
+
+int vireo_block_kick_signal(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGRTMIN);
+    return pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+int vireo_kick_thread(unsigned long thread) { return pthread_kill((pthread_t)thread, SIGRTMIN); }
+
+unsigned long vireo_current_thread(void) { return (unsigned long)pthread_self(); }
+
+int vireo_vcpu_set_run_signal_mask(int vcpu_fd) {
+    // KVM_SET_SIGNAL_MASK takes the mask in effect *during* KVM_RUN: the thread's
+    // current mask minus the kick signal, so a kick only interrupts the guest.
+    sigset_t current;
+    if (pthread_sigmask(SIG_SETMASK, NULL, &current) != 0) return -1;
+    sigdelset(&current, SIGRTMIN);
+    struct { struct kvm_signal_mask header; unsigned char bits[8]; } mask;
+    mask.header.len = 8; // the kernel's sigset_t size on x86_64
+    memcpy(mask.bits, &current, 8);
+    return ioctl(vcpu_fd, KVM_SET_SIGNAL_MASK, &mask);
+}
