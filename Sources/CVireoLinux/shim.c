@@ -52,3 +52,5 @@ int vireo_vcpu_set_run_signal_mask(int vcpu_fd) {
     memcpy(mask.bits, &current, 8);
     return ioctl(vcpu_fd, KVM_SET_SIGNAL_MASK, &mask);
 }
+
+int vireo_set_thread_name(unsigned long thread, const char *name) { return pthread_setname_np((pthread_t)thread, name); }

@@ -1,0 +1,132 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CVireoLinux
+
+/// A joinable OS thread. vCPUs need real threads (one blocked in `KVM_RUN` each), which Swift
+/// concurrency's cooperative pool must not be used for.
+public final class OSThread: @unchecked Sendable {
+    // SAFETY: `handle` is written once by pthread_create before any other access and only read after.
+    private var handle = pthread_t()
+    private let started = ConditionLatch()
+
+    private final class Box { let body: () -> Void; init(_ body: @escaping () -> Void) { self.body = body } }
+
+    /// Starts `body` on a new thread named `name` (Linux limits names to 15 bytes).
+    public init(name: String, _ body: @escaping @Sendable () -> Void) throws(SystemError) {
+        let box = Unmanaged.passRetained(Box { [started] in
+            started.open()
+            body()
+        })
+        let result = unsafe pthread_create(&handle, nil, { argument in
+            let box = unsafe Unmanaged<AnyObject>.fromOpaque(argument!).takeRetainedValue() as! Box
+            box.body()
+            return nil
+        }, box.toOpaque())
+        guard result == 0 else {
+            box.release()
+            throw SystemError("pthread_create \(name)", errno: result)
+        }
+        _ = vireo_set_thread_name(UInt(handle), String(name.prefix(15)))
+        started.wait()
+    }
+
+    /// Sends the vCPU kick signal to the thread (see `vireo_install_kick_handler`).
+    public func kick() {
+        _ = vireo_kick_thread(UInt(handle))
+    }
+
+    public func join() {
+        _ = pthread_join(handle, nil)
+    }
+
+    /// Installs the process-wide no-op handler for the kick signal; call once before starting vCPUs.
+    public static func installKickHandler() throws(SystemError) {
+        guard vireo_install_kick_handler() == 0 else { throw SystemError("sigaction(kick signal)", errno: errno) }
+    }
+
+    /// Blocks the kick signal on the calling thread (vCPU threads unblock it only inside KVM_RUN).
+    public static func blockKickSignal() {
+        _ = vireo_block_kick_signal()
+    }
+}
+
+/// A one-shot gate: `wait()` blocks until some thread calls `open()`.
+public final class ConditionLatch: @unchecked Sendable {
+    // SAFETY: all state is guarded by the pthread mutex.
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private var isOpen = false
+
+    public init() {
+        unsafe pthread_mutex_init(mutex, nil)
+        unsafe pthread_cond_init(condition, nil)
+    }
+
+    deinit {
+        unsafe pthread_mutex_destroy(mutex)
+        unsafe pthread_cond_destroy(condition)
+        unsafe mutex.deallocate()
+        unsafe condition.deallocate()
+    }
+
+    public func open() {
+        unsafe pthread_mutex_lock(mutex)
+        isOpen = true
+        unsafe pthread_cond_broadcast(condition)
+        unsafe pthread_mutex_unlock(mutex)
+    }
+
+    public func wait() {
+        unsafe pthread_mutex_lock(mutex)
+        while !isOpen { unsafe pthread_cond_wait(condition, mutex) }
+        unsafe pthread_mutex_unlock(mutex)
+    }
+}
+
+/// A mutex-protected value with a condition variable, for state that threads wait on
+/// (a vCPU parked while the VM is paused waits for the state to change).
+public final class WaitableState<Value: Sendable>: @unchecked Sendable {
+    // SAFETY: `value` is only touched with the mutex held.
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private var value: Value
+
+    public init(_ initial: Value) {
+        value = initial
+        unsafe pthread_mutex_init(mutex, nil)
+        unsafe pthread_cond_init(condition, nil)
+    }
+
+    deinit {
+        unsafe pthread_mutex_destroy(mutex)
+        unsafe pthread_cond_destroy(condition)
+        unsafe mutex.deallocate()
+        unsafe condition.deallocate()
+    }
+
+    /// Runs `body` on the value under the lock and wakes every waiter.
+    @discardableResult
+    public func update<R>(_ body: (inout Value) -> R) -> R {
+        unsafe pthread_mutex_lock(mutex)
+        defer {
+            unsafe pthread_cond_broadcast(condition)
+            unsafe pthread_mutex_unlock(mutex)
+        }
+        return body(&value)
+    }
+
+    public var current: Value {
+        unsafe pthread_mutex_lock(mutex)
+        defer { unsafe pthread_mutex_unlock(mutex) }
+        return value
+    }
+
+    /// Blocks until `predicate` holds, then returns the value.
+    public func wait(until predicate: (Value) -> Bool) -> Value {
+        unsafe pthread_mutex_lock(mutex)
+        defer { unsafe pthread_mutex_unlock(mutex) }
+        while !predicate(value) { unsafe pthread_cond_wait(condition, mutex) }
+        return value
+    }
+}
