@@ -1,0 +1,79 @@
+import Logging
+import VireoSystem
+
+/// The VMM's control socket (`--control unix:PATH`): the role QMP plays for QEMU.
+///
+/// Protocol: one command per line, one JSON object per reply line.
+///
+/// | command        | effect                                              |
+/// |----------------|-----------------------------------------------------|
+/// | `status`       | `{"return":{"state":"running","cpus":N,"memory":B}}` |
+/// | `pause`        | parks every vCPU; returns once all are parked        |
+/// | `resume`       | lets parked vCPUs run again                          |
+/// | `ctrl-alt-del` | presses Ctrl-Alt-Del on the guest's keyboard         |
+/// | `stop`         | ends the VM now (exit code 4)                        |
+/// | `stats`        | KVM counters, `{"return":{"vcpu0.exits":N,…}}`       |
+///
+/// Unknown commands get `{"error":"…"}`; the connection stays usable.
+public final class ControlServer: Sendable {
+    let machine: VirtualMachine
+    let listener: Int32
+    let logger: Logger
+
+    public init(path: String, machine: VirtualMachine, logger: Logger) throws {
+        self.machine = machine
+        self.logger = logger
+        listener = try UnixSocket.listen(path: path).release()
+    }
+
+    public func start() throws {
+        _ = try OSThread(name: "control") { [self] in
+            while let client = RawDescriptorIO.accept(listener) {
+                _ = try? OSThread(name: "control-conn") { [self] in serve(client) }
+            }
+        }
+    }
+
+    public func close() { RawDescriptorIO.shutdown(listener) }
+
+    private func serve(_ fd: Int32) {
+        defer { RawDescriptorIO.close(fd) }
+        var pending: [UInt8] = []
+        while let bytes = RawDescriptorIO.readSome(fd) {
+            pending += bytes
+            while let newline = pending.firstIndex(of: 0x0A) {
+                let line = String(decoding: pending[..<newline], as: UTF8.self)
+                pending.removeSubrange(...newline)
+                guard RawDescriptorIO.writeAll(fd, Array((handle(line) + "\n").utf8)) else { return }
+            }
+            if pending.count > 4096 { return }  // a line this long is not a command
+        }
+    }
+
+    /// Executes one command line and returns the JSON reply.
+    public func handle(_ line: String) -> String {
+        let command = line.split(separator: " ").first.map(String.init) ?? ""
+        switch command {
+        case "status":
+            return #"{"return":{"state":"\#(machine.state.rawValue)","cpus":\#(machine.config.cpuCount),"memory":\#(machine.config.memorySize)}}"#
+        case "pause":
+            machine.pause()
+            return #"{"return":{"state":"\#(machine.state.rawValue)"}}"#
+        case "resume":
+            machine.resume()
+            return #"{"return":{"state":"\#(machine.state.rawValue)"}}"#
+        case "ctrl-alt-del":
+            machine.sendCtrlAltDel()
+            return #"{"return":{}}"#
+        case "stop":
+            machine.requestStop(.stopped("stop command on the control socket"))
+            return #"{"return":{}}"#
+        case "stats":
+            let fields = machine.statistics().map { #""\#($0.0)":\#($0.1)"# }
+            return #"{"return":{\#(fields.joined(separator: ","))}}"#
+        default:
+            let escaped = command.filter { $0.isLetter || $0.isNumber || $0 == "-" }
+            return #"{"error":"unknown command '\#(escaped)'; try status, pause, resume, ctrl-alt-del, stop, stats"}"#
+        }
+    }
+}

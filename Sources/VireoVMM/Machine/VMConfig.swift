@@ -1,0 +1,112 @@
+/// What to boot and with what resources: the typed form of `vireo-vmm`'s command line,
+/// checked by ``validate()`` before anything touches KVM (cloud-hypervisor's `config.rs` pattern).
+public struct VMConfig: Sendable {
+    /// The guest payload.
+    public enum Payload: Sendable, Equatable {
+        /// A Linux bzImage booted through the 64-bit boot protocol.
+        case linux(kernel: String, initrd: String?, commandLine: String)
+        /// A flat binary loaded at ``VMConfig/rawLoadAddress`` and entered in the given mode: tiny test and teaching guests.
+        case raw(path: String, mode: RawMode)
+    }
+
+    public enum RawMode: String, Sendable, CaseIterable {
+        /// 16-bit real mode at CS=0x1000, IP=0 (linear 0x10000), as after a BIOS far jump.
+        case real
+        /// 64-bit long mode at RIP=0x10000 with the first 4 GiB identity-mapped and RSP=0x80000.
+        case long
+    }
+
+    /// Where the guest's COM1 goes.
+    public enum SerialBackend: Sendable {
+        /// Output to standard output, input from standard input (raw mode when it is a terminal).
+        case stdio
+        /// Output appended to a file; no input.
+        case file(String)
+        /// A unix-socket server: one client at a time reads output and writes input.
+        case unix(String)
+        /// Output discarded.
+        case none
+        /// Output to a caller-supplied sink (in-process users such as tests).
+        case sink(any SerialSink)
+    }
+
+    public static let rawLoadAddress: UInt64 = 0x10000
+    /// Most vCPUs one VM may have: the MP table and MADT number APIC IDs in 8 bits.
+    public static let maxCPUs = 254
+    public static let minimumMemory: UInt64 = 16 << 20
+
+    public var payload: Payload
+    public var cpuCount: Int
+    public var memorySize: UInt64
+    public var serial: SerialBackend
+    /// Path of the control socket (`--control unix:PATH`), if any.
+    public var controlSocket: String?
+    public var kvmPath: String
+
+    public init(payload: Payload, cpuCount: Int = 1, memorySize: UInt64 = 256 << 20, serial: SerialBackend = .stdio, controlSocket: String? = nil, kvmPath: String = "/dev/kvm") {
+        self.payload = payload
+        self.cpuCount = cpuCount
+        self.memorySize = memorySize
+        self.serial = serial
+        self.controlSocket = controlSocket
+        self.kvmPath = kvmPath
+    }
+
+    public func validate() throws(ConfigError) {
+        guard (1...VMConfig.maxCPUs).contains(cpuCount) else {
+            throw .invalid("--cpus must be between 1 and \(VMConfig.maxCPUs), got \(cpuCount)")
+        }
+        guard memorySize >= VMConfig.minimumMemory else {
+            throw .invalid("--memory must be at least 16M, got \(memorySize >> 20)M")
+        }
+        guard memorySize % 4096 == 0 else { throw .invalid("--memory must be a multiple of 4 KiB") }
+        guard memorySize <= 1 << 40 else { throw .invalid("--memory larger than 1 TiB is not supported") }
+    }
+
+    /// Parses sizes the way QEMU's `-m` does: a number with an optional K/M/G/T suffix (binary units); a bare number means MiB.
+    public static func parseMemorySize(_ text: String) throws(ConfigError) -> UInt64 {
+        var digits = Substring(text.trimmingPrefixAndSuffixSpaces)
+        var shift: UInt64 = 20
+        if let last = digits.last, !last.isNumber {
+            switch last.uppercased() {
+            case "K": shift = 10
+            case "M": shift = 20
+            case "G": shift = 30
+            case "T": shift = 40
+            case "B": shift = 0
+            default: throw .invalid("cannot parse memory size '\(text)': unknown suffix '\(last)' (use K, M, G or T)")
+            }
+            digits = digits.dropLast()
+            if shift != 0, digits.last?.uppercased() == "I" || digits.last?.uppercased() == "B" { digits = digits.dropLast() }
+        }
+        guard let value = UInt64(digits), value > 0 else {
+            throw .invalid("cannot parse memory size '\(text)': expected a positive number such as 256M or 2G")
+        }
+        let (bytes, overflow) = value.multipliedReportingOverflow(by: 1 << shift)
+        guard !overflow else { throw .invalid("memory size '\(text)' is too large") }
+        return bytes
+    }
+}
+
+/// A configuration the VMM refuses, with a message that says what to change.
+public enum ConfigError: Error, CustomStringConvertible, Equatable, Sendable {
+    case invalid(String)
+
+    public var description: String {
+        switch self { case .invalid(let message): message }
+    }
+}
+
+/// Receives the bytes the guest writes to its serial console.
+public protocol SerialSink: Sendable {
+    func write(_ bytes: [UInt8])
+}
+
+extension String {
+    fileprivate var trimmingPrefixAndSuffixSpaces: Substring {
+        var slice = Substring(self)
+        while slice.first == " " { slice = slice.dropFirst() }
+        while slice.last == " " { slice = slice.dropLast() }
+        return slice
+    }
+}

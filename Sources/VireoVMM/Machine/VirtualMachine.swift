@@ -1,0 +1,273 @@
+import Logging
+import VireoBoot
+import VireoDevices
+import VireoKVM
+import VireoMemory
+import VireoSystem
+
+/// One running guest: KVM VM, guest RAM, vCPU threads, and the legacy platform devices.
+///
+/// Built from a validated ``VMConfig`` by ``init(config:logger:)`` (the builder step: memory,
+/// irqchip, payload, devices, vCPU registers), started by ``start()``, and ended by the guest
+/// (power-off, reboot, triple fault) or by ``requestStop(_:)``; ``waitForExit()`` returns why.
+/// Pause/resume park every vCPU outside `KVM_RUN` so the control plane can snapshot or migrate later.
+public final class VirtualMachine: Sendable {
+    public let config: VMConfig
+    let logger: Logger
+    let kvm: KVM
+    let vm: VM
+    public let memory: GuestMemory
+    let vcpus: [VCPU]
+    let ioBus: Bus
+    let mmioBus: Bus
+    let platform: PlatformDevices
+    let lifecycle: Lifecycle
+    let threads: WaitableState<[OSThread]>
+
+    /// Guest-physical addresses KVM's VMX backend needs for real-mode support; inside the MMIO hole, below the IOAPIC.
+    static let tssAddress: UInt64 = 0xFFFB_D000
+    static let identityMapAddress: UInt64 = 0xFFFB_C000
+
+    public init(config: VMConfig, logger: Logger) throws {
+        try config.validate()
+        self.config = config
+        self.logger = logger
+        kvm = try KVM(path: config.kvmPath)
+        try kvm.require(KVMCapability.irqchip, "KVM_CAP_IRQCHIP")
+        try kvm.require(KVMCapability.userMemory, "KVM_CAP_USER_MEMORY")
+        try kvm.require(KVMCapability.immediateExit, "KVM_CAP_IMMEDIATE_EXIT")
+        vm = try kvm.createVM()
+        try vm.setTSSAddress(Self.tssAddress)
+        try vm.setIdentityMapAddress(Self.identityMapAddress)
+        try vm.createIRQChip()
+        try vm.createPIT2()
+
+        memory = try GuestMemory(ranges: X86Layout.ramRanges(memorySize: config.memorySize))
+        for (slot, region) in memory.regions.enumerated() {
+            try vm.setUserMemoryRegion(slot: UInt32(slot), guestAddress: region.start.raw, size: region.size, hostAddress: region.hostAddress)
+        }
+
+        lifecycle = Lifecycle()
+        ioBus = Bus(name: "pio", logger: logger)
+        mmioBus = Bus(name: "mmio", logger: logger)
+        platform = try PlatformDevices(config: config, vm: vm, memory: memory, ioBus: ioBus, lifecycle: lifecycle, logger: logger)
+        threads = WaitableState([])
+
+        let supported = try kvm.supportedCPUID()
+        let policy = CPUIDPolicy(cpuCount: config.cpuCount)
+        var vcpus: [VCPU] = []
+        for index in 0..<config.cpuCount {
+            let vcpu = try vm.createVCPU(id: UInt32(index))
+            try vcpu.setCPUID(policy.entries(forVCPU: UInt32(index), from: supported))
+            try Self.configureMSRs(vcpu, logger: logger)
+            try Self.configureFPU(vcpu)
+            try Self.configureLocalInterrupts(vcpu)
+            vcpus.append(vcpu)
+        }
+        self.vcpus = vcpus
+        try loadPayload()
+    }
+
+    // MARK: Payload
+
+    private func loadPayload() throws {
+        let boot = vcpus[0]
+        switch config.payload {
+        case .linux(let kernelPath, let initrdPath, let commandLine):
+            let kernel = try BzImage(try readFile(kernelPath, what: "kernel"))
+            let initrd = try initrdPath.map { try readFile($0, what: "initrd") }
+            let entry = try LinuxBoot.load(kernel: kernel, initrd: initrd, commandLine: commandLine, cpuCount: config.cpuCount, into: memory)
+            try Self.enterLongMode(boot, entry: entry)
+        case .raw(let path, let mode):
+            let image = try readFile(path, what: "raw image")
+            let limit = Int(min(memory.regions[0].size, 0xA0000) - VMConfig.rawLoadAddress)
+            guard image.count <= limit else {
+                throw ConfigError.invalid("raw image \(path) is \(image.count) bytes; at most \(limit) fit below 640 KiB")
+            }
+            try memory.write(image, at: GuestAddress(VMConfig.rawLoadAddress))
+            switch mode {
+            case .real:
+                var sregs = try boot.specialRegisters()
+                sregs.cs.selector = UInt16(VMConfig.rawLoadAddress >> 4)
+                sregs.cs.base = VMConfig.rawLoadAddress
+                for keyPath in [\SpecialRegisters.ds, \.es, \.ss, \.fs, \.gs] {
+                    sregs[keyPath: keyPath].selector = 0
+                    sregs[keyPath: keyPath].base = 0
+                }
+                try boot.setSpecialRegisters(sregs)
+                var regs = Registers()
+                regs.rip = 0
+                regs.rsp = 0xFFF0
+                regs.rflags = 2
+                try boot.setRegisters(regs)
+            case .long:
+                try LinuxBoot.prepareLongMode(in: memory)
+                try Self.enterLongMode(boot, entry: LinuxBoot.longModeEntry(rip: VMConfig.rawLoadAddress, rsi: 0), stack: 0x80000)
+            }
+        }
+    }
+
+    private func readFile(_ path: String, what: String) throws -> [UInt8] {
+        do {
+            let fd = try FileDescriptor.open(path, flags: O_RDONLY)
+            var bytes: [UInt8] = []
+            while true {
+                let chunk = try fd.read(upTo: 1 << 20)
+                if chunk.isEmpty { break }
+                bytes += chunk
+                if bytes.count > 1 << 31 { throw ConfigError.invalid("\(what) \(path) is larger than 2 GiB") }
+            }
+            return bytes
+        } catch let error as SystemError {
+            throw ConfigError.invalid("cannot read \(what) \(path): \(SystemError.message(for: error.errno))")
+        }
+    }
+
+    // MARK: vCPU register setup
+
+    /// Long-mode entry state from the boot protocol: flat segments from the boot GDT, paging on (Intel SDM Vol. 3 §9.8.5).
+    static func enterLongMode(_ vcpu: VCPU, entry: LongModeEntry, stack: UInt64? = nil) throws {
+        var sregs = try vcpu.specialRegisters()
+        let code = Segment(entry.code), data = Segment(entry.data)
+        sregs.cs = code
+        sregs.ds = data
+        sregs.es = data
+        sregs.fs = data
+        sregs.gs = data
+        sregs.ss = data
+        sregs.tr = Segment(entry.tss)
+        sregs.gdt.base = entry.gdtBase
+        sregs.gdt.limit = entry.gdtLimit
+        sregs.idt.base = entry.idtBase
+        sregs.idt.limit = entry.idtLimit
+        sregs.cr0 = entry.cr0
+        sregs.cr3 = entry.cr3
+        sregs.cr4 = entry.cr4
+        sregs.efer = entry.efer
+        try vcpu.setSpecialRegisters(sregs)
+
+        var regs = Registers()
+        regs.rip = entry.rip
+        regs.rsi = entry.rsi
+        regs.rsp = stack ?? entry.rsp
+        regs.rbp = regs.rsp
+        regs.rflags = 2  // bit 1 is reserved and always set
+        try vcpu.setRegisters(regs)
+    }
+
+    static func configureMSRs(_ vcpu: VCPU, logger: Logger) throws {
+        try vcpu.setMSRs(BootMSRs.values)
+    }
+
+    /// x87 control word 0x37F and MXCSR 0x1F80 are the architectural reset values (SDM Vol. 1 §8.1.5, §10.2.3.1).
+    static func configureFPU(_ vcpu: VCPU) throws {
+        var fpu = FPUState()
+        fpu.fcw = 0x37F
+        fpu.mxcsr = 0x1F80
+        try vcpu.setFPU(fpu)
+    }
+
+    /// LINT0 = ExtINT (the 8259 PIC's output) and LINT1 = NMI, as firmware wires them on a PC (SDM Vol. 3 §11.5.1; MP spec §5.1).
+    static func configureLocalInterrupts(_ vcpu: VCPU) throws {
+        let lvtLINT0 = 0x350, lvtLINT1 = 0x360
+        let deliveryModeMask: UInt32 = 0x700
+        var lapic = try vcpu.lapic()
+        lapic.setRegister((lapic.register(at: lvtLINT0) & ~deliveryModeMask) | 0x700, at: lvtLINT0)  // ExtINT
+        lapic.setRegister((lapic.register(at: lvtLINT1) & ~deliveryModeMask) | 0x400, at: lvtLINT1)  // NMI
+        try vcpu.setLAPIC(lapic)
+    }
+
+    // MARK: Lifecycle
+
+    public var state: VMRunState { lifecycle.state.current.runState }
+
+    /// Starts one thread per vCPU and the console's input side.
+    public func start() throws {
+        try OSThread.installKickHandler()
+        lifecycle.state.update { $0.runState = .running }
+        var started: [OSThread] = []
+        for vcpu in vcpus {
+            let runner = VCPURunner(vcpu: vcpu, ioBus: ioBus, mmioBus: mmioBus, lifecycle: lifecycle, logger: logger)
+            started.append(try OSThread(name: "vcpu\(vcpu.id)") { runner.run() })
+        }
+        threads.update { $0 = started }
+        try platform.startConsoleInput()
+    }
+
+    /// Blocks until the VM has stopped and every vCPU thread has returned.
+    public func waitForExit() -> VMExit {
+        let exit = lifecycle.waitForExitRequest()
+        kickAll()
+        for thread in threads.current { thread.join() }
+        platform.shutdown()
+        lifecycle.state.update { $0.runState = .stopped }
+        return exit
+    }
+
+    /// Ends the VM with `reason` (the first reason wins) and kicks every vCPU out of the guest.
+    public func requestStop(_ reason: VMExit) {
+        lifecycle.requestExit(reason)
+        kickAll()
+    }
+
+    /// Parks every vCPU outside `KVM_RUN`; returns once all are parked.
+    public func pause() {
+        guard lifecycle.state.update({ state -> Bool in
+            guard state.runState == .running else { return false }
+            state.runState = .paused
+            return true
+        }) else { return }
+        kickAll()
+        _ = lifecycle.state.wait { $0.parked == vcpus.count || $0.exit != nil }
+    }
+
+    public func resume() {
+        lifecycle.state.update { state in
+            if state.runState == .paused { state.runState = .running }
+        }
+    }
+
+    /// Presses Ctrl-Alt-Del on the emulated keyboard: the guest's graceful-reboot/shutdown path.
+    public func sendCtrlAltDel() {
+        platform.keyboard.sendCtrlAltDel()
+    }
+
+    private func kickAll() {
+        for vcpu in vcpus { vcpu.requestImmediateExit() }
+        for thread in threads.current { thread.kick() }
+    }
+
+    /// Per-vCPU and VM-wide KVM statistics (`KVM_GET_STATS_FD`), e.g. `vcpu0.insn_emulation`.
+    public func statistics() -> [(String, UInt64)] {
+        var result: [(String, UInt64)] = []
+        if let stats = try? vm.statistics() {
+            result += stats.sorted { $0.key < $1.key }.map { ("vm.\($0.key)", $0.value) }
+        }
+        for vcpu in vcpus {
+            guard let stats = try? vcpu.statistics() else { continue }
+            result += stats.sorted { $0.key < $1.key }.map { ("vcpu\(vcpu.id).\($0.key)", $0.value) }
+        }
+        return result
+    }
+}
+
+extension Segment {
+    init(_ descriptor: SegmentDescriptor) {
+        self.init()
+        base = descriptor.base
+        limit = descriptor.limit
+        selector = descriptor.selector
+        type = descriptor.type
+        present = descriptor.present
+        dpl = descriptor.dpl
+        db = descriptor.db
+        s = descriptor.s
+        l = descriptor.l
+        g = descriptor.g
+        avl = descriptor.avl
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
