@@ -1,0 +1,72 @@
+import VireoMemory
+
+/// Vireo's x86-64 guest-physical memory map.
+///
+/// Everything the loader writes below 1 MiB sits where a PC BIOS would leave it, because Linux
+/// still scans those places: the MP floating pointer in the last KiB of base memory (Intel MP spec
+/// 1.4 §4) and the RSDP in 0xE0000–0xFFFFF (ACPI 6.x §5.2.5.1). Boot structures use the low
+/// scratch pages that boot.rst leaves free for the loader.
+public enum X86Layout {
+    public static let kib: UInt64 = 1 << 10
+    public static let mib: UInt64 = 1 << 20
+    public static let gib: UInt64 = 1 << 30
+
+    /// Start of the 32-bit MMIO hole (PCI BARs, IOAPIC, LAPIC); RAM resumes at 4 GiB.
+    public static let mmioHoleStart: UInt64 = 0xC000_0000
+    /// First address above the MMIO hole.
+    public static let highRAMStart: UInt64 = 4 * gib
+
+    /// Global descriptor table (see ``LinuxBoot/gdtEntries``).
+    public static let gdtAddress = GuestAddress(0x500)
+    /// An empty IDT: any exception before the kernel installs its own triple-faults, which KVM
+    /// reports as a shutdown rather than running garbage handlers.
+    public static let idtAddress = GuestAddress(0x520)
+    /// Initial stack pointer for hand-written guests; Linux's 64-bit entry sets its own stack.
+    public static let bootStackPointer: UInt64 = 0x8FF0
+    /// The zero page (`struct boot_params`, boot.rst "64-bit BOOT PROTOCOL").
+    public static let zeroPageAddress = GuestAddress(0x7000)
+    public static let zeroPageSize = 4096
+    /// Identity-mapping page tables: PML4, one PDPT, four page directories.
+    public static let pml4Address = GuestAddress(0x9000)
+    public static let pdptAddress = GuestAddress(0xA000)
+    public static let pageDirectoryAddress = GuestAddress(0xB000)
+    public static let pageDirectoryCount = 4
+    /// Kernel command line; boot.rst allows it anywhere below the zero page's limit, we use 64 KiB.
+    public static let commandLineAddress = GuestAddress(0x2_0000)
+    public static let commandLineCapacity = 0x1_0000
+    /// Extended BIOS data area: the MP table lives in its single KiB (= last KiB of 640 KiB).
+    public static let ebdaAddress = GuestAddress(0x9_FC00)
+    public static let ebdaSize: UInt64 = 0x400
+    /// End of conventional memory; 0xA0000–0xDFFFF is the legacy VGA/option-ROM hole.
+    public static let conventionalMemoryEnd: UInt64 = 0xA_0000
+    /// RSDP and the ACPI tables, in the BIOS area Linux scans for "RSD PTR ".
+    public static let acpiAddress = GuestAddress(0xE_0000)
+    public static let biosAreaEnd: UInt64 = 0x10_0000
+    /// Protected-mode kernel load address (boot.rst: "loaded at 0x100000").
+    public static let kernelAddress = GuestAddress(0x10_0000)
+    public static let ioapicAddress: UInt64 = 0xFEC0_0000
+    public static let lapicAddress: UInt64 = 0xFEE0_0000
+
+    /// I/O port of the ACPI hardware-reduced SLEEP_CONTROL_REG (ACPI 6.x §4.8.3.7).
+    public static let acpiSleepControlPort: UInt16 = 0x600
+    /// I/O port of SLEEP_STATUS_REG (ACPI 6.x §4.8.3.8).
+    public static let acpiSleepStatusPort: UInt16 = 0x601
+    /// I/O port of the FADT RESET_REG (ACPI 6.x §4.8.3.6).
+    public static let acpiResetPort: UInt16 = 0x602
+    /// Value the guest writes to ``acpiResetPort`` to reset.
+    public static let acpiResetValue: UInt8 = 0x01
+    /// SLP_TYP the DSDT's `\_S5_` package gives: a write of `(5 << 2) | SLP_EN (0x20)` to
+    /// ``acpiSleepControlPort`` means power off.
+    public static let s5SleepType: UInt8 = 5
+
+    /// Guest RAM for `memorySize` bytes: `[0, min(size, 3 GiB))`, and the rest at 4 GiB so
+    /// that the 32-bit MMIO hole is never backed by RAM.
+    public static func ramRanges(memorySize: UInt64) -> [(start: GuestAddress, size: UInt64)] {
+        let low = min(memorySize, mmioHoleStart)
+        var ranges: [(start: GuestAddress, size: UInt64)] = [(GuestAddress(0), low)]
+        if memorySize > mmioHoleStart {
+            ranges.append((GuestAddress(highRAMStart), memorySize - mmioHoleStart))
+        }
+        return ranges
+    }
+}
