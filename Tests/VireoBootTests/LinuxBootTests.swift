@@ -128,6 +128,17 @@ import VireoMemory
         }
     }
 
+    @Test func hostileHeaderValuesFailCleanly() throws {
+        var source = SyntheticKernel()
+        source.prefAddress = .max
+        source.initSize = .max
+        source.kernelAlignment = .max
+        let memory = try makeMemory(64 * Self.mib)
+        #expect(throws: BootError.kernelTooLarge(footprintEnd: .max, ramEnd: 64 * Self.mib)) {
+            try LinuxBoot.load(kernel: try source.parsed(), initrd: nil, commandLine: "", cpuCount: 1, into: memory)
+        }
+    }
+
     @Test func rejectsBadCPUCounts() throws {
         let memory = try makeMemory(64 * Self.mib)
         let kernel = try SyntheticKernel().parsed()
