@@ -53,7 +53,7 @@ public enum BootError: Error, Equatable, Sendable, CustomStringConvertible {
         case .invalidELF(let why):
             "kernel image is not a PVH-bootable ELF vmlinux: \(why)"
         case .kernelTooLarge(let end, let ramEnd):
-            "kernel needs low RAM up to \(hex(end)) (load address plus init_size) but low RAM ends at \(hex(ramEnd))"
+            "kernel needs RAM up to \(hex(end)) (its image, or load address plus init_size) but RAM below the MMIO hole ends at \(hex(ramEnd))"
         case .commandLineTooLong(let length, let maximum):
             "kernel command line is \(length) bytes; this kernel accepts at most \(maximum) (cmdline_size)"
         case .commandLineContainsNUL:
