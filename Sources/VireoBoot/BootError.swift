@@ -17,6 +17,8 @@ public enum BootError: Error, Equatable, Sendable, CustomStringConvertible {
     case notLoadedHigh
     /// The setup header's self-declared length is inconsistent.
     case invalidSetupHeader(String)
+    /// The ELF `vmlinux` is malformed or lacks a PVH entry note.
+    case invalidELF(String)
     /// The kernel, or its decompression footprint (`init_size`), does not fit in low RAM.
     case kernelTooLarge(footprintEnd: UInt64, ramEnd: UInt64)
     /// The command line plus its NUL terminator exceeds `cmdline_size`.
@@ -48,8 +50,10 @@ public enum BootError: Error, Equatable, Sendable, CustomStringConvertible {
             "kernel is not a bzImage: LOADED_HIGH is not set in loadflags (0x211)"
         case .invalidSetupHeader(let why):
             "kernel setup header is invalid: \(why)"
+        case .invalidELF(let why):
+            "kernel image is not a PVH-bootable ELF vmlinux: \(why)"
         case .kernelTooLarge(let end, let ramEnd):
-            "kernel needs low RAM up to \(hex(end)) (load address plus init_size) but low RAM ends at \(hex(ramEnd))"
+            "kernel needs RAM up to \(hex(end)) (its image, or load address plus init_size) but RAM below the MMIO hole ends at \(hex(ramEnd))"
         case .commandLineTooLong(let length, let maximum):
             "kernel command line is \(length) bytes; this kernel accepts at most \(maximum) (cmdline_size)"
         case .commandLineContainsNUL:

@@ -129,17 +129,24 @@ public struct BzImage: Sendable {
     /// Where the decompressor will run the kernel when started at `loadAddress`: a relocatable
     /// kernel aligns its load address up to `kernel_alignment` but never goes below `pref_address`
     /// (LOAD_PHYSICAL_ADDR); a fixed one runs at `pref_address` (arch/x86/boot/compressed/head_64.S).
+    /// Header values are untrusted, so the arithmetic saturates instead of trapping; a saturated
+    /// result simply fails the fits-in-RAM check.
     func runAddress(loadAddress: UInt64) -> UInt64 {
         guard relocatableKernel else { return prefAddress }
         let alignment = UInt64(max(kernelAlignment, 1))
-        let aligned = (loadAddress + alignment - 1) / alignment * alignment
+        let aligned = saturatingAdd(loadAddress, alignment - 1) / alignment * alignment
         return max(aligned, prefAddress)
     }
 
     /// One past the highest byte the kernel may touch before it has parsed the e820 map: both the
     /// loaded image and `init_size` bytes from its run address. The initrd must sit above this.
     func footprintEnd(loadAddress: UInt64) -> UInt64 {
-        let loaded = loadAddress + UInt64(max(protectedModeCode.count, Int(initSize)))
-        return max(loaded, runAddress(loadAddress: loadAddress) + UInt64(initSize))
+        let loaded = saturatingAdd(loadAddress, UInt64(max(protectedModeCode.count, Int(initSize))))
+        return max(loaded, saturatingAdd(runAddress(loadAddress: loadAddress), UInt64(initSize)))
     }
+}
+
+private func saturatingAdd(_ a: UInt64, _ b: UInt64) -> UInt64 {
+    let (sum, overflow) = a.addingReportingOverflow(b)
+    return overflow ? .max : sum
 }

@@ -19,8 +19,9 @@ public enum X86Layout {
     /// Global descriptor table (see ``LinuxBoot/gdtEntries``).
     public static let gdtAddress = GuestAddress(0x500)
     /// An empty IDT: any exception before the kernel installs its own triple-faults, which KVM
-    /// reports as a shutdown rather than running garbage handlers.
-    public static let idtAddress = GuestAddress(0x520)
+    /// reports as a shutdown rather than running garbage handlers. It follows the 48-byte GDT
+    /// (0x500–0x52F); 0x520 would overlap the GDT's TSS descriptor at selector 0x20.
+    public static let idtAddress = GuestAddress(0x530)
     /// Initial stack pointer for hand-written guests; Linux's 64-bit entry sets its own stack.
     public static let bootStackPointer: UInt64 = 0x8FF0
     /// The zero page (`struct boot_params`, boot.rst "64-bit BOOT PROTOCOL").
