@@ -34,10 +34,12 @@ let package = Package(
         .executableTarget(
             name: "vireo-vmm",
             dependencies: ["VireoVMM", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        // Storage: native qcow2 (QEMU's qcow2 spec, v2/v3) and raw images; no KVM or virtio imports.
+        .target(name: "VireoQCOW2", dependencies: ["VireoSystem"]),
         .target(name: "VireoLab", dependencies: [.product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "vireo",
-            dependencies: ["VireoLab", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["VireoLab", "VireoQCOW2", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .target(name: "VireoTestSupport", dependencies: ["VireoMemory", "VireoDevices"]),
 
         .testTarget(name: "VireoMemoryTests", dependencies: ["VireoMemory"]),
@@ -45,5 +47,6 @@ let package = Package(
         .testTarget(name: "VireoDevicesTests", dependencies: ["VireoDevices", "VireoTestSupport"]),
         .testTarget(name: "VireoVMMTests", dependencies: ["VireoVMM", "VireoKVM", "VireoTestSupport"]),
         .testTarget(name: "VireoLabTests", dependencies: ["VireoLab"]),
+        .testTarget(name: "VireoQCOW2Tests", dependencies: ["VireoQCOW2"]),
     ]
 )

@@ -142,7 +142,7 @@ struct TinyGuestTests {
     }
 
     @Test func invalidConfigurationsAreRefusedWithClearMessages() throws {
-        #expect(throws: ConfigError.invalid("--cpus must be between 1 and 254, got 0")) {
+        #expect(throws: ConfigError.invalid("--cpus must be between 1 and 40, got 0")) {
             try VMConfig(payload: .raw(path: "/x", mode: .real), cpuCount: 0).validate()
         }
         #expect(throws: ConfigError.self) { try VMConfig.parseMemorySize("12Q") }

@@ -1,3 +1,5 @@
+import VireoBoot
+
 /// What to boot and with what resources: the typed form of `vireo-vmm`'s command line,
 /// checked by ``validate()`` before anything touches KVM (cloud-hypervisor's `config.rs` pattern).
 public struct VMConfig: Sendable {
@@ -31,8 +33,8 @@ public struct VMConfig: Sendable {
     }
 
     public static let rawLoadAddress: UInt64 = 0x10000
-    /// Most vCPUs one VM may have: the MP table and MADT number APIC IDs in 8 bits.
-    public static let maxCPUs = 254
+    /// Most vCPUs one VM may have: what the MP table in the 1 KiB EBDA can describe.
+    public static let maxCPUs = LinuxBoot.maximumCPUCount
     public static let minimumMemory: UInt64 = 16 << 20
 
     public var payload: Payload
