@@ -17,15 +17,15 @@ import VireoTestSupport
     init() throws {
         let (resets, powerOffs) = (self.resets, self.powerOffs)
         uart = Serial8250(interrupt: com1Line, output: console)
-        try bus.register(uart, at: 0x3F8, length: 8)
-        try bus.register(I8042(interrupt: kbdLine, onReset: { resets.increment() }), at: I8042.portBase, length: I8042.portLength)
-        try bus.register(CMOS(clock: { 0 }, memoryBelow4G: 1 << 30, memoryAbove4G: 0), at: CMOS.portBase, length: CMOS.portLength)
-        try bus.register(post, at: 0x80, length: 1)
-        try bus.register(IgnoredPorts(), at: 0x87, length: 1)
-        try bus.register(PCIConfigPorts(), at: PCIConfigPorts.portBase, length: PCIConfigPorts.portLength)
+        try bus.register(uart, at: LegacyPorts.com1.base, length: LegacyPorts.com1.length)
+        try bus.register(I8042(interrupt: kbdLine, onReset: { resets.increment() }), at: LegacyPorts.i8042.base, length: LegacyPorts.i8042.length)
+        try bus.register(CMOS(clock: { 0 }, memoryBelow4G: 1 << 30, memoryAbove4G: 0), at: LegacyPorts.cmos.base, length: LegacyPorts.cmos.length)
+        try bus.register(post, at: LegacyPorts.postCode.base, length: LegacyPorts.postCode.length)
+        try bus.register(IgnoredPorts(), at: LegacyPorts.dmaPage.base, length: LegacyPorts.dmaPage.length)
+        try bus.register(PCIConfigPorts(), at: LegacyPorts.pciConfig.base, length: LegacyPorts.pciConfig.length)
         try bus.register(
             AcpiPowerDevice(onPowerOff: { powerOffs.increment() }, onReset: { resets.increment() }),
-            at: AcpiPowerDevice.portBase, length: AcpiPowerDevice.portLength)
+            at: LegacyPorts.acpi.base, length: LegacyPorts.acpi.length)
     }
 
     @Test func portsReachTheirDevices() {
