@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 
 _Static_assert(sizeof(struct kvm_regs) == 144, "kvm_regs ABI");
 _Static_assert(sizeof(struct kvm_sregs) == 312, "kvm_sregs ABI");
@@ -54,3 +55,5 @@ int vireo_vcpu_set_run_signal_mask(int vcpu_fd) {
 }
 
 int vireo_set_thread_name(unsigned long thread, const char *name) { return pthread_setname_np((pthread_t)thread, name); }
+
+int vireo_accept_cloexec(int listener) { return accept4(listener, NULL, NULL, SOCK_CLOEXEC); }

@@ -1,3 +1,4 @@
+import CVireoLinux
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -34,7 +35,7 @@ public enum RawDescriptorIO {
     /// Accepts a connection on a listening socket; nil once the listener is shut down.
     public static func accept(_ listener: Int32) -> Int32? {
         while true {
-            let fd = unsafe accept4(listener, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+            let fd = vireo_accept_cloexec(listener)
             if fd >= 0 { return fd }
             if errno == EINTR { continue }
             return nil

@@ -1,3 +1,4 @@
+import CVireoLinux
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -32,7 +33,7 @@ public enum UnixSocket {
 
     /// Accepts one connection.
     public static func accept(_ listener: borrowing FileDescriptor) throws(SystemError) -> FileDescriptor {
-        let fd = try retryingInterrupts("accept") { unsafe accept4(listener.rawValue, nil, nil, Int32(SOCK_CLOEXEC.rawValue)) }
+        let fd = try retryingInterrupts("accept") { vireo_accept_cloexec(listener.rawValue) }
         return FileDescriptor(adopting: fd)
     }
 

@@ -91,6 +91,8 @@ int vireo_block_kick_signal(void);
 int vireo_kick_thread(unsigned long thread);
 /// The calling thread's pthread handle.
 unsigned long vireo_current_thread(void);
+/// accept4(fd, NULL, NULL, SOCK_CLOEXEC) (accept4 needs _GNU_SOURCE).
+int vireo_accept_cloexec(int listener);
 /// Names a thread (pthread_setname_np needs _GNU_SOURCE, which the shim defines).
 int vireo_set_thread_name(unsigned long thread, const char *name);
 /// Sets KVM_SET_SIGNAL_MASK on a vCPU so that only while in KVM_RUN the kick signal is deliverable.

@@ -10,8 +10,7 @@ import VireoSystem
 /// | ports        | device                         | IRQ |
 /// |--------------|--------------------------------|-----|
 /// | 0x3F8–0x3FF  | COM1 16550A UART               | 4   |
-/// | 0x60, 0x64   | i8042 keyboard controller      | 1   |
-/// | 0x61         | system control port B          |     |
+/// | 0x60–0x64    | i8042 keyboard controller (0x61: port B, answered by KVM's PIT speaker) | 1 |
 /// | 0x70–0x71    | CMOS / RTC                     |     |
 /// | 0x80         | POST code port                 |     |
 /// | 0xCF8–0xCFF  | PCI configuration mechanism #1 |     |
@@ -42,7 +41,6 @@ final class PlatformDevices: Sendable {
 
         try ioBus.register(serial, at: Self.com1Base, length: 8)
         try ioBus.register(keyboard, at: 0x60, length: 5)
-        try ioBus.register(SystemControlPortB(), at: 0x61, length: 1)
         try ioBus.register(cmos, at: 0x70, length: 2)
         try ioBus.register(PostCodePort(), at: 0x80, length: 1)
         try ioBus.register(PCIConfigPorts(), at: 0xCF8, length: 8)

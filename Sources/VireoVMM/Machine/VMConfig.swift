@@ -67,21 +67,20 @@ public struct VMConfig: Sendable {
 
     /// Parses sizes the way QEMU's `-m` does: a number with an optional K/M/G/T suffix (binary units); a bare number means MiB.
     public static func parseMemorySize(_ text: String) throws(ConfigError) -> UInt64 {
-        var digits = Substring(text.trimmingPrefixAndSuffixSpaces)
+        var body = Substring(text.trimmingPrefixAndSuffixSpaces).uppercased()[...]
+        if body.hasSuffix("IB") { body = body.dropLast(2) } else if body.hasSuffix("B") && body.count > 1 && !(body.dropLast().last?.isNumber ?? true) { body = body.dropLast() }
         var shift: UInt64 = 20
-        if let last = digits.last, !last.isNumber {
-            switch last.uppercased() {
+        if let unit = body.last, !unit.isNumber {
+            switch unit {
             case "K": shift = 10
             case "M": shift = 20
             case "G": shift = 30
             case "T": shift = 40
-            case "B": shift = 0
-            default: throw .invalid("cannot parse memory size '\(text)': unknown suffix '\(last)' (use K, M, G or T)")
+            default: throw .invalid("cannot parse memory size '\(text)': unknown unit '\(unit)' (use K, M, G or T)")
             }
-            digits = digits.dropLast()
-            if shift != 0, digits.last?.uppercased() == "I" || digits.last?.uppercased() == "B" { digits = digits.dropLast() }
+            body = body.dropLast()
         }
-        guard let value = UInt64(digits), value > 0 else {
+        guard let value = UInt64(body), value > 0 else {
             throw .invalid("cannot parse memory size '\(text)': expected a positive number such as 256M or 2G")
         }
         let (bytes, overflow) = value.multipliedReportingOverflow(by: 1 << shift)
