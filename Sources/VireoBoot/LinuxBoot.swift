@@ -94,6 +94,7 @@ public enum LinuxBoot {
         }
 
         try MPTable.write(cpuCount: cpuCount, into: memory)
+        try writeResetVectorStub(into: memory)
         let acpi = try ACPITables.write(cpuCount: cpuCount, into: memory)
         try prepareLongMode(in: memory)
 
@@ -141,5 +142,20 @@ public enum LinuxBoot {
             page.set(entry.bytes, at: BootParams.e820Table + index * E820Entry.size)
         }
         return page.bytes
+    }
+
+    /// Machine code placed at the real-mode reset vector: `mov al, RESET_VALUE; mov dx, RESET_PORT;
+    /// out dx, al; hlt; jmp $-1` — a jump to the BIOS becomes an ACPI reset (FADT RESET_REG).
+    public static func resetVectorStub() -> [UInt8] {
+        let port = X86Layout.acpiResetPort
+        return [0xB0, X86Layout.acpiResetValue, 0xBA, UInt8(port & 0xFF), UInt8(port >> 8), 0xEE, 0xF4, 0xEB, 0xFD]
+    }
+
+    static func writeResetVectorStub(into memory: GuestMemory) throws(BootError) {
+        do {
+            try memory.write(resetVectorStub(), at: X86Layout.realModeResetVector)
+        } catch {
+            throw .guestMemory(error)
+        }
     }
 }

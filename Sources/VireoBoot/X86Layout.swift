@@ -45,6 +45,10 @@ public enum X86Layout {
     public static let biosAreaEnd: UInt64 = 0x10_0000
     /// Protected-mode kernel load address (boot.rst: "loaded at 0x100000").
     public static let kernelAddress = GuestAddress(0x10_0000)
+    /// The real-mode reset vector F000:FFF0. Linux's last-resort restart (`machine_real_restart`,
+    /// reached for instance when a hardware-reduced ACPI platform makes it try EFI and then the BIOS)
+    /// jumps here; Vireo has no BIOS, so a stub asks for the reset through the ACPI reset register.
+    public static let realModeResetVector = GuestAddress(0xF_FFF0)
     public static let ioapicAddress: UInt64 = 0xFEC0_0000
     public static let lapicAddress: UInt64 = 0xFEE0_0000
 

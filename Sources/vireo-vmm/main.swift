@@ -20,7 +20,7 @@ struct VireoVMMCommand: ParsableCommand {
 
     @Option(help: "Linux kernel image (bzImage).") var kernel: String?
     @Option(help: "Initial ramdisk.") var initrd: String?
-    @Option(help: "Kernel command line.") var cmdline: String = "console=ttyS0 reboot=k panic=1"
+    @Option(help: "Kernel command line.") var cmdline: String = "console=ttyS0 panic=1"
     @Option(help: "Flat binary to load at 0x10000 instead of a kernel (tiny test guests).") var raw: String?
     @Option(name: .customLong("raw-mode"), help: "CPU mode a --raw image starts in: real or long.") var rawMode: String = "long"
     @Option(help: "Number of vCPUs.") var cpus: Int = 1
