@@ -160,7 +160,17 @@ public enum ACPITables {
             "COM1",
             AML.name("_HID", AML.eisaID("PNP0501")) + AML.name("_UID", AML.integer(0))
                 + AML.name("_CRS", AML.buffer(resources)))
-        return s5 + AML.scope(root: "_SB_", com1)
+        // The i8042 (PS/2 keyboard controller). On a hardware-reduced ACPI platform Linux maps no
+        // legacy ISA IRQs by itself, so the keyboard driver only finds its controller and IRQ 1
+        // through this PNP0303 device (Ctrl-Alt-Del reaches the guest through it).
+        let keyboardResources =
+            AML.Resource.io(port: 0x60, length: 1) + AML.Resource.io(port: 0x64, length: 1)
+            + AML.Resource.irqNoFlags(1) + AML.Resource.endTag
+        let keyboard = AML.device(
+            "PS2K",
+            AML.name("_HID", AML.eisaID("PNP0303")) + AML.name("_UID", AML.integer(0))
+                + AML.name("_CRS", AML.buffer(keyboardResources)))
+        return s5 + AML.scope(root: "_SB_", com1 + keyboard)
     }
 
     /// DSDT, revision 2 (64-bit AML integers), §5.2.11.1.
