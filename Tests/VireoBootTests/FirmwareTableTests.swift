@@ -168,23 +168,39 @@ import VireoMemory
         #expect(nmis.count == 1 && nmis[0] == [4, 6, 0xFF, 0, 0, 1])
     }
 
-    @Test func dsdtDefinesS5AndCOM1() throws {
+    @Test func dsdtDefinesS5AndCOM1AndTheKeyboardController() throws {
         let dsdt = try load(cpuCount: 1).dsdt
         #expect(dsdt.u8(8) == 2)
         let aml = Array(dsdt[36...])
         let s5: [UInt8] = [0x08, 0x5F, 0x53, 0x35, 0x5F, 0x12, 0x07, 0x04, 0x0A, 0x05, 0x00, 0x00, 0x00]
         #expect(Array(aml.prefix(s5.count)) == s5)
         let rest = Array(aml[s5.count...])
-        // Scope (\_SB_) whose PkgLength covers exactly the rest of the table.
+        // Scope (\_SB_) whose PkgLength (ACPI 6.4 §20.2.4) covers exactly the rest of the table.
         #expect(rest[0] == 0x10)
-        #expect(Int(rest[1]) == rest.count - 1)
-        #expect(Array(rest[2..<7]) == [0x5C] + Array("_SB_".utf8))
-        #expect(Array(rest[7..<9]) == [0x5B, 0x82])  // DeviceOp
-        #expect(Int(rest[9]) == rest.count - 9)
-        #expect(rest.ascii(10, 4) == "COM1")
+        let (scopeLength, scopeLengthBytes) = pkgLength(rest, at: 1)
+        #expect(scopeLength == rest.count - 1)
+        let nameAt = 1 + scopeLengthBytes
+        #expect(Array(rest[nameAt..<(nameAt + 5)]) == [0x5C] + Array("_SB_".utf8))
+        #expect(Array(rest[(nameAt + 5)..<(nameAt + 7)]) == [0x5B, 0x82])  // DeviceOp
+        let (_, deviceLengthBytes) = pkgLength(rest, at: nameAt + 7)
+        #expect(rest.ascii(nameAt + 7 + deviceLengthBytes, 4) == "COM1")
         #expect(contains(rest, Array("_HID".utf8) + [0x0C, 0x41, 0xD0, 0x05, 0x01]))  // EISAID("PNP0501")
         #expect(contains(rest, Array("_UID".utf8) + [0x00]))
         #expect(contains(rest, [0x47, 0x01, 0xF8, 0x03, 0xF8, 0x03, 0x01, 0x08, 0x22, 0x10, 0x00, 0x79, 0x00]))
+        // PS2K: EISAID("PNP0303"), ports 0x60 and 0x64, IRQ 1.
+        #expect(contains(rest, Array("PS2K".utf8)))
+        #expect(contains(rest, Array("_HID".utf8) + [0x0C, 0x41, 0xD0, 0x03, 0x03]))
+        #expect(contains(rest, [0x47, 0x01, 0x60, 0x00, 0x60, 0x00, 0x01, 0x01, 0x47, 0x01, 0x64, 0x00, 0x64, 0x00, 0x01, 0x01, 0x22, 0x02, 0x00, 0x79, 0x00]))
+    }
+
+    /// Decodes an AML PkgLength: returns the encoded length and how many bytes encode it.
+    func pkgLength(_ bytes: [UInt8], at offset: Int) -> (Int, Int) {
+        let lead = Int(bytes[offset])
+        let follow = lead >> 6
+        if follow == 0 { return (lead & 0x3F, 1) }
+        var length = lead & 0x0F
+        for index in 0..<follow { length |= Int(bytes[offset + 1 + index]) << (4 + 8 * index) }
+        return (length, 1 + follow)
     }
 
     @Test func rejectsBadCPUCount() throws {
