@@ -25,6 +25,8 @@ public struct ArtifactBuilder: Sendable {
     /// What to put in an L1 image.
     public struct Request: Sendable {
         public var needs: Set<Need>
+        /// Packaged only when available (a scenario's "vireo-vmm?").
+        public var optional: Set<Need> = []
         public var scenario: Scenario?
         /// Guest script for the L2 initramfs when the scenario has none.
         public var defaultGuestInit: String
@@ -38,6 +40,7 @@ public struct ArtifactBuilder: Sendable {
 
         public init(scenario: Scenario) {
             self.init(needs: scenario.spec.needSet, scenario: scenario, hosts: scenario.spec.hosts)
+            optional = scenario.spec.optionalNeedSet
         }
     }
 
@@ -65,6 +68,12 @@ public struct ArtifactBuilder: Sendable {
             log(entry.reused ? "reused \(entry.kind) (\(entry.directory))" : String(format: "rebuilt %@ in %.1fs (%@)", entry.kind, entry.seconds, entry.directory))
             return entry
         }
+        var request = request
+        if request.optional.contains(.vireoVMM), let vmmPath, FileManager.default.isExecutableFile(atPath: vmmPath) {
+            request.needs.insert(.vireoVMM)
+        }
+        request.needs.formUnion(request.optional.subtracting([.vireoVMM]))
+        if request.needs.contains(.l2Initramfs) || request.needs.contains(.rootfs) { request.needs.insert(.l2Kernel) }
         let base = note(try buildL1Base(needs: request.needs))
         var guestInit = request.defaultGuestInit
         if let path = request.scenario?.guestInitPath {

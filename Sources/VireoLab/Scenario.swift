@@ -50,7 +50,7 @@ public struct ScenarioSpec: Codable, Sendable, Equatable {
         fail = try c.decodeIfPresent([String].self, forKey: .fail) ?? Self.defaultFail
         expect = try c.decodeIfPresent([String].self, forKey: .expect) ?? []
         resultsDiskMiB = try c.decodeIfPresent(Int.self, forKey: .resultsDiskMiB) ?? 64
-        for need in needs where Need(rawValue: need) == nil {
+        for need in needs where Need(rawValue: need.hasSuffix("?") ? String(need.dropLast()) : need) == nil {
             throw LabError.scenario("unknown need \"\(need)\" (known: \(Need.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
         guard hosts >= 1, hosts <= 8 else { throw LabError.scenario("hosts must be between 1 and 8") }
@@ -58,10 +58,15 @@ public struct ScenarioSpec: Codable, Sendable, Equatable {
         for pattern in expect { _ = try Regex(pattern) }
     }
 
+    /// Required needs (a name ending in "?" is optional: packaged only when available, see `optionalNeedSet`).
     public var needSet: Set<Need> {
         var set = Set(needs.compactMap(Need.init(rawValue:)))
         if set.contains(.l2Initramfs) || set.contains(.rootfs) { set.insert(.l2Kernel) }
         return set
+    }
+
+    public var optionalNeedSet: Set<Need> {
+        Set(needs.filter { $0.hasSuffix("?") }.compactMap { Need(rawValue: String($0.dropLast())) })
     }
 
     /// QEMU's -m value ("2048M", "2G", or a plain number of MiB).
