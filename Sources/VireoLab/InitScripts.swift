@@ -81,6 +81,7 @@ public enum InitScripts {
           shell)
             echo "Vireo lab host: /dev/kvm=$KVM. vireo-vmm is $VIREO_VMM; L2 kernel $L2_KERNEL, initramfs $L2_INITRD."
             echo "Try: \\"$VIREO_VMM\\" --kernel $L2_KERNEL --initrd $L2_INITRD --cmdline '\(l2Cmdline)' --memory 256M --serial stdio"
+            echo "Peer baseline: $QEMU -L $QEMU_DATA -enable-kvm -cpu host -m 256M -nographic -no-reboot -kernel $L2_KERNEL -initrd $L2_INITRD -append console=ttyS0"
             echo "Leave with exit or poweroff (or Ctrl-a x)."
             setsid cttyhack sh -l
             ;;

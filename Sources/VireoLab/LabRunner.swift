@@ -58,6 +58,7 @@ public struct LabRunner: Sendable {
         let spec = scenario.spec
         let runToken = "vireo-lab-\(scenario.name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let runDirectory = host.cacheDirectory + "/runs/" + runToken
+        Self.pruneRuns(in: host.cacheDirectory + "/runs", keeping: 30)
         try FileManager.default.createDirectory(atPath: runDirectory, withIntermediateDirectories: true)
         let buildStart = Date()
         let images = try builder.build(ArtifactBuilder.Request(scenario: scenario), outputDirectory: runDirectory)
@@ -117,6 +118,17 @@ public struct LabRunner: Sendable {
             resultsDirectory: resultsDirectory, consoleLogs: sessions.map(\.logPath),
             seconds: Date().timeIntervalSince(buildStart), bootSeconds: bootSeconds,
             qemuPIDs: sessions.map(\.child.pid), runToken: runToken, buildSummary: images.summary)
+    }
+
+    /// Removes all but the newest `keeping` run folders (console logs and extracted results).
+    static func pruneRuns(in directory: String, keeping: Int) {
+        let fm = FileManager.default
+        guard let names = try? fm.contentsOfDirectory(atPath: directory), names.count > keeping else { return }
+        let dated = names.map { name -> (String, Date) in
+            let date = (try? fm.attributesOfItem(atPath: directory + "/" + name)[.modificationDate] as? Date) ?? .distantPast
+            return (name, date ?? .distantPast)
+        }.sorted { $0.1 > $1.1 }
+        for (name, _) in dated.dropFirst(keeping) { try? fm.removeItem(atPath: directory + "/" + name) }
     }
 
     /// The QEMU command line of lab host `index`.

@@ -71,7 +71,7 @@ public struct ScenarioSpec: Codable, Sendable, Equatable {
 
     /// QEMU's -m value ("2048M", "2G", or a plain number of MiB).
     public var l1Memory: String { l1.memory ?? "2048M" }
-    public var l1CPUs: Int { l1.cpus ?? 2 }
+    public var l1CPUs: Int { l1.cpus ?? 1 }
 }
 
 public enum Need: String, CaseIterable, Sendable, Hashable, Comparable {

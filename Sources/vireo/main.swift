@@ -126,7 +126,7 @@ struct LabUp: ParsableCommand {
     var guest = false
 
     @Option(help: "Lab host memory.") var memory = "2048M"
-    @Option(help: "Lab host vCPUs.") var cpus = 2
+    @Option(help: "Lab host vCPUs (TCG runs fastest with 1).") var cpus = 1
 
     @OptionGroup var vmm: VMMOption
 

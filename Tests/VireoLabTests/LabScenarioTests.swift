@@ -145,6 +145,50 @@ extension LabTests {
     }
   }
 
+  /// `vireo lab run` interrupted with SIGINT kills its QEMU (which runs in its own process group).
+  @Suite struct Interrupts {
+    @Test(.timeLimit(.minutes(2))) func interruptedRunLeavesNoQEMU() throws {
+      let vireo = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        .appendingPathComponent("vireo").path
+      guard FileManager.default.isExecutableFile(atPath: vireo) else {
+        Issue.record("no vireo executable at \(vireo) (swift build --product vireo)")
+        return
+      }
+      let process = Process()
+      process.executableURL = URL(fileURLWithPath: vireo)
+      process.arguments = [
+        "lab", "run", TestLab.repositoryRoot + "/Tests/VireoLabTests/Scenarios/broken-no-marker",
+      ]
+      let stderr = Pipe()
+      process.standardError = stderr
+      process.standardOutput = FileHandle.nullDevice
+      try process.run()
+      // Wait for "host 0: qemu pid N".
+      var text = ""
+      var qemuPID: pid_t?
+      let deadline = Date().addingTimeInterval(30)
+      while qemuPID == nil, Date() < deadline {
+        let chunk = stderr.fileHandleForReading.availableData
+        if chunk.isEmpty { break }
+        text += String(decoding: chunk, as: UTF8.self)
+        if let range = text.range(of: #"qemu pid ([0-9]+)"#, options: .regularExpression) {
+          qemuPID = pid_t(text[range].split(separator: " ").last!)
+        }
+      }
+      guard let qemuPID else {
+        Issue.record("vireo did not report a QEMU pid: \(text)")
+        process.terminate()
+        return
+      }
+      sleep(2)
+      #expect(kill(qemuPID, 0) == 0, "QEMU should be running")
+      kill(process.processIdentifier, SIGINT)
+      process.waitUntilExit()
+      #expect(process.terminationStatus == 130)
+      #expect(kill(qemuPID, 0) == -1 && errno == ESRCH, "QEMU \(qemuPID) survived the interrupt")
+    }
+  }
+
   /// Scenarios that need vireo-vmm (built from this package). They fail until the VMM implements the
   /// contract in docs/lab.md (--raw/--raw-mode, --kernel/--initrd/--cmdline/--cpus/--memory/--serial, --print-stats).
   @Suite struct VireoVMMScenarios {
