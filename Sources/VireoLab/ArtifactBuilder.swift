@@ -162,6 +162,7 @@ public struct ArtifactBuilder: Sendable {
         var manifest = CacheManifest()
         manifest.add("kind", "l1-base")
         manifest.add("needs", needs.sorted().map(\.rawValue).joined(separator: ","))
+        manifest.add("generated", SHA256.hex(InitScripts.profile))
         manifest.addFileStat(host.busybox)
         for module in LabModules.l1 { manifest.addFileStat(try host.module(module)) }
         var vmm: String?
@@ -199,6 +200,7 @@ public struct ArtifactBuilder: Sendable {
         manifest.addFileStat(host.busybox)
         for module in LabModules.l2 { manifest.addFileStat(try host.module(module)) }
         manifest.add("guest-init", SHA256.hex(guestInit))
+        manifest.add("generated", SHA256.hex(InitScripts.l2Init() + InitScripts.profile))
         return try cache.entry(kind: "l2-initramfs", manifest: manifest) { dir in
             var archive = CpioArchive()
             try commonTree(into: &archive, modules: LabModules.l2)
@@ -216,12 +218,14 @@ public struct ArtifactBuilder: Sendable {
         manifest.addFileStat(host.busybox)
         for module in LabModules.l2 { manifest.addFileStat(try host.module(module)) }
         manifest.add("guest-init", SHA256.hex(guestInit))
+        manifest.add("generated", SHA256.hex(InitScripts.l2Init() + InitScripts.profile))
         return try cache.entry(kind: "rootfs", manifest: manifest) { dir in
             let tree = dir + "/tree"
             let fm = FileManager.default
             var archive = CpioArchive()
             try commonTree(into: &archive, modules: LabModules.l2)
             archive.addFile("sbin/init", text: InitScripts.l2Init(), mode: 0o755)
+            archive.addFile(".vireo-rootfs", text: "")
             archive.addFile("guest-init.sh", text: guestInit, mode: 0o755)
             // Materialize the tree on disk (device nodes are left to devtmpfs).
             for entry in archive.entries {

@@ -4,7 +4,7 @@ import Foundation
 /// An entry is built in a temporary folder and renamed into place, so a crash never leaves half an entry.
 public struct ArtifactCache: Sendable {
     /// Bump when the layout of any artifact changes, so old cache entries are not reused.
-    public static let formatVersion = "vireo-lab-format-3"
+    public static let formatVersion = "vireo-lab-format-4"
 
     public let root: String
 

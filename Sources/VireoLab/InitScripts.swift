@@ -104,8 +104,25 @@ public enum InitScripts {
         #!/bin/busybox sh
         \(mountBasics)
         for m in $(cat /lab/modules.order); do
+          [ -d "/sys/module/$(basename "$m" .ko | tr - _)" ] && continue
           insmod "/lab/modules/$m" 2>/dev/null || echo "VIREO-GUEST: insmod $m failed"
         done
+        # vireo.root=/dev/vda: switch from the initramfs to the ext4 root filesystem image (ROOTFS_IMG).
+        ROOT=
+        for word in $(cat /proc/cmdline); do
+          case "$word" in vireo.root=*) ROOT="${word#vireo.root=}" ;; esac
+        done
+        if [ -n "$ROOT" ] && [ ! -e /.vireo-rootfs ]; then
+          mkdir -p /newroot
+          if mount -t ext4 "$ROOT" /newroot; then
+            echo "VIREO-GUEST: switching to the root filesystem on $ROOT"
+            umount /dev/pts /tmp /run /sys /proc 2>/dev/null
+            umount /dev 2>/dev/null
+            exec switch_root /newroot /sbin/init
+          fi
+          echo "VIREO-GUEST: cannot mount $ROOT"
+        fi
+        [ -e /.vireo-rootfs ] && echo "VIREO-GUEST: running from the root filesystem $ROOT"
         echo "VIREO-GUEST: init reached (uptime $(cut -d' ' -f1 /proc/uptime)s)"
         sh /guest-init.sh
         echo "VIREO-GUEST: guest-init.sh exited with status $?"
