@@ -39,7 +39,7 @@ struct VMMOption: ParsableArguments {
 }
 
 struct LabRun: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "run", abstract: "Run a scenario; exit status 0 on PASS, 1 on FAIL.")
+    static let configuration = CommandConfiguration(commandName: "run", abstract: "Run a scenario; exit status 0 on PASS, 1 on FAIL, 2 when the lab itself cannot run it.")
 
     @Argument(help: "A scenario name (from lab/scenarios) or a path to a scenario folder.")
     var scenario: String
@@ -56,6 +56,16 @@ struct LabRun: ParsableCommand {
     @OptionGroup var vmm: VMMOption
 
     func run() throws {
+        do {
+            try runScenario()
+        } catch let error as LabError {
+            // Tooling problems (missing packages, bad scenario folder) are not scenario failures.
+            FileHandle.standardError.write(Data("ERROR: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+    }
+
+    func runScenario() throws {
         let scenario = try ScenarioLocator.locate(self.scenario)
         let runner = LabRunner(builder: try vmm.builder())
         let hosts = scenario.spec.hosts
