@@ -86,8 +86,12 @@ public enum InitScripts {
             setsid cttyhack sh -l
             ;;
           guest)
+            # The VMM's serial is this console: raw mode, so keys (Ctrl-C too) reach the L2 guest unechoed.
+            stty raw -echo 2>/dev/null
             "$VIREO_VMM" --kernel "$L2_KERNEL" --initrd "$L2_INITRD" --cmdline "\(l2Cmdline)" --memory 256M --serial stdio
-            echo "VIREO-LAB: vireo-vmm exited with status $?"
+            rc=$?
+            stty sane 2>/dev/null
+            echo "VIREO-LAB: vireo-vmm exited with status $rc"
             ;;
         esac
         sync

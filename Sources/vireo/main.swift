@@ -137,12 +137,14 @@ struct LabUp: ParsableCommand {
 
     @Option(help: "Lab host memory.") var memory = "2048M"
     @Option(help: "Lab host vCPUs (TCG runs fastest with 1).") var cpus = 1
+    @Option(help: "Host port forwarded (127.0.0.1 only) to the lab host's port 8006.") var hostPort = 8006
 
     @OptionGroup var vmm: VMMOption
 
     func run() throws {
         let runner = LabRunner(builder: try vmm.builder())
-        let status = try runner.up(guest: guest, memory: memory, cpus: cpus)
+        let status = try runner.up(
+            guest: guest, memory: memory, cpus: cpus, hostForward: "tcp:127.0.0.1:\(hostPort)-:8006")
         if status != 0 { throw ExitCode(status) }
     }
 }

@@ -70,7 +70,8 @@ extension LabTests {
     @Suite struct Scenarios {
         @Test(.timeLimit(.minutes(3))) func qemuBaselineBootsL2() throws {
             let result = try TestLab.run("qemu-l2-baseline")
-            #expect(result.passed, "\(result.report)")
+            let passed = result.passed
+            #expect(passed, "\(result.report)")
             #expect(result.consoleTail.contains { $0.contains("VIREO-GUEST: cpus=1") })
             let saved = try String(
                 contentsOfFile: result.resultsDirectory! + "/qemu-l2-baseline.txt", encoding: .utf8)
@@ -80,7 +81,8 @@ extension LabTests {
 
         @Test(.timeLimit(.minutes(3))) func twoHostsPingEachOther() throws {
             let result = try TestLab.run("two-hosts")
-            #expect(result.passed, "\(result.report)")
+            let passed = result.passed
+            #expect(passed, "\(result.report)")
             for host in 0..<2 {
                 let ping = try? String(
                     contentsOfFile: "\(result.resultsDirectory ?? "")/host\(host)/ping.txt", encoding: .utf8)
@@ -197,7 +199,8 @@ extension LabTests {
             arguments: ["kvm-native", "linux-boot-1cpu", "linux-boot-2cpu", "linux-reboot"])
         func scenarioPasses(_ name: String) throws {
             let result = try TestLab.run(name)
-            #expect(result.passed, "\(result.report)")
+            let passed = result.passed
+            #expect(passed, "\(result.report)")
             try TestLab.expectNoQEMULeft(result)
         }
     }
