@@ -1,0 +1,71 @@
+import Foundation
+
+/// A directory of build outputs keyed by a hash of their inputs: `<root>/<kind>-<key>/`.
+/// An entry is built in a temporary folder and renamed into place, so a crash never leaves half an entry.
+public struct ArtifactCache: Sendable {
+    /// Bump when the layout of any artifact changes, so old cache entries are not reused.
+    public static let formatVersion = "vireo-lab-format-4"
+
+    public let root: String
+
+    public init(root: String) { self.root = root }
+
+    public struct Entry: Sendable {
+        public var kind: String
+        public var directory: String
+        public var reused: Bool
+        public var seconds: Double
+    }
+
+    /// Returns the entry for `kind` and `manifest`, building it with `build(tempDirectory)` if missing.
+    public func entry(kind: String, manifest: CacheManifest, build: (String) throws -> Void) throws -> Entry {
+        let key = manifest.key
+        let final = "\(root)/\(kind)-\(key.prefix(24))"
+        let fm = FileManager.default
+        if fm.fileExists(atPath: final + "/.complete") {
+            return Entry(kind: kind, directory: final, reused: true, seconds: 0)
+        }
+        let start = Date()
+        try fm.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let temp = "\(final).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try? fm.removeItem(atPath: temp)
+        try fm.createDirectory(atPath: temp, withIntermediateDirectories: true)
+        do {
+            try build(temp)
+            try manifest.text.write(toFile: temp + "/.manifest", atomically: true, encoding: .utf8)
+            try "".write(toFile: temp + "/.complete", atomically: true, encoding: .utf8)
+            try? fm.removeItem(atPath: final)
+            try fm.moveItem(atPath: temp, toPath: final)
+        } catch {
+            try? fm.removeItem(atPath: temp)
+            throw error
+        }
+        return Entry(kind: kind, directory: final, reused: false, seconds: Date().timeIntervalSince(start))
+    }
+}
+
+/// The inputs of one artifact, as text lines; the cache key is their SHA-256.
+/// Big host files (kernel, QEMU, libraries) are identified by path, size and mtime; small files
+/// (scenario scripts, assembly) by their content.
+public struct CacheManifest: Sendable {
+    public private(set) var lines: [String] = ["format \(ArtifactCache.formatVersion)"]
+
+    public init() {}
+
+    public mutating func add(_ label: String, _ value: String) { lines.append("\(label) \(value)") }
+
+    public mutating func addFileStat(_ path: String) {
+        let attributes = try? FileManager.default.attributesOfItem(atPath: path)
+        let size = (attributes?[.size] as? NSNumber)?.int64Value ?? -1
+        let mtime = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+        lines.append("stat \(path) \(size) \(mtime)")
+    }
+
+    public mutating func addFileContent(_ path: String, label: String? = nil) {
+        let bytes = FileManager.default.contents(atPath: path).map { [UInt8]($0) } ?? []
+        lines.append("content \(label ?? path) \(SHA256.hex(bytes))")
+    }
+
+    public var text: String { lines.joined(separator: "\n") + "\n" }
+    public var key: String { SHA256.hex(text) }
+}

@@ -1,0 +1,3 @@
+#!/bin/sh
+echo "powering off early"
+poweroff -f

@@ -1,0 +1,1 @@
+echo "VIREO-GUEST: cpus=$(grep -c ^processor /proc/cpuinfo)"

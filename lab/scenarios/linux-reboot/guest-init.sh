@@ -1,0 +1,2 @@
+echo "VIREO-GUEST: rebooting"
+reboot -f
