@@ -3,7 +3,7 @@ extension QCOW2Image {
     /// Creates (or truncates and replaces) a qcow2 image at `path`.
     ///
     /// - Parameters:
-    ///   - size: virtual size in bytes; nil takes the backing image's size.
+    ///   - size: virtual size in bytes, rounded up to a multiple of 512 like qemu-img; nil takes the backing image's size.
     ///   - clusterSize: 512 B … 2 MiB, a power of two.
     ///   - backing: backing file name as it will be stored (relative names are resolved against the
     ///     new image's directory, like QEMU); the file must exist.
@@ -40,7 +40,9 @@ extension QCOW2Image {
             recordedFormat = image.format
             try image.close()
         }
-        guard let virtualSize else { throw bad("an image size is required without a backing file") }
+        guard var virtualSize else { throw bad("an image size is required without a backing file") }
+        // QEMU's block layer counts in 512-byte sectors; like qemu-img, round the size up.
+        virtualSize = (virtualSize + 511) / 512 * 512
         guard virtualSize <= UInt64(Int64.max) else { throw bad("size \(virtualSize) is too large") }
 
         let clusterBits = UInt32(clusterSize.trailingZeroBitCount)

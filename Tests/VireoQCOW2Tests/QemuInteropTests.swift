@@ -17,7 +17,7 @@ import Testing
         model.write([UInt8](repeating: 0xCD, count: 5000), at: 100000)
 
         let disk = try QCOW2Image.open(image, options: ImageOptions(writable: true, l2CacheBytes: 4 * clusterSize))
-        #expect(try disk.read(at: 0, count: size) == model.bytes)
+        #expect(firstDifference(try disk.read(at: 0, count: size), model.bytes) == nil)
 
         var rng = SplitMix64(seed: UInt64(clusterSize))
         for i in 0..<40 {
@@ -27,7 +27,7 @@ import Testing
             try disk.write(data, at: UInt64(offset))
             model.write(data, at: offset)
         }
-        #expect(try disk.read(at: 0, count: size) == model.bytes)
+        #expect(firstDifference(try disk.read(at: 0, count: size), model.bytes) == nil)
         #expect(try disk.check().isClean)
         try disk.close()
 
@@ -37,7 +37,7 @@ import Testing
         let compare = try qemuImg("compare", "-f", "qcow2", "-F", "raw", image, reference)
         #expect(compare.status == 0, "\(compare.output)")
         let reopened = try QCOW2Image.open(image)
-        #expect(try reopened.read(at: 0, count: size) == model.bytes)
+        #expect(firstDifference(try reopened.read(at: 0, count: size), model.bytes) == nil)
     }
 
     /// qemu's overlays over a qcow2 base: reads fall through, partial writes copy the rest of the cluster.
@@ -57,20 +57,20 @@ import Testing
 
         let disk = try QCOW2Image.open(overlay, options: ImageOptions(writable: true))
         #expect(disk.backingPath == dir.file("base.qcow2"))
-        #expect(try disk.read(at: 0, count: size) == model.bytes)
+        #expect(firstDifference(try disk.read(at: 0, count: size), model.bytes) == nil)
         for (offset, length) in [(10, 3), (clusterSize - 7, 20), (300_000, 70_000), (size - 5, 5)] {
             let data = pattern(length, seed: UInt64(offset))
             try disk.write(data, at: UInt64(offset))
             model.write(data, at: offset)
         }
-        #expect(try disk.read(at: 0, count: size) == model.bytes)
+        #expect(firstDifference(try disk.read(at: 0, count: size), model.bytes) == nil)
         try disk.close()
         try expectQemuCheckClean(overlay)
         let reference = dir.file("ref.raw")
         writeFile(reference, model.bytes)
         #expect(try qemuImg("compare", "-f", "qcow2", "-F", "raw", overlay, reference).status == 0)
         // The base is untouched.
-        #expect(try QCOW2Image.open(base).read(at: 0, count: size) == [UInt8](repeating: 0x11, count: size))
+        #expect(firstDifference(try QCOW2Image.open(base).read(at: 0, count: size), [UInt8](repeating: 0x11, count: size)) == nil)
     }
 
     /// Every refcount width, small clusters: refcount blocks get allocated and the refcount table grows.
@@ -90,7 +90,7 @@ import Testing
             let end = min(size, start + 40_000)
             try disk.write(Array(data[start..<end]), at: UInt64(start))
         }
-        #expect(try disk.read(at: 0, count: size) == data)
+        #expect(firstDifference(try disk.read(at: 0, count: size), data) == nil)
         let report = try disk.check()
         #expect(report.isClean, "\(report.summary)")
         try disk.close()
@@ -108,7 +108,7 @@ import Testing
         try qemuIO(image, "write -P 0x5a 8192 8192")
         let disk = try QCOW2Image.open(image, options: ImageOptions(writable: true))
         #expect(disk.header.version == 2)
-        #expect(try disk.read(at: 8192, count: 8192) == [UInt8](repeating: 0x5A, count: 8192))
+        #expect(firstDifference(try disk.read(at: 8192, count: 8192), [UInt8](repeating: 0x5A, count: 8192)) == nil)
         try disk.write(pattern(10_000, seed: 1), at: 50_000)
         try disk.close()
         try expectQemuCheckClean(image)

@@ -84,3 +84,11 @@ struct DiskModel {
     }
     mutating func write(_ data: [UInt8], at offset: Int) { bytes.replaceSubrange(offset..<(offset + data.count), with: data) }
 }
+
+/// Where two byte arrays first differ (nil when equal), so failures print an offset, not megabytes.
+func firstDifference(_ a: [UInt8], _ b: [UInt8]) -> String? {
+    if a == b { return nil }
+    if a.count != b.count { return "sizes differ: \(a.count) vs \(b.count)" }
+    let i = a.indices.first { a[$0] != b[$0] }!
+    return "first difference at byte \(i): \(a[i]) vs \(b[i])"
+}
