@@ -171,12 +171,9 @@ extension QCOW2Image {
             for k in 0..<perBlock {
                 let refcount = Self.refcountEntry(block, k, bits: refcountBits)
                 let cluster = index * perBlock + k
-                if cluster < clusterCount {
-                    stored[cluster] = refcount
-                } else if refcount > 0 {
-                    report.leaks += 1
-                    report.messages.append("Leaked cluster \(cluster) refcount=\(refcount) reference=0")
-                }
+                // Like qemu-img, refcounts past the end of the file are not counted (nothing there to leak).
+                guard cluster < clusterCount else { break }
+                stored[cluster] = refcount
                 if refcount > 0 { highest = UInt64(cluster) }
             }
         }
