@@ -1,0 +1,67 @@
+import VireoSystem
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The host file under an image: positioned reads and writes, durability, size.
+///
+/// The engine only talks to its file through this protocol, so tests can substitute a file that
+/// records every write and barrier and replays a simulated power cut.
+public protocol HostFile: AnyObject {
+    /// The path errors name.
+    var path: String { get }
+    /// Reads `count` bytes at `offset`; bytes past the end of the file read as zeros.
+    func read(at offset: UInt64, count: Int) throws(ImageError) -> [UInt8]
+    func write(_ bytes: ArraySlice<UInt8>, at offset: UInt64) throws(ImageError)
+    /// A durability barrier: everything written before it is on stable storage when it returns.
+    func sync() throws(ImageError)
+    func size() throws(ImageError) -> UInt64
+    func truncate(to size: UInt64) throws(ImageError)
+}
+
+/// A regular file or block device opened with `open(2)`.
+public final class PosixHostFile: HostFile {
+    public let path: String
+    let descriptor: FileDescriptor
+    public let writable: Bool
+
+    public init(path: String, writable: Bool, create: Bool = false) throws(ImageError) {
+        self.path = path
+        self.writable = writable
+        var flags = writable ? O_RDWR : O_RDONLY
+        if create { flags |= O_CREAT | O_TRUNC }
+        do {
+            descriptor = try FileDescriptor.open(path, flags: flags, mode: 0o644)
+        } catch {
+            throw ImageError(path, .io, "cannot open: \(SystemError.message(for: error.errno))")
+        }
+    }
+
+    public func read(at offset: UInt64, count: Int) throws(ImageError) -> [UInt8] {
+        var bytes: [UInt8]
+        do { bytes = try descriptor.pread(count: count, at: offset) } catch { throw ImageError(path, error) }
+        if bytes.count < count { bytes.append(contentsOf: repeatElement(0, count: count - bytes.count)) }
+        return bytes
+    }
+
+    public func write(_ bytes: ArraySlice<UInt8>, at offset: UInt64) throws(ImageError) {
+        do { try descriptor.pwriteAll(bytes, at: offset) } catch { throw ImageError(path, error) }
+    }
+
+    public func sync() throws(ImageError) {
+        do { try descriptor.sync() } catch { throw ImageError(path, error) }
+    }
+
+    public func size() throws(ImageError) -> UInt64 {
+        try status().size
+    }
+
+    public func status() throws(ImageError) -> FileStatus {
+        do { return try descriptor.status() } catch { throw ImageError(path, error) }
+    }
+
+    public func truncate(to size: UInt64) throws(ImageError) {
+        do { try descriptor.truncate(to: size) } catch { throw ImageError(path, error) }
+    }
+}

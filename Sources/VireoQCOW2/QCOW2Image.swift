@@ -1,0 +1,391 @@
+/// A qcow2 image (versions 2 and 3) opened for reading, or reading and writing.
+///
+/// Metadata caching and write ordering:
+/// - L2 tables and refcount blocks are cached (LRU) and written back lazily; the L1 table is held in
+///   memory and its changed entries are written at ``flush()``.
+/// - Refcount increments reach the disk, followed by a barrier, before any L2 table that points at the
+///   newly allocated clusters is written; new guest data is covered by the same barrier. New L2 tables
+///   reach the disk, followed by a barrier, before the L1 entries that point at them. A crash at any
+///   point therefore leaves, at worst, leaked clusters (refcount higher than references), never a
+///   reference to a cluster whose refcount is zero.
+/// - Refcount blocks are only ever created write-through (block, barrier, refcount table entry) and the
+///   refcount table only moves by writing a complete new table, a barrier, then the header fields.
+public final class QCOW2Image: BlockImage {
+    static let l1OffsetMask: UInt64 = 0x00FF_FFFF_FFFF_FE00
+    static let l2OffsetMask: UInt64 = 0x00FF_FFFF_FFFF_FE00
+    static let refcountTableOffsetMask: UInt64 = 0xFFFF_FFFF_FFFF_FE00
+    static let copied: UInt64 = 1 << 63
+    static let compressed: UInt64 = 1 << 62
+    static let zeroFlag: UInt64 = 1
+    /// Host offsets must fit in bits 9…55 of a table entry.
+    static let maxHostOffset: UInt64 = 1 << 56
+
+    let file: any HostFile
+    public internal(set) var header: QCOW2Header
+    public let isWritable: Bool
+    /// The backing image (read-only), if the header names one.
+    public let backing: (any BlockImage)?
+    /// The backing file name resolved against this image's directory.
+    public let backingPath: String?
+    public var path: String { file.path }
+    public var format: ImageFormat { .qcow2 }
+    public var size: UInt64 { header.size }
+
+    let clusterBits: Int
+    let clusterSize: Int
+    let l2Entries: Int
+    let refcountBits: Int
+    let refcountBlockEntries: Int
+    let options: ImageOptions
+
+    var l1: [UInt64]
+    var l1Dirty: Set<Int> = []
+    var refcountTable: [UInt64]
+    var l2Cache: MetadataCache<[UInt64]>
+    var refcountCache: MetadataCache<[UInt8]>
+    /// Host offsets of clusters holding metadata: guest data must never be written over them.
+    var metadataClusters: Set<UInt64> = []
+    /// Lowest cluster index that may be free.
+    var freeHint: UInt64 = 0
+    /// One past the highest cluster index allocated during this session (allocated clusters may not be written yet).
+    var allocationEnd: UInt64 = 0
+    var hostFileSize: UInt64
+    /// Refcount increments or new data written since the last barrier: an L2 table must not be written before one.
+    var needsBarrierBeforeL2 = false
+    /// L2 tables written since the last barrier: L1 entries must not be written before one.
+    var needsBarrierBeforeL1 = false
+    var closed = false
+
+    /// Opens a qcow2 image by path.
+    public static func open(_ path: String, options: ImageOptions = ImageOptions()) throws(ImageError) -> QCOW2Image {
+        var options = options
+        options.format = .qcow2
+        guard let image = try openImage(path, options: options) as? QCOW2Image else {
+            throw ImageError(path, .invalid, "not a qcow2 image")
+        }
+        return image
+    }
+
+    /// Opens a qcow2 image on an already open host file (tests use a recording file). A backing file, if
+    /// named, is opened by path relative to `file.path`.
+    public convenience init(file: any HostFile, options: ImageOptions = ImageOptions()) throws(ImageError) {
+        try self.init(file: file, options: options, chain: [ChainLink(path: file.path, device: 0, inode: 0)])
+    }
+
+    init(file: any HostFile, options: ImageOptions, chain: [ChainLink]) throws(ImageError) {
+        self.file = file
+        self.options = options
+        let path = file.path
+        let fileSize = try file.size()
+        hostFileSize = fileSize
+        var head = try file.read(at: 0, count: Int(min(fileSize, 1 << 21)))
+        if head.count >= 24 {
+            let bits = head.be32(20)
+            if (9...21).contains(bits), head.count > 1 << bits { head.removeLast(head.count - (1 << bits)) }
+        }
+        let header = try QCOW2Header.parse(head, fileSize: fileSize, path: path)
+        self.header = header
+        clusterBits = Int(header.clusterBits)
+        clusterSize = header.clusterSize
+        l2Entries = clusterSize / 8
+        refcountBits = header.refcountBits
+        refcountBlockEntries = clusterSize * 8 / refcountBits
+        l2Cache = MetadataCache(capacity: max(2, options.l2CacheBytes / clusterSize))
+        refcountCache = MetadataCache(capacity: max(4, (256 << 10) / clusterSize))
+        l1 = header.l1Size == 0 ? [] : try file.read(at: header.l1TableOffset, count: Int(header.l1Size) * 8).be64Entries()
+        refcountTable = try file.read(
+            at: header.refcountTableOffset, count: Int(header.refcountTableClusters) * clusterSize).be64Entries()
+        allocationEnd = ceilDiv(fileSize, UInt64(clusterSize))
+
+        if options.writable {
+            if header.isCorrupt {
+                throw ImageError(path, .readOnly, "image is marked corrupt (incompatible feature bit 1); it can only be opened read-only (repair with qemu-img check -r all)")
+            }
+            if header.snapshotCount > 0 {
+                throw ImageError(path, .unsupported, "writing to images with internal snapshots (\(header.snapshotCount)) is not supported yet")
+            }
+        }
+        isWritable = options.writable
+
+        if let name = header.backingFile {
+            let resolved = resolveBackingPath(name, relativeTo: path)
+            backingPath = resolved
+            var backingOptions = options
+            backingOptions.writable = false
+            switch header.backingFormat {
+            case nil: backingOptions.format = nil
+            case "qcow2": backingOptions.format = .qcow2
+            case "raw": backingOptions.format = .raw
+            case let other?:
+                throw ImageError(path, .unsupported, "backing file format '\(other)' is not supported (only qcow2 and raw)")
+            }
+            do {
+                backing = try openImage(resolved, options: backingOptions, chain: chain)
+            } catch where error.kind == .backingChain {
+                throw error
+            } catch {
+                throw ImageError(path, .backingChain, "cannot open backing file '\(name)': \(error.description)")
+            }
+        } else {
+            backing = nil
+            backingPath = nil
+        }
+
+        try collectMetadataClusters()
+        if options.writable { try prepareForWriting() }
+    }
+
+    deinit {
+        if isWritable && !closed { try? flush() }
+    }
+
+    func collectMetadataClusters() throws(ImageError) {
+        let cs = UInt64(clusterSize)
+        metadataClusters.insert(0)
+        for i in 0..<ceilDiv(UInt64(header.l1Size) * 8, cs) { metadataClusters.insert(header.l1TableOffset + i * cs) }
+        for i in 0..<UInt64(header.refcountTableClusters) { metadataClusters.insert(header.refcountTableOffset + i * cs) }
+        for entry in refcountTable where entry & Self.refcountTableOffsetMask != 0 {
+            metadataClusters.insert(entry & Self.refcountTableOffsetMask)
+        }
+        for entry in l1 where entry & Self.l1OffsetMask != 0 { metadataClusters.insert(entry & Self.l1OffsetMask) }
+    }
+
+    /// Honours the header on a write-open: a dirty image is checked first, autoclear bits are cleared.
+    func prepareForWriting() throws(ImageError) {
+        guard header.version == 3 else { return }
+        if header.isDirty {
+            let report = try check()
+            if report.corruptions > 0 {
+                throw ImageError(path, .invalid, "image has the dirty bit set and its refcounts are inconsistent (\(report.corruptions) errors); repair it with qemu-img check -r all")
+            }
+            header.incompatibleFeatures &= ~QCOW2Header.Incompatible.dirty
+            try writeHost(.be64(header.incompatibleFeatures), at: 72)
+            try barrier()
+        }
+        if header.autoclearFeatures != 0 {
+            // We maintain none of the autoclear features (e.g. bitmaps): the spec says to clear them.
+            header.autoclearFeatures = 0
+            try writeHost(.be64(0), at: 88)
+            try barrier()
+        }
+    }
+
+    // MARK: Guest I/O
+
+    public func read(at offset: UInt64, count: Int) throws(ImageError) -> [UInt8] {
+        try checkOpen()
+        try checkRange(offset, count)
+        var out: [UInt8] = []
+        out.reserveCapacity(count)
+        var position = offset
+        var remaining = count
+        while remaining > 0 {
+            let cluster = position >> UInt64(clusterBits)
+            let within = Int(position & UInt64(clusterSize - 1))
+            let n = min(remaining, clusterSize - within)
+            let entry = try l2Entry(guestCluster: cluster)
+            let host = entry & Self.l2OffsetMask
+            if entry & Self.compressed != 0 {
+                throw ImageError(path, .unsupported, "compressed clusters are not supported yet (guest offset \(position))")
+            } else if header.version == 3 && entry & Self.zeroFlag != 0 {
+                out.append(contentsOf: repeatElement(0, count: n))
+            } else if host != 0 {
+                try checkDataCluster(host, guestOffset: position)
+                out += try file.read(at: host + UInt64(within), count: n)
+            } else {
+                out += try readBacking(at: position, count: n)
+            }
+            position += UInt64(n)
+            remaining -= n
+        }
+        return out
+    }
+
+    public func write(_ bytes: [UInt8], at offset: UInt64) throws(ImageError) {
+        try checkOpen()
+        guard isWritable else { throw ImageError(path, .readOnly, "image is opened read-only") }
+        try checkRange(offset, bytes.count)
+        var done = 0
+        while done < bytes.count {
+            let position = offset + UInt64(done)
+            let within = Int(position & UInt64(clusterSize - 1))
+            let n = min(bytes.count - done, clusterSize - within)
+            try writeCluster(position >> UInt64(clusterBits), within: within, data: bytes[done..<(done + n)])
+            done += n
+        }
+    }
+
+    public func flush() throws(ImageError) {
+        try checkOpen()
+        guard isWritable else { return }
+        try writeBackAllMetadata()
+        try barrier()
+    }
+
+    public func close() throws(ImageError) {
+        guard !closed else { return }
+        if isWritable { try flush() }
+        try backing?.close()
+        closed = true
+    }
+
+    func checkOpen() throws(ImageError) {
+        if closed { throw ImageError(path, .invalidArgument, "image is closed") }
+    }
+
+    func readBacking(at offset: UInt64, count: Int) throws(ImageError) -> [UInt8] {
+        guard let backing, offset < backing.size else { return [UInt8](repeating: 0, count: count) }
+        let available = Int(min(UInt64(count), backing.size - offset))
+        var bytes = try backing.read(at: offset, count: available)
+        if available < count { bytes.append(contentsOf: repeatElement(0, count: count - available)) }
+        return bytes
+    }
+
+    func checkDataCluster(_ host: UInt64, guestOffset: UInt64) throws(ImageError) {
+        guard host % UInt64(clusterSize) == 0 else {
+            throw ImageError(path, .invalid, "L2 entry for guest offset \(guestOffset) points to unaligned host offset \(hex(host))")
+        }
+    }
+
+    /// The L2 entry of a guest cluster (0 when its L2 table is not allocated).
+    func l2Entry(guestCluster: UInt64) throws(ImageError) -> UInt64 {
+        let l1Index = Int(guestCluster / UInt64(l2Entries))
+        let l2Offset = l1[l1Index] & Self.l1OffsetMask
+        if l2Offset == 0 { return 0 }
+        try loadL2(l2Offset, l1Index: l1Index)
+        let index = Int(guestCluster % UInt64(l2Entries))
+        return l2Cache.slots[l2Offset]!.value[index]
+    }
+
+    func loadL2(_ offset: UInt64, l1Index: Int) throws(ImageError) {
+        if l2Cache.get(offset) != nil { return }
+        guard offset % UInt64(clusterSize) == 0 else {
+            throw ImageError(path, .invalid, "L1 entry \(l1Index) points to unaligned L2 table offset \(hex(offset))")
+        }
+        guard offset < hostFileSize, UInt64(clusterSize) <= hostFileSize - offset else {
+            throw ImageError(path, .invalid, "L2 table offset \(hex(offset)) (L1 entry \(l1Index)) lies beyond the end of the file (\(hostFileSize) bytes)")
+        }
+        try makeRoomInL2Cache()
+        l2Cache.insert(offset, try file.read(at: offset, count: clusterSize).be64Entries(), dirty: false)
+    }
+
+    func writeCluster(_ guestCluster: UInt64, within: Int, data: ArraySlice<UInt8>) throws(ImageError) {
+        let guestOffset = guestCluster << UInt64(clusterBits) + UInt64(within)
+        let l1Index = Int(guestCluster / UInt64(l2Entries))
+        let index = Int(guestCluster % UInt64(l2Entries))
+        let l2Offset = try l2TableForWrite(l1Index, guestOffset: guestOffset)
+        let entry = l2Cache.slots[l2Offset]!.value[index]
+        if entry & Self.compressed != 0 {
+            throw ImageError(path, .unsupported, "compressed clusters are not supported yet (guest offset \(guestOffset))")
+        }
+        let host = entry & Self.l2OffsetMask
+        let zero = header.version == 3 && entry & Self.zeroFlag != 0
+        if host != 0 {
+            try checkDataCluster(host, guestOffset: guestOffset)
+            guard entry & Self.copied != 0 else {
+                throw ImageError(path, .unsupported, "writing to a shared cluster (refcount > 1) at guest offset \(guestOffset) is not supported yet")
+            }
+            guard !metadataClusters.contains(host) else {
+                throw ImageError(path, .invalid, "guest offset \(guestOffset) maps onto metadata at host offset \(hex(host)); refusing to write (image is corrupt)")
+            }
+            if zero {
+                // A preallocated zero cluster: write all of it, then drop the flag.
+                var full = [UInt8](repeating: 0, count: clusterSize)
+                full.replaceSubrange(within..<(within + data.count), with: data)
+                try writeHost(full[...], at: host)
+                needsBarrierBeforeL2 = true
+                try loadL2(l2Offset, l1Index: l1Index)
+                l2Cache.modify(l2Offset) { $0[index] = host | Self.copied }
+            } else {
+                try writeHost(data, at: host + UInt64(within))
+            }
+            return
+        }
+
+        // Allocate a cluster; copy what the write does not cover from the backing file (or zeros).
+        var full: [UInt8]
+        if within == 0 && data.count == clusterSize {
+            full = Array(data)
+        } else {
+            full = zero ? [UInt8](repeating: 0, count: clusterSize)
+                : try readBacking(at: guestCluster << UInt64(clusterBits), count: clusterSize)
+            full.replaceSubrange(within..<(within + data.count), with: data)
+        }
+        let newHost = try allocateCluster() * UInt64(clusterSize)
+        try writeHost(full[...], at: newHost)
+        needsBarrierBeforeL2 = true
+        try loadL2(l2Offset, l1Index: l1Index)
+        l2Cache.modify(l2Offset) { $0[index] = newHost | Self.copied }
+    }
+
+    /// The L2 table for an L1 index, allocating an empty one if there is none. Leaves it cached.
+    func l2TableForWrite(_ l1Index: Int, guestOffset: UInt64) throws(ImageError) -> UInt64 {
+        let entry = l1[l1Index]
+        let offset = entry & Self.l1OffsetMask
+        if offset != 0 {
+            guard entry & Self.copied != 0 else {
+                throw ImageError(path, .unsupported, "writing through a shared L2 table (refcount > 1) at guest offset \(guestOffset) is not supported yet")
+            }
+            try loadL2(offset, l1Index: l1Index)
+            return offset
+        }
+        let newOffset = try allocateCluster() * UInt64(clusterSize)
+        try makeRoomInL2Cache()
+        l2Cache.insert(newOffset, [UInt64](repeating: 0, count: l2Entries), dirty: true)
+        metadataClusters.insert(newOffset)
+        l1[l1Index] = newOffset | Self.copied
+        l1Dirty.insert(l1Index)
+        return newOffset
+    }
+
+    // MARK: Host writes and ordering
+
+    func writeHost(_ bytes: ArraySlice<UInt8>, at offset: UInt64) throws(ImageError) {
+        try file.write(bytes, at: offset)
+        hostFileSize = max(hostFileSize, offset + UInt64(bytes.count))
+    }
+
+    func writeHost(_ bytes: [UInt8], at offset: UInt64) throws(ImageError) {
+        try writeHost(bytes[...], at: offset)
+    }
+
+    func barrier() throws(ImageError) {
+        try file.sync()
+        needsBarrierBeforeL2 = false
+        needsBarrierBeforeL1 = false
+    }
+
+    func makeRoomInL2Cache() throws(ImageError) {
+        while l2Cache.isFull, let victim = l2Cache.victim {
+            if l2Cache.isDirty(victim) { try writeBackL2(victim) }
+            l2Cache.remove(victim)
+        }
+    }
+
+    func writeBackL2(_ offset: UInt64) throws(ImageError) {
+        try writeBackRefcountBlocks()
+        if needsBarrierBeforeL2 { try barrier() }
+        try writeHost([UInt8](be64Entries: l2Cache.slots[offset]!.value), at: offset)
+        l2Cache.markClean(offset)
+        needsBarrierBeforeL1 = true
+    }
+
+    func writeBackRefcountBlocks() throws(ImageError) {
+        for key in refcountCache.dirtyKeys {
+            try writeHost(refcountCache.slots[key]!.value, at: key)
+            refcountCache.markClean(key)
+        }
+    }
+
+    func writeBackAllMetadata() throws(ImageError) {
+        try writeBackRefcountBlocks()
+        for key in l2Cache.dirtyKeys { try writeBackL2(key) }
+        if !l1Dirty.isEmpty {
+            if needsBarrierBeforeL2 || needsBarrierBeforeL1 { try barrier() }
+            for index in l1Dirty.sorted() {
+                try writeHost(.be64(l1[index]), at: header.l1TableOffset + UInt64(index) * 8)
+            }
+            l1Dirty.removeAll()
+        }
+    }
+}

@@ -1,0 +1,85 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What `fstat(2)` says about an open file, reduced to what storage code needs.
+public struct FileStatus: Sendable, Equatable {
+    /// Size in bytes (for a block device: the device size, via `lseek(SEEK_END)`).
+    public var size: UInt64
+    /// Bytes actually allocated on the host (`st_blocks * 512`).
+    public var allocatedBytes: UInt64
+    public var device: UInt64
+    public var inode: UInt64
+    public var isRegularFile: Bool
+    public var isBlockDevice: Bool
+}
+
+/// Positioned I/O and durability for image files. Keeps the pointer work of pread/pwrite here,
+/// so storage layers above stay in safe Swift.
+extension FileDescriptor {
+    /// Reads up to `count` bytes at `offset`, retrying short reads; fewer bytes only at end of file.
+    public func pread(count: Int, at offset: UInt64) throws(SystemError) -> [UInt8] {
+        precondition(count >= 0)
+        var buffer = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let got = unsafe buffer.withUnsafeMutableBytes { raw in
+                unsafe Glibc.pread(rawValue, raw.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+            }
+            if got < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("pread \(count) bytes at \(offset)", errno: errno)
+            }
+            if got == 0 { break }
+            done += got
+        }
+        if done < count { buffer.removeLast(count - done) }
+        return buffer
+    }
+
+    /// Writes every byte of `bytes` at `offset`, retrying short writes and EINTR.
+    public func pwriteAll(_ bytes: ArraySlice<UInt8>, at offset: UInt64) throws(SystemError) {
+        var done = 0
+        let count = bytes.count
+        while done < count {
+            let written = unsafe bytes.withUnsafeBytes { raw in
+                unsafe Glibc.pwrite(rawValue, raw.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+            }
+            if written < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("pwrite \(count) bytes at \(offset)", errno: errno)
+            }
+            done += written
+        }
+    }
+
+    public func pwriteAll(_ bytes: [UInt8], at offset: UInt64) throws(SystemError) {
+        try pwriteAll(bytes[...], at: offset)
+    }
+
+    /// `fsync(2)`: data and metadata reach stable storage.
+    public func sync() throws(SystemError) {
+        _ = try retryingInterrupts("fsync") { Glibc.fsync(rawValue) }
+    }
+
+    /// `ftruncate(2)`.
+    public func truncate(to size: UInt64) throws(SystemError) {
+        _ = try retryingInterrupts("ftruncate to \(size)") { Glibc.ftruncate(rawValue, off_t(size)) }
+    }
+
+    /// `fstat(2)`, with the size of block devices taken from `lseek(SEEK_END)`.
+    public func status() throws(SystemError) -> FileStatus {
+        var info = stat()
+        _ = try retryingInterrupts("fstat") { unsafe fstat(rawValue, &info) }
+        let type = info.st_mode & S_IFMT
+        var size = UInt64(max(0, info.st_size))
+        if type == S_IFBLK {
+            let end = try retryingInterrupts("lseek(SEEK_END)") { lseek(rawValue, 0, SEEK_END) }
+            size = UInt64(end)
+        }
+        return FileStatus(
+            size: size, allocatedBytes: UInt64(max(0, info.st_blocks)) * 512,
+            device: UInt64(info.st_dev), inode: UInt64(info.st_ino),
+            isRegularFile: type == S_IFREG, isBlockDevice: type == S_IFBLK)
+    }
+}
