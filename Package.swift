@@ -46,7 +46,7 @@ let package = Package(
         .testTarget(name: "VireoBootTests", dependencies: ["VireoBoot", "VireoTestSupport"]),
         .testTarget(name: "VireoDevicesTests", dependencies: ["VireoDevices", "VireoTestSupport"]),
         .testTarget(name: "VireoVMMTests", dependencies: ["VireoVMM", "VireoKVM", "VireoTestSupport"]),
-        .testTarget(name: "VireoLabTests", dependencies: ["VireoLab"]),
+        .testTarget(name: "VireoLabTests", dependencies: ["VireoLab"], exclude: ["Scenarios"]),
         .testTarget(name: "VireoQCOW2Tests", dependencies: ["VireoQCOW2"]),
     ]
 )
