@@ -12,10 +12,15 @@ let package = Package(
     products: [
         .executable(name: "vireo-vmm", targets: ["vireo-vmm"]),
         .executable(name: "vireo", targets: ["vireo"]),
+        .executable(name: "vireod", targets: ["vireod"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // C shim over <linux/kvm.h>: ioctl numbers as constants, non-variadic ioctl entry points.
@@ -24,7 +29,11 @@ let package = Package(
         .target(name: "VireoKVM", dependencies: ["VireoSystem", "CVireoLinux"], swiftSettings: unsafeLayer),
         .target(name: "VireoMemory", dependencies: ["VireoSystem"], swiftSettings: unsafeLayer),
         .target(name: "VireoBoot", dependencies: ["VireoMemory"]),
-        .target(name: "VireoDevices", dependencies: ["VireoMemory", .product(name: "Logging", package: "swift-log")]),
+        // Virtio 1.2 split virtqueues and the device model shared by every virtio device.
+        .target(name: "VireoVirtio", dependencies: ["VireoMemory", .product(name: "Logging", package: "swift-log")]),
+        .target(
+            name: "VireoDevices",
+            dependencies: ["VireoMemory", "VireoVirtio", "VireoQCOW2", "VireoSystem", .product(name: "Logging", package: "swift-log")]),
         .target(
             name: "VireoVMM",
             dependencies: [
@@ -36,10 +45,27 @@ let package = Package(
             dependencies: ["VireoVMM", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // Storage: native qcow2 (QEMU's qcow2 spec, v2/v3) and raw images; no KVM or virtio imports.
         .target(name: "VireoQCOW2", dependencies: ["VireoSystem"]),
+        // The engine interface the control plane uses, with the QEMU (QMP) and Vireo (vireo-vmm) engines.
+        .target(name: "VireoEngines", dependencies: ["VireoSystem", .product(name: "Logging", package: "swift-log")]),
+        // Codable API types shared by vireod and the vireo CLI (Proxmox VE /api2/json shapes).
+        .target(name: "VireoAPI"),
+        .target(
+            name: "VireoDaemon",
+            dependencies: [
+                "VireoAPI", "VireoEngines", "VireoQCOW2",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .executableTarget(
+            name: "vireod",
+            dependencies: ["VireoDaemon", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .target(name: "VireoLab", dependencies: [.product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "vireo",
-            dependencies: ["VireoLab", "VireoQCOW2", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["VireoLab", "VireoQCOW2", "VireoAPI", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .target(name: "VireoTestSupport", dependencies: ["VireoMemory", "VireoDevices"]),
 
         .testTarget(name: "VireoMemoryTests", dependencies: ["VireoMemory"]),
@@ -48,5 +74,8 @@ let package = Package(
         .testTarget(name: "VireoVMMTests", dependencies: ["VireoVMM", "VireoKVM", "VireoTestSupport"]),
         .testTarget(name: "VireoLabTests", dependencies: ["VireoLab"], exclude: ["Scenarios"]),
         .testTarget(name: "VireoQCOW2Tests", dependencies: ["VireoQCOW2"]),
+        .testTarget(name: "VireoVirtioTests", dependencies: ["VireoVirtio", "VireoDevices", "VireoTestSupport"]),
+        .testTarget(name: "VireoEnginesTests", dependencies: ["VireoEngines"]),
+        .testTarget(name: "VireoDaemonTests", dependencies: ["VireoDaemon", "VireoAPI"]),
     ]
 )
