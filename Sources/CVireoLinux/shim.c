@@ -48,10 +48,14 @@ int vireo_vcpu_set_run_signal_mask(int vcpu_fd) {
     sigset_t current;
     if (pthread_sigmask(SIG_SETMASK, NULL, &current) != 0) return -1;
     sigdelset(&current, SIGRTMIN);
-    struct { struct kvm_signal_mask header; unsigned char bits[8]; } mask;
-    mask.header.len = 8; // the kernel's sigset_t size on x86_64
-    memcpy(mask.bits, &current, 8);
-    return ioctl(vcpu_fd, KVM_SET_SIGNAL_MASK, &mask);
+    // struct kvm_signal_mask ends in a flexible array, so build it in an aligned byte buffer
+    // with room for the 8-byte kernel sigset after the header.
+    _Alignas(struct kvm_signal_mask) unsigned char buffer[sizeof(struct kvm_signal_mask) + 8];
+    memset(buffer, 0, sizeof buffer);
+    struct kvm_signal_mask *mask = (struct kvm_signal_mask *)buffer;
+    mask->len = 8; // the kernel's sigset_t size on x86_64
+    memcpy(mask->sigset, &current, 8);
+    return ioctl(vcpu_fd, KVM_SET_SIGNAL_MASK, mask);
 }
 
 int vireo_set_thread_name(unsigned long thread, const char *name) { return pthread_setname_np((pthread_t)thread, name); }

@@ -41,7 +41,7 @@ public final class KVM: Sendable {
         var capacity: UInt32 = 128
         while true {
             let size = vireo_kvm_cpuid2_size(capacity)
-            let buffer = unsafe UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
+            let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
             defer { unsafe buffer.deallocate() }
             unsafe buffer.initializeMemory(as: UInt8.self, repeating: 0, count: size)
             let header = unsafe buffer.assumingMemoryBound(to: kvm_cpuid2.self)

@@ -31,8 +31,12 @@ public enum VCPUExit: Equatable, Sendable {
 
 /// A virtual CPU: its registers and the `KVM_RUN` loop entry point. One thread owns each vCPU;
 /// only ``kick(thread:)``-style requests (setting `immediate_exit`) cross threads.
+@safe
 public final class VCPU: @unchecked Sendable {
-    // SAFETY: `run` points at the vCPU's kvm_run mapping, valid until deinit. Only the owning
+    // SAFETY: `@safe` because the unsafe `shared` pointer never escapes the public API: it is
+    // created from the vCPU's own kvm_run mmap (VM.createVCPU), owned by this object and unmapped
+    // only in deinit, and the I/O data accessors bounds-check offsets against `runSize`.
+    // `run` points at the vCPU's kvm_run mapping, valid until deinit. Only the owning
     // vCPU thread reads/writes it except for `immediate_exit`, a byte the kernel defines for
     // exactly this cross-thread use.
     public let id: UInt32
@@ -55,7 +59,7 @@ public final class VCPU: @unchecked Sendable {
 
     /// Enters the guest until the next exit that needs userspace, and decodes it.
     public func run() throws(KVMError) -> VCPUExit {
-        if unsafe vireo_ioctl_none(fd.rawValue, VIREO_KVM_RUN) < 0 {
+        if vireo_ioctl_none(fd.rawValue, VIREO_KVM_RUN) < 0 {
             let error = errno
             if error == EINTR || error == EAGAIN {
                 unsafe shared.pointee.immediate_exit = 0
@@ -74,8 +78,8 @@ public final class VCPU: @unchecked Sendable {
             let size = Int(min(mmio.len, 8))
             if mmio.is_write != 0 {
                 var value: UInt64 = 0
-                withUnsafeBytes(of: mmio.data) { bytes in
-                    for index in 0..<size { value |= UInt64(bytes[index]) << (8 * index) }
+                unsafe withUnsafeBytes(of: mmio.data) { bytes in
+                    for index in 0..<size { value |= UInt64(unsafe bytes[index]) << (8 * index) }
                 }
                 return .mmioWrite(address: mmio.phys_addr, size: size, value: value)
             }
@@ -110,9 +114,9 @@ public final class VCPU: @unchecked Sendable {
 
     /// Stores the answer to an MMIO read exit.
     public func setMMIOData(_ value: UInt64) {
-        withUnsafeBytes(of: value.littleEndian) { bytes in
+        unsafe withUnsafeBytes(of: value.littleEndian) { bytes in
             unsafe withUnsafeMutableBytes(of: &shared.pointee.mmio.data) { data in
-                for index in 0..<8 { data[index] = bytes[index] }
+                for index in 0..<8 { unsafe data[index] = bytes[index] }
             }
         }
     }
@@ -152,7 +156,7 @@ public final class VCPU: @unchecked Sendable {
     /// `KVM_SET_CPUID2`: the CPUID table this vCPU's guest sees.
     public func setCPUID(_ entries: [CPUIDEntry]) throws(KVMError) {
         let size = vireo_kvm_cpuid2_size(UInt32(entries.count))
-        let buffer = unsafe UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
         defer { unsafe buffer.deallocate() }
         unsafe buffer.initializeMemory(as: UInt8.self, repeating: 0, count: size)
         unsafe buffer.assumingMemoryBound(to: kvm_cpuid2.self).pointee.nent = UInt32(entries.count)
@@ -164,7 +168,7 @@ public final class VCPU: @unchecked Sendable {
     /// `KVM_SET_MSRS`; throws unless every MSR was accepted (KVM returns how many it set).
     public func setMSRs(_ msrs: [(index: UInt32, value: UInt64)]) throws(KVMError) {
         let size = vireo_kvm_msrs_size(UInt32(msrs.count))
-        let buffer = unsafe UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
         defer { unsafe buffer.deallocate() }
         unsafe buffer.initializeMemory(as: UInt8.self, repeating: 0, count: size)
         unsafe buffer.assumingMemoryBound(to: kvm_msrs.self).pointee.nmsrs = UInt32(msrs.count)
@@ -208,16 +212,16 @@ public final class VCPU: @unchecked Sendable {
 extension LAPICState {
     /// Reads the 32-bit APIC register at byte `offset` of the register page (Intel SDM Vol. 3 §11.4.1).
     public func register(at offset: Int) -> UInt32 {
-        withUnsafeBytes(of: regs) { bytes in
+        unsafe withUnsafeBytes(of: regs) { bytes in
             guard offset >= 0, offset + 4 <= bytes.count else { return 0 }
-            return bytes.littleEndianInteger(UInt32.self, at: offset) ?? 0
+            return unsafe bytes.littleEndianInteger(UInt32.self, at: offset) ?? 0
         }
     }
 
     public mutating func setRegister(_ value: UInt32, at offset: Int) {
-        withUnsafeMutableBytes(of: &regs) { bytes in
+        unsafe withUnsafeMutableBytes(of: &regs) { bytes in
             guard offset >= 0, offset + 4 <= bytes.count else { return }
-            for index in 0..<4 { bytes[offset + index] = UInt8(truncatingIfNeeded: value >> (8 * index)) }
+            for index in 0..<4 { unsafe bytes[offset + index] = UInt8(truncatingIfNeeded: value >> (8 * index)) }
         }
     }
 }
@@ -226,7 +230,7 @@ extension UnsafeRawBufferPointer {
     fileprivate func littleEndianInteger<T: FixedWidthInteger>(_: T.Type, at offset: Int) -> T? {
         guard offset >= 0, offset + MemoryLayout<T>.size <= count else { return nil }
         var value: T = 0
-        for index in 0..<MemoryLayout<T>.size { value |= T(self[offset + index]) << (8 * index) }
+        for index in 0..<MemoryLayout<T>.size { value |= T(unsafe self[offset + index]) << (8 * index) }
         return value
     }
 }

@@ -74,7 +74,7 @@ public final class VM: Sendable {
         let vcpufd = try kvmCall("KVM_CREATE_VCPU") { vireo_ioctl_value(fd.rawValue, VIREO_KVM_CREATE_VCPU, UInt(id)) }
         let owned = FileDescriptor(adopting: vcpufd)
         let mapping = unsafe mmap(nil, runSize, PROT_READ | PROT_WRITE, MAP_SHARED, vcpufd, 0)
-        guard let mapping, unsafe mapping != MAP_FAILED else { throw .ioctl("mmap kvm_run", errno: errno) }
+        guard let mapping = unsafe mapping, unsafe mapping != MAP_FAILED else { throw .ioctl("mmap kvm_run", errno: errno) }
         return unsafe VCPU(id: id, fd: owned, run: mapping, runSize: runSize)
     }
 

@@ -15,7 +15,7 @@ public struct ByteWriter: Sendable {
     public var count: Int { bytes.count }
 
     public mutating func append<T: FixedWidthInteger>(_ value: T) {
-        withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
+        unsafe withUnsafeBytes(of: value.littleEndian) { unsafe bytes.append(contentsOf: $0) }
     }
 
     public mutating func append(_ data: some Sequence<UInt8>) { bytes.append(contentsOf: data) }
@@ -29,8 +29,8 @@ public struct ByteWriter: Sendable {
 
     /// Overwrites the integer at `offset` (which must already exist).
     public mutating func set<T: FixedWidthInteger>(_ value: T, at offset: Int) {
-        withUnsafeBytes(of: value.littleEndian) { raw in
-            for (index, byte) in raw.enumerated() { bytes[offset + index] = byte }
+        unsafe withUnsafeBytes(of: value.littleEndian) { raw in
+            for index in 0..<raw.count { unsafe bytes[offset + index] = raw[index] }
         }
     }
 

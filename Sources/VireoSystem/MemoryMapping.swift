@@ -6,9 +6,12 @@ import Glibc
 ///
 /// Guest RAM uses `MAP_NORESERVE`: the host commits pages only when the guest touches them,
 /// so a 4 GiB guest that uses 100 MiB costs 100 MiB.
+@safe
 public final class AnonymousMapping: @unchecked Sendable {
-    // SAFETY: the mapping's address and size never change after init; concurrent access to
-    // the bytes is the guest-memory layer's concern (it is shared with the guest anyway).
+    // SAFETY: `@safe` because this class owns the mapping: `base` comes from a successful mmap of
+    // exactly `size` bytes, is never reassigned, and is unmapped only in deinit; `discard`
+    // bounds-checks its range against `size`. Concurrent access to the bytes is the
+    // guest-memory layer's concern (it is shared with the guest anyway).
     public let base: UnsafeMutableRawPointer
     public let size: Int
 
@@ -17,7 +20,7 @@ public final class AnonymousMapping: @unchecked Sendable {
         var flags = MAP_PRIVATE | MAP_ANONYMOUS
         if noReserve { flags |= MAP_NORESERVE }
         let address = unsafe mmap(nil, size, PROT_READ | PROT_WRITE, flags, -1, 0)
-        guard let address, unsafe address != MAP_FAILED else {
+        guard let address = unsafe address, unsafe address != MAP_FAILED else {
             throw SystemError("mmap \(size) bytes", errno: errno)
         }
         unsafe self.base = address

@@ -14,7 +14,7 @@ public final class OSThread: @unchecked Sendable {
 
     /// Starts `body` on a new thread named `name` (Linux limits names to 15 bytes).
     public init(name: String, _ body: @escaping @Sendable () -> Void) throws(SystemError) {
-        let box = Unmanaged.passRetained(Box { [started] in
+        let box = unsafe Unmanaged.passRetained(Box { [started] in
             started.open()
             body()
         })
@@ -24,10 +24,10 @@ public final class OSThread: @unchecked Sendable {
             return nil
         }, box.toOpaque())
         guard result == 0 else {
-            box.release()
+            unsafe box.release()
             throw SystemError("pthread_create \(name)", errno: result)
         }
-        _ = vireo_set_thread_name(UInt(handle), String(name.prefix(15)))
+        _ = unsafe vireo_set_thread_name(UInt(handle), String(name.prefix(15)))
         started.wait()
     }
 
@@ -52,8 +52,11 @@ public final class OSThread: @unchecked Sendable {
 }
 
 /// A one-shot gate: `wait()` blocks until some thread calls `open()`.
+@safe
 public final class ConditionLatch: @unchecked Sendable {
-    // SAFETY: all state is guarded by the pthread mutex.
+    // SAFETY: `@safe` because the mutex and condition pointers are private, allocated and
+    // initialised in init, destroyed and freed only in deinit, and never escape. All state is
+    // guarded by the pthread mutex.
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private var isOpen = false
@@ -86,8 +89,11 @@ public final class ConditionLatch: @unchecked Sendable {
 
 /// A mutex-protected value with a condition variable, for state that threads wait on
 /// (a vCPU parked while the VM is paused waits for the state to change).
+@safe
 public final class WaitableState<Value: Sendable>: @unchecked Sendable {
-    // SAFETY: `value` is only touched with the mutex held.
+    // SAFETY: `@safe` because the mutex and condition pointers are private, allocated and
+    // initialised in init, destroyed and freed only in deinit, and never escape. `value` is only
+    // touched with the mutex held.
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private var value: Value

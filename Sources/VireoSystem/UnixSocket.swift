@@ -44,7 +44,7 @@ public enum UnixSocket {
         let capacity = MemoryLayout.size(ofValue: address.sun_path)
         guard bytes.count < capacity else { throw SystemError("socket path \(path) longer than \(capacity - 1) bytes", errno: ENAMETOOLONG) }
         unsafe withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (index, byte) in bytes.enumerated() { raw[index] = byte }
+            for (index, byte) in bytes.enumerated() { unsafe raw[index] = byte }
         }
         return address
     }
