@@ -1,5 +1,9 @@
 import Foundation
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// A directory of build outputs keyed by a hash of their inputs: `<root>/<kind>-<key>/`.
 /// An entry is built in a temporary folder and renamed into place, so a crash never leaves half an entry.
 public struct ArtifactCache: Sendable {
@@ -34,8 +38,14 @@ public struct ArtifactCache: Sendable {
             try build(temp)
             try manifest.text.write(toFile: temp + "/.manifest", atomically: true, encoding: .utf8)
             try "".write(toFile: temp + "/.complete", atomically: true, encoding: .utf8)
-            try? fm.removeItem(atPath: final)
-            try fm.moveItem(atPath: temp, toPath: final)
+            // rename(2) refuses to replace a non-empty directory: if another process finished the same
+            // entry first, keep theirs (identical inputs) and drop ours. Never delete a published entry.
+            if rename(temp, final) != 0 {
+                guard fm.fileExists(atPath: final + "/.complete") else {
+                    throw LabError.io("cannot publish cache entry \(final): errno \(errno)")
+                }
+                try? fm.removeItem(atPath: temp)
+            }
         } catch {
             try? fm.removeItem(atPath: temp)
             throw error

@@ -113,6 +113,24 @@ import Testing
     }
 }
 
+extension HashAndCacheTests {
+    @Test func concurrentBuildKeepsThePublishedEntry() throws {
+        let cache = ArtifactCache(root: NSTemporaryDirectory() + "/cache-race-\(getpid())")
+        defer { try? FileManager.default.removeItem(atPath: cache.root) }
+        var manifest = CacheManifest()
+        manifest.add("x", "race")
+        // While "we" build, "another process" publishes the same entry first.
+        let ours = try cache.entry(kind: "k", manifest: manifest) { dir in
+            _ = try cache.entry(kind: "k", manifest: manifest) { other in
+                try "theirs".write(toFile: other + "/out", atomically: true, encoding: .utf8)
+            }
+            try "ours".write(toFile: dir + "/out", atomically: true, encoding: .utf8)
+        }
+        #expect(try String(contentsOfFile: ours.directory + "/out", encoding: .utf8) == "theirs")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: cache.root).count == 1)
+    }
+}
+
 @Suite struct ScenarioSpecTests {
     @Test func decodesFullSpec() throws {
         let json = """
