@@ -111,6 +111,7 @@ public enum InitScripts {
           [ -d "/sys/module/$(basename "$m" .ko | tr - _)" ] && continue
           insmod "/lab/modules/$m" 2>/dev/null || echo "VIREO-GUEST: insmod $m failed"
         done
+        hostname l2
         # vireo.root=/dev/vda: switch from the initramfs to the ext4 root filesystem image (ROOTFS_IMG).
         ROOT=
         for word in $(cat /proc/cmdline); do
