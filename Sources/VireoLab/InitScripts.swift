@@ -51,6 +51,7 @@ public enum InitScripts {
           insmod "/lab/modules/$m" || echo "VIREO-LAB: insmod $m failed"
         done
         . /lab/env
+        export PATH="/vireo/bin:$PATH"
         export VIREO_LAB_HOST_INDEX VIREO_LAB_HOSTS=\(hosts)
         mkdir -p /results
         if [ -b /dev/vda ]; then
