@@ -27,6 +27,8 @@ public struct ArtifactCache: Sendable {
         let final = "\(root)/\(kind)-\(key.prefix(24))"
         let fm = FileManager.default
         if fm.fileExists(atPath: final + "/.complete") {
+            // Mark it as recently used, for `prune`.
+            try? fm.setAttributes([.modificationDate: Date()], ofItemAtPath: final + "/.complete")
             return Entry(kind: kind, directory: final, reused: true, seconds: 0)
         }
         let start = Date()
@@ -50,7 +52,22 @@ public struct ArtifactCache: Sendable {
             try? fm.removeItem(atPath: temp)
             throw error
         }
+        prune(kind: kind, keeping: keepPerKind)
         return Entry(kind: kind, directory: final, reused: false, seconds: Date().timeIntervalSince(start))
+    }
+
+    /// How many entries of one kind survive a new build (the most recently used ones).
+    public var keepPerKind = 6
+
+    /// Removes all but the `keeping` most recently used entries of `kind`.
+    public func prune(kind: String, keeping: Int) {
+        let fm = FileManager.default
+        guard let names = try? fm.contentsOfDirectory(atPath: root) else { return }
+        let entries = names.filter { $0.hasPrefix(kind + "-") && !$0.contains(".tmp-") }.map { name -> (String, Date) in
+            let used = (try? fm.attributesOfItem(atPath: "\(root)/\(name)/.complete"))?[.modificationDate] as? Date
+            return (name, used ?? .distantPast)
+        }.sorted { $0.1 > $1.1 }
+        for (name, _) in entries.dropFirst(keeping) { try? fm.removeItem(atPath: "\(root)/\(name)") }
     }
 }
 
