@@ -102,6 +102,14 @@ extension LabTests {
             try TestLab.expectNoQEMULeft(result)
         }
 
+        @Test(.timeLimit(.minutes(2))) func l2PanicFailsThroughTheNestedConsole() throws {
+            let result = try TestLab.run("broken-l2-panic")
+            #expect(!result.passed)
+            #expect(result.reason.contains("fail marker \"Kernel panic\""), "\(result.reason)")
+            #expect(result.consoleTail.contains { $0.contains("L2 about to crash") }, "\(result.report)")
+            try TestLab.expectNoQEMULeft(result)
+        }
+
         @Test(.timeLimit(.minutes(2))) func missingMarkerTimesOut() throws {
             let start = Date()
             let result = try TestLab.run("broken-no-marker")
