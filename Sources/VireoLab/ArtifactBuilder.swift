@@ -13,12 +13,18 @@ public struct ArtifactBuilder: Sendable {
     public let cache: ArtifactCache
     /// The vireo-vmm binary to package, when a scenario needs it.
     public let vmmPath: String?
+    /// Other Vireo executables (such as the `vireo` CLI) packaged into `/vireo/bin` along with vireo-vmm.
+    public let companionBinaries: [String]
     public let log: @Sendable (String) -> Void
 
-    public init(host: HostEnvironment, vmmPath: String?, log: @escaping @Sendable (String) -> Void = { _ in }) {
+    public init(
+        host: HostEnvironment, vmmPath: String?, companionBinaries: [String] = [],
+        log: @escaping @Sendable (String) -> Void = { _ in }
+    ) {
         self.host = host
         self.cache = ArtifactCache(root: host.cacheDirectory)
         self.vmmPath = vmmPath
+        self.companionBinaries = companionBinaries.filter { FileManager.default.isExecutableFile(atPath: $0) }
         self.log = log
     }
 
@@ -172,6 +178,7 @@ public struct ArtifactBuilder: Sendable {
             }
             vmm = path
             manifest.addFileStat(path)
+            for companion in companionBinaries { manifest.addFileStat(companion) }
         }
         if needs.contains(.qemu) { manifest.addFileStat(host.qemu) }
         if needs.contains(.l2Kernel) { manifest.addFileStat(host.kernel) }
@@ -180,6 +187,10 @@ public struct ArtifactBuilder: Sendable {
             try commonTree(into: &archive, modules: LabModules.l1)
             if let vmm {
                 try addWithLibraries(vmm, as: InitScripts.L1Paths.vmm, into: &archive)
+                for companion in companionBinaries {
+                    let name = (companion as NSString).lastPathComponent
+                    try addWithLibraries(companion, as: "/vireo/bin/" + name, into: &archive)
+                }
             }
             if needs.contains(.qemu) {
                 try addWithLibraries(host.qemu, as: InitScripts.L1Paths.qemu, into: &archive)

@@ -1,5 +1,9 @@
 import Foundation
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// A directory of build outputs keyed by a hash of their inputs: `<root>/<kind>-<key>/`.
 /// An entry is built in a temporary folder and renamed into place, so a crash never leaves half an entry.
 public struct ArtifactCache: Sendable {
@@ -23,6 +27,8 @@ public struct ArtifactCache: Sendable {
         let final = "\(root)/\(kind)-\(key.prefix(24))"
         let fm = FileManager.default
         if fm.fileExists(atPath: final + "/.complete") {
+            // Mark it as recently used, for `prune`.
+            try? fm.setAttributes([.modificationDate: Date()], ofItemAtPath: final + "/.complete")
             return Entry(kind: kind, directory: final, reused: true, seconds: 0)
         }
         let start = Date()
@@ -34,13 +40,34 @@ public struct ArtifactCache: Sendable {
             try build(temp)
             try manifest.text.write(toFile: temp + "/.manifest", atomically: true, encoding: .utf8)
             try "".write(toFile: temp + "/.complete", atomically: true, encoding: .utf8)
-            try? fm.removeItem(atPath: final)
-            try fm.moveItem(atPath: temp, toPath: final)
+            // rename(2) refuses to replace a non-empty directory: if another process finished the same
+            // entry first, keep theirs (identical inputs) and drop ours. Never delete a published entry.
+            if rename(temp, final) != 0 {
+                guard fm.fileExists(atPath: final + "/.complete") else {
+                    throw LabError.io("cannot publish cache entry \(final): errno \(errno)")
+                }
+                try? fm.removeItem(atPath: temp)
+            }
         } catch {
             try? fm.removeItem(atPath: temp)
             throw error
         }
+        prune(kind: kind, keeping: keepPerKind)
         return Entry(kind: kind, directory: final, reused: false, seconds: Date().timeIntervalSince(start))
+    }
+
+    /// How many entries of one kind survive a new build (the most recently used ones).
+    public var keepPerKind = 6
+
+    /// Removes all but the `keeping` most recently used entries of `kind`.
+    public func prune(kind: String, keeping: Int) {
+        let fm = FileManager.default
+        guard let names = try? fm.contentsOfDirectory(atPath: root) else { return }
+        let entries = names.filter { $0.hasPrefix(kind + "-") && !$0.contains(".tmp-") }.map { name -> (String, Date) in
+            let used = (try? fm.attributesOfItem(atPath: "\(root)/\(name)/.complete"))?[.modificationDate] as? Date
+            return (name, used ?? .distantPast)
+        }.sorted { $0.1 > $1.1 }
+        for (name, _) in entries.dropFirst(keeping) { try? fm.removeItem(atPath: "\(root)/\(name)") }
     }
 }
 

@@ -51,6 +51,7 @@ public enum InitScripts {
           insmod "/lab/modules/$m" || echo "VIREO-LAB: insmod $m failed"
         done
         . /lab/env
+        export PATH="/vireo/bin:$PATH"
         export VIREO_LAB_HOST_INDEX VIREO_LAB_HOSTS=\(hosts)
         mkdir -p /results
         if [ -b /dev/vda ]; then
@@ -111,6 +112,7 @@ public enum InitScripts {
           [ -d "/sys/module/$(basename "$m" .ko | tr - _)" ] && continue
           insmod "/lab/modules/$m" 2>/dev/null || echo "VIREO-GUEST: insmod $m failed"
         done
+        hostname l2
         # vireo.root=/dev/vda: switch from the initramfs to the ext4 root filesystem image (ROOTFS_IMG).
         ROOT=
         for word in $(cat /proc/cmdline); do

@@ -204,6 +204,7 @@ public struct LabRunner: Sendable {
             if !fds.isEmpty { _ = Glibc.poll(&fds, nfds_t(fds.count), 100) } else { usleep(100_000) }
             for (i, session) in open.enumerated() where fds[i].revents != 0 {
                 let count = read(session.child.outputFD, &buffer, buffer.count)
+                if count < 0 && (errno == EINTR || errno == EAGAIN) { continue }
                 var newLines: [String]
                 if count > 0 {
                     let chunk = buffer[0..<count]

@@ -32,7 +32,9 @@ struct VMMOption: ParsableArguments {
 
     func builder(quiet: Bool = false) throws -> ArtifactBuilder {
         let host = try HostEnvironment.detect()
-        return ArtifactBuilder(host: host, vmmPath: resolved) { message in
+        // This `vireo` goes into the lab host too (as /vireo/bin/vireo), next to vireo-vmm.
+        let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return ArtifactBuilder(host: host, vmmPath: resolved, companionBinaries: [me]) { message in
             if !quiet { FileHandle.standardError.write(Data("vireo lab: \(message)\n".utf8)) }
         }
     }

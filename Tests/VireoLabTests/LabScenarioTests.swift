@@ -102,6 +102,14 @@ extension LabTests {
             try TestLab.expectNoQEMULeft(result)
         }
 
+        @Test(.timeLimit(.minutes(2))) func l2PanicFailsThroughTheNestedConsole() throws {
+            let result = try TestLab.run("broken-l2-panic")
+            #expect(!result.passed)
+            #expect(result.reason.contains("fail marker \"Kernel panic\""), "\(result.reason)")
+            #expect(result.consoleTail.contains { $0.contains("L2 about to crash") }, "\(result.report)")
+            try TestLab.expectNoQEMULeft(result)
+        }
+
         @Test(.timeLimit(.minutes(2))) func missingMarkerTimesOut() throws {
             let start = Date()
             let result = try TestLab.run("broken-no-marker")
@@ -188,6 +196,43 @@ extension LabTests {
             process.waitUntilExit()
             #expect(process.terminationStatus == 130)
             #expect(kill(qemuPID, 0) == -1 && errno == ESRCH, "QEMU \(qemuPID) survived the interrupt")
+        }
+    }
+
+    /// `vireo lab up`: an interactive lab host shell on stdio (driven through a pipe here).
+    @Suite struct Up {
+        @Test(.timeLimit(.minutes(2))) func upGivesAShellWithKVM() throws {
+            let vireo = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+                .appendingPathComponent("vireo").path
+            guard FileManager.default.isExecutableFile(atPath: vireo) else {
+                Issue.record("no vireo executable at \(vireo) (swift build --product vireo)")
+                return
+            }
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: vireo)
+            // A free-ish port: the default 8006 may be taken on a shared machine.
+            process.arguments = ["lab", "up", "--host-port", "\(Int.random(in: 30000...40000))"]
+            let input = Pipe()
+            let output = Pipe()
+            process.standardInput = input
+            process.standardOutput = output
+            process.standardError = output
+            try process.run()
+            var text = ""
+            var sent = false
+            let deadline = Date().addingTimeInterval(90)
+            while Date() < deadline {
+                let chunk = output.fileHandleForReading.availableData
+                if chunk.isEmpty { break }
+                text += String(decoding: chunk, as: UTF8.self)
+                if !sent, text.contains("Leave with") {
+                    sent = true
+                    input.fileHandleForWriting.write(Data("echo UP-OK $(ls /dev/kvm) $(hostname)\rexit\r".utf8))
+                }
+            }
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0)
+            #expect(text.contains("UP-OK /dev/kvm lab0"), "\(text.suffix(2000))")
         }
     }
 

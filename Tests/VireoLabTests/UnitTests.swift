@@ -113,6 +113,42 @@ import Testing
     }
 }
 
+extension HashAndCacheTests {
+    @Test func pruneKeepsTheMostRecentlyUsed() throws {
+        var cache = ArtifactCache(root: NSTemporaryDirectory() + "/cache-prune-\(getpid())")
+        cache.keepPerKind = 2
+        defer { try? FileManager.default.removeItem(atPath: cache.root) }
+        var dirs: [String] = []
+        for i in 0..<3 {
+            var m = CacheManifest()
+            m.add("i", "\(i)")
+            dirs.append(try cache.entry(kind: "k", manifest: m) { _ in }.directory)
+            if i == 0 { _ = try cache.entry(kind: "other", manifest: m) { _ in } }
+            usleep(20_000)
+        }
+        let left = Set(try FileManager.default.contentsOfDirectory(atPath: cache.root).map { cache.root + "/" + $0 })
+        #expect(!left.contains(dirs[0]))
+        #expect(left.contains(dirs[1]) && left.contains(dirs[2]))
+        #expect(left.count == 3)  // plus the "other" kind
+    }
+
+    @Test func concurrentBuildKeepsThePublishedEntry() throws {
+        let cache = ArtifactCache(root: NSTemporaryDirectory() + "/cache-race-\(getpid())")
+        defer { try? FileManager.default.removeItem(atPath: cache.root) }
+        var manifest = CacheManifest()
+        manifest.add("x", "race")
+        // While "we" build, "another process" publishes the same entry first.
+        let ours = try cache.entry(kind: "k", manifest: manifest) { dir in
+            _ = try cache.entry(kind: "k", manifest: manifest) { other in
+                try "theirs".write(toFile: other + "/out", atomically: true, encoding: .utf8)
+            }
+            try "ours".write(toFile: dir + "/out", atomically: true, encoding: .utf8)
+        }
+        #expect(try String(contentsOfFile: ours.directory + "/out", encoding: .utf8) == "theirs")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: cache.root).count == 1)
+    }
+}
+
 @Suite struct ScenarioSpecTests {
     @Test func decodesFullSpec() throws {
         let json = """

@@ -1,0 +1,2 @@
+echo "L2 about to crash"
+echo c > /proc/sysrq-trigger
