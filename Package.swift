@@ -65,7 +65,7 @@ let package = Package(
         .target(name: "VireoLab", dependencies: [.product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "vireo",
-            dependencies: ["VireoLab", "VireoQCOW2", "VireoAPI", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["VireoLab", "VireoQCOW2", "VireoAPI", "VireoSystem", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .target(name: "VireoTestSupport", dependencies: ["VireoMemory", "VireoDevices"]),
 
         .testTarget(name: "VireoMemoryTests", dependencies: ["VireoMemory"]),

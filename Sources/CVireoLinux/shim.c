@@ -31,33 +31,19 @@ int vireo_install_kick_handler(void) {
     return sigaction(SIGRTMIN, &action, NULL);
 }
 
-int vireo_block_kick_signal(void) {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGRTMIN);
-    return pthread_sigmask(SIG_BLOCK, &set, NULL);
-}
 
 int vireo_kick_thread(unsigned long thread) { return pthread_kill((pthread_t)thread, SIGRTMIN); }
 
 unsigned long vireo_current_thread(void) { return (unsigned long)pthread_self(); }
 
-int vireo_vcpu_set_run_signal_mask(int vcpu_fd) {
-    // KVM_SET_SIGNAL_MASK takes the mask in effect *during* KVM_RUN: the thread's
-    // current mask minus the kick signal, so a kick only interrupts the guest.
-    sigset_t current;
-    if (pthread_sigmask(SIG_SETMASK, NULL, &current) != 0) return -1;
-    sigdelset(&current, SIGRTMIN);
-    // struct kvm_signal_mask ends in a flexible array, so build it in an aligned byte buffer
-    // with room for the 8-byte kernel sigset after the header.
-    _Alignas(struct kvm_signal_mask) unsigned char buffer[sizeof(struct kvm_signal_mask) + 8];
-    memset(buffer, 0, sizeof buffer);
-    struct kvm_signal_mask *mask = (struct kvm_signal_mask *)buffer;
-    mask->len = 8; // the kernel's sigset_t size on x86_64
-    memcpy(mask->sigset, &current, 8);
-    return ioctl(vcpu_fd, KVM_SET_SIGNAL_MASK, mask);
-}
 
 int vireo_set_thread_name(unsigned long thread, const char *name) { return pthread_setname_np((pthread_t)thread, name); }
 
 int vireo_accept_cloexec(int listener) { return accept4(listener, NULL, NULL, SOCK_CLOEXEC); }
+
+int vireo_unblock_kick_signal(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGRTMIN);
+    return pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}

@@ -197,11 +197,6 @@ public final class VCPU: @unchecked Sendable {
         _ = try kvmCall("KVM_SET_LAPIC") { unsafe vireo_ioctl_pointer(fd.rawValue, VIREO_KVM_SET_LAPIC, &state) }
     }
 
-    /// Restricts signal delivery so the kick signal only interrupts this vCPU while it is in `KVM_RUN`.
-    public func setRunSignalMask() throws(KVMError) {
-        _ = try kvmCall("KVM_SET_SIGNAL_MASK") { vireo_vcpu_set_run_signal_mask(fd.rawValue) }
-    }
-
     /// `KVM_GET_STATS_FD` on the vCPU: per-vCPU counters such as `exits` and `insn_emulation`.
     public func statistics() throws(KVMError) -> [String: UInt64] {
         let statsfd = try kvmCall("KVM_GET_STATS_FD") { vireo_ioctl_none(fd.rawValue, VIREO_KVM_GET_STATS_FD) }

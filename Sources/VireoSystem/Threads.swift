@@ -45,9 +45,9 @@ public final class OSThread: @unchecked Sendable {
         guard vireo_install_kick_handler() == 0 else { throw SystemError("sigaction(kick signal)", errno: errno) }
     }
 
-    /// Blocks the kick signal on the calling thread (vCPU threads unblock it only inside KVM_RUN).
-    public static func blockKickSignal() {
-        _ = vireo_block_kick_signal()
+    /// Makes the kick signal deliverable on the calling thread, whatever mask it inherited.
+    public static func unblockKickSignal() {
+        _ = vireo_unblock_kick_signal()
     }
 }
 

@@ -122,20 +122,26 @@ struct TinyGuestTests {
     }
 
     @Test func pauseParksEveryVCPUAndResumeContinues() throws {
+        // The guest prints '.' forever; after pause and resume it must go on printing.
         var guest = TinyGuest(.long64)
-        guest.print("ready\n")
-        let spin = guest.count
+        guest.movDX(0x3F8)
+        let loop = guest.count
+        guest.movAL(UInt8(ascii: "."))
+        guest.outDXAL()
         guest.pause()
-        guest.bytes_jmp(to: spin)
+        guest.bytes_jmp(to: loop)
         let capture = Capture()
         let file = try writeTemporary(guest.bytes)
         let config = VMConfig(payload: .raw(path: file, mode: .long), cpuCount: 2, memorySize: 16 << 20, serial: .sink(capture))
         let machine = try VirtualMachine(config: config, logger: .init(label: "test"))
         try machine.start()
+        try awaitCondition { capture.bytes.count >= 3 }
         machine.pause()
         #expect(machine.state == .paused)
+        let printedWhilePausing = capture.bytes.count
         machine.resume()
         #expect(machine.state == .running)
+        try awaitCondition { capture.bytes.count >= printedWhilePausing + 3 }
         machine.requestStop(.stopped("test"))
         #expect(machine.waitForExit() == .stopped("test"))
         #expect(machine.state == .stopped)

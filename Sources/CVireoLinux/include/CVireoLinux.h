@@ -85,8 +85,9 @@ static inline struct kvm_run *vireo_kvm_run(void *mapping) { return (struct kvm_
 int vireo_vcpu_kick_signal(void);
 /// Installs an empty handler for the kick signal (SA_RESTART off) so KVM_RUN returns EINTR.
 int vireo_install_kick_handler(void);
-/// Blocks the kick signal on the calling thread and returns the mask KVM_RUN should run with (kick unblocked).
-int vireo_block_kick_signal(void);
+/// Unblocks the kick signal on the calling thread (threads inherit masks: a vCPU thread started from
+/// a libdispatch worker would otherwise start with every signal blocked).
+int vireo_unblock_kick_signal(void);
 /// Sends the kick signal to a thread.
 int vireo_kick_thread(unsigned long thread);
 /// The calling thread's pthread handle.
@@ -95,7 +96,5 @@ unsigned long vireo_current_thread(void);
 int vireo_accept_cloexec(int listener);
 /// Names a thread (pthread_setname_np needs _GNU_SOURCE, which the shim defines).
 int vireo_set_thread_name(unsigned long thread, const char *name);
-/// Sets KVM_SET_SIGNAL_MASK on a vCPU so that only while in KVM_RUN the kick signal is deliverable.
-int vireo_vcpu_set_run_signal_mask(int vcpu_fd);
 
 #endif

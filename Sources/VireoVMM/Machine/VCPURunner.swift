@@ -18,14 +18,13 @@ struct VCPURunner: Sendable {
     static let systemEventShutdown: UInt32 = 1
     static let systemEventReset: UInt32 = 2
 
+    /// Kicks: another thread sets `immediate_exit` and then sends the kick signal. The signal stays
+    /// deliverable in this thread (its handler does nothing), so it interrupts a `KVM_RUN` in
+    /// progress with EINTR and is consumed on the way out; `immediate_exit` covers a kick that lands
+    /// between two `KVM_RUN`s. (Blocking the signal outside `KVM_RUN` with KVM_SET_SIGNAL_MASK would
+    /// leave a kick pending forever, and every later `KVM_RUN` would return EINTR at once.)
     func run() {
-        OSThread.blockKickSignal()
-        do {
-            try vcpu.setRunSignalMask()
-        } catch {
-            lifecycle.requestExit(.failed("vCPU \(vcpu.id): \(error)"))
-            return
-        }
+        OSThread.unblockKickSignal()
         while lifecycle.vcpuMayRun() {
             let exit: VCPUExit
             do {

@@ -1,0 +1,47 @@
+import ArgumentParser
+import VireoSystem
+
+/// `vireo vmm control SOCKET COMMAND…`: talks to one `vireo-vmm`'s control socket directly, the way
+/// `qm monitor` reaches QEMU's monitor — for debugging, teaching and the lab, without a control plane.
+struct VMMCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vmm",
+        abstract: "Talk to a running vireo-vmm directly.",
+        subcommands: [VMMControl.self])
+}
+
+struct VMMControl: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "control",
+        abstract: "Send commands to a vireo-vmm control socket (status, pause, resume, ctrl-alt-del, stop, stats).",
+        discussion: "Prints each JSON reply on its own line; exits 1 if any reply is an error.")
+
+    @Argument(help: "The socket given to vireo-vmm as --control unix:PATH.") var socket: String
+    @Argument(help: "Commands, sent in order.") var commands: [String]
+
+    func run() throws {
+        let connection: FileDescriptor
+        do {
+            connection = try UnixSocket.connect(path: socket)
+        } catch {
+            throw ValidationError("cannot connect to \(socket): \(SystemError.message(for: error.errno)); is vireo-vmm running with --control unix:\(socket)?")
+        }
+        var failed = false
+        var pending: [UInt8] = []
+        for command in commands {
+            guard RawDescriptorIO.writeAll(connection.rawValue, Array((command + "\n").utf8)) else {
+                throw ValidationError("the VMM closed the control socket")
+            }
+            while !pending.contains(0x0A) {
+                guard let bytes = RawDescriptorIO.readSome(connection.rawValue) else { throw ValidationError("the VMM closed the control socket") }
+                pending += bytes
+            }
+            let newline = pending.firstIndex(of: 0x0A)!
+            let reply = String(decoding: pending[..<newline], as: UTF8.self)
+            pending.removeSubrange(...newline)
+            print(reply)
+            if reply.hasPrefix(#"{"error""#) { failed = true }
+        }
+        if failed { throw ExitCode(1) }
+    }
+}

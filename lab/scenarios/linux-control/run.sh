@@ -1,0 +1,27 @@
+#!/bin/sh
+# Drives a running guest through the control socket with the vireo CLI (`vireo vmm control`).
+CONSOLE=/tmp/console.log SOCKET=/tmp/control.sock
+"$VIREO_VMM" --kernel "$L2_KERNEL" --initrd "$L2_INITRD" --cmdline "console=ttyS0 panic=-1 quiet" \
+  --cpus 1 --memory 256M --serial "file:$CONSOLE" --control "unix:$SOCKET" </dev/null &
+vmm=$!
+# Wait (bounded) for a line in the guest console.
+await() {
+  i=0
+  while ! grep -q "$1" "$CONSOLE" 2>/dev/null; do
+    i=$((i + 1)); [ $i -gt 600 ] && { echo "VIREO-LAB: FAIL no '$1' in the guest console"; cat "$CONSOLE"; kill -9 $vmm; exit 1; }
+    sleep 0.1
+  done
+}
+await "VIREO-GUEST: tick 1"
+grep "VIREO-GUEST: i8042\|VIREO-GUEST: \[" "$CONSOLE"
+echo "control: status $(vireo vmm control "$SOCKET" status)"
+echo "control: pause $(vireo vmm control "$SOCKET" pause)"
+paused_at=$(grep -c "tick" "$CONSOLE")
+echo "control: resume $(vireo vmm control "$SOCKET" resume)"
+await "VIREO-GUEST: tick $((paused_at + 1))[^0-9]"
+echo "guest ticked after resume"
+vireo vmm control "$SOCKET" ctrl-alt-del >/dev/null
+wait $vmm
+rc=$?
+echo "vireo-vmm exited with status $rc"
+if [ "$rc" -eq 2 ]; then echo "VIREO-LAB: PASS"; else echo "VIREO-LAB: FAIL expected exit status 2 (reboot after Ctrl-Alt-Del), got $rc"; tail -20 "$CONSOLE"; fi
