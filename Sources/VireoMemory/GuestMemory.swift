@@ -40,7 +40,7 @@ public final class GuestMemory: Sendable {
             guard let size = Int(exactly: range.size) else {
                 throw GuestMemoryError.invalidLayout("region size \(range.size) too large for this host")
             }
-            regions.append(GuestRegion(start: range.start, size: range.size, mapping: try AnonymousMapping(size: size)))
+            regions.append(GuestRegion(start: range.start, size: range.size, mapping: try AnonymousMapping(size: size, hugePages: true)))
         }
         self.regions = regions
     }

@@ -15,13 +15,34 @@ public final class AnonymousMapping: @unchecked Sendable {
     public let base: UnsafeMutableRawPointer
     public let size: Int
 
-    public init(size: Int, noReserve: Bool = true) throws(SystemError) {
+    /// Alignment that lets the kernel back the mapping with transparent huge pages.
+    public static let hugePageSize = 2 << 20
+
+    /// Maps `size` bytes. With `hugePages`, the mapping starts on a 2 MiB boundary and is advised
+    /// `MADV_HUGEPAGE`, as QEMU does for guest RAM: the guest's nested page tables can then map 2 MiB
+    /// at a time, so first touches of guest memory fault 512 times less often (a Linux boot
+    /// otherwise spends most of its exits populating 4 KiB pages).
+    public init(size: Int, noReserve: Bool = true, hugePages: Bool = false) throws(SystemError) {
         precondition(size > 0, "mapping size must be positive")
         var flags = MAP_PRIVATE | MAP_ANONYMOUS
         if noReserve { flags |= MAP_NORESERVE }
-        let address = unsafe mmap(nil, size, PROT_READ | PROT_WRITE, flags, -1, 0)
-        guard let address = unsafe address, unsafe address != MAP_FAILED else {
+        let slack = hugePages ? Self.hugePageSize : 0
+        let reserved = unsafe mmap(nil, size + slack, PROT_READ | PROT_WRITE, flags, -1, 0)
+        guard let reserved = unsafe reserved, unsafe reserved != MAP_FAILED else {
             throw SystemError("mmap \(size) bytes", errno: errno)
+        }
+        var address = unsafe reserved
+        if hugePages {
+            // Trim the over-allocation so the mapping is exactly [aligned, aligned + size).
+            let start = UInt(bitPattern: reserved)
+            let aligned = (start + UInt(slack) - 1) & ~UInt(slack - 1)
+            let head = Int(aligned - start)
+            if head > 0 { _ = unsafe munmap(reserved, head) }
+            let tail = slack - head
+            if tail > 0 { _ = unsafe munmap(reserved + head + size, tail) }
+            unsafe address = reserved + head
+            // Advice only: a kernel without THP leaves the mapping on 4 KiB pages, which still works.
+            _ = unsafe madvise(address, size, MADV_HUGEPAGE)
         }
         unsafe self.base = address
         self.size = size
