@@ -52,39 +52,14 @@ public final class OSThread: @unchecked Sendable {
 }
 
 /// A one-shot gate: `wait()` blocks until some thread calls `open()`.
-@safe
-public final class ConditionLatch: @unchecked Sendable {
-    // SAFETY: `@safe` because the mutex and condition pointers are private, allocated and
-    // initialised in init, destroyed and freed only in deinit, and never escape. All state is
-    // guarded by the pthread mutex.
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private var isOpen = false
+public final class ConditionLatch: Sendable {
+    private let isOpen = WaitableState(false)
 
-    public init() {
-        unsafe pthread_mutex_init(mutex, nil)
-        unsafe pthread_cond_init(condition, nil)
-    }
+    public init() {}
 
-    deinit {
-        unsafe pthread_mutex_destroy(mutex)
-        unsafe pthread_cond_destroy(condition)
-        unsafe mutex.deallocate()
-        unsafe condition.deallocate()
-    }
+    public func open() { isOpen.update { $0 = true } }
 
-    public func open() {
-        unsafe pthread_mutex_lock(mutex)
-        isOpen = true
-        unsafe pthread_cond_broadcast(condition)
-        unsafe pthread_mutex_unlock(mutex)
-    }
-
-    public func wait() {
-        unsafe pthread_mutex_lock(mutex)
-        while !isOpen { unsafe pthread_cond_wait(condition, mutex) }
-        unsafe pthread_mutex_unlock(mutex)
-    }
+    public func wait() { _ = isOpen.wait { $0 } }
 }
 
 /// A mutex-protected value with a condition variable, for state that threads wait on
