@@ -21,6 +21,7 @@ public final class VirtualMachine: Sendable {
     let ioBus: Bus
     let mmioBus: Bus
     let platform: PlatformDevices
+    let pci: PCIRoot
     let lifecycle: Lifecycle
     let threads: WaitableState<[OSThread]>
 
@@ -50,7 +51,8 @@ public final class VirtualMachine: Sendable {
         lifecycle = Lifecycle()
         ioBus = Bus(name: "pio", logger: logger)
         mmioBus = Bus(name: "mmio", logger: logger)
-        platform = try PlatformDevices(config: config, vm: vm, memory: memory, ioBus: ioBus, lifecycle: lifecycle, logger: logger)
+        pci = try PCIRoot(mmioBus: mmioBus)
+        platform = try PlatformDevices(config: config, vm: vm, memory: memory, ioBus: ioBus, pciBus: pci.bus, lifecycle: lifecycle, logger: logger)
         threads = WaitableState([])
 
         let supported = try kvm.supportedCPUID()

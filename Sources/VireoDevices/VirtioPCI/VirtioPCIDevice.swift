@@ -1,0 +1,353 @@
+import Logging
+import Synchronization
+import VireoMemory
+import VireoVirtio
+
+/// The virtio-pci modern transport (virtio 1.2 §4.1) around one `VirtioDevice`.
+///
+/// BAR 0 (32-bit memory, 16 KiB) holds the structures the vendor capabilities (§4.1.4) point at:
+///
+/// | BAR 0 offset | structure |
+/// |---|---|
+/// | 0x0000 | common configuration (§4.1.4.3) |
+/// | 0x1000 | ISR status (§4.1.4.5) |
+/// | 0x2000 | device-specific configuration (§4.1.4.6) |
+/// | 0x3000 | notifications: queue *n* at 0x3000 + n × ``notifyOffsetMultiplier`` (§4.1.4.4) |
+///
+/// BAR 1 (4 KiB) holds the MSI-X table at 0 and the pending bit array at 0x800 (PCI 3.0 §6.8.2).
+/// The device status machine (§2.1, §3.1.1): writing 0 resets; FEATURES_OK is kept only when the
+/// driver accepted a subset of the offered features including VIRTIO_F_VERSION_1; DRIVER_OK
+/// validates every enabled queue and activates the device; a malformed queue sets
+/// DEVICE_NEEDS_RESET and sends a configuration-change interrupt (§2.1.2).
+public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
+    public static let vendorID: UInt16 = 0x1AF4
+    /// §4.1.2.1: 0x1040 + device type.
+    public static let deviceIDBase: UInt16 = 0x1040
+    public static let bar0Size: UInt64 = 0x4000
+    public static let bar1Size: UInt64 = 0x1000
+    public static let commonOffset: UInt64 = 0x0000
+    public static let isrOffset: UInt64 = 0x1000
+    public static let deviceConfigOffset: UInt64 = 0x2000
+    public static let notifyOffset: UInt64 = 0x3000
+    public static let notifyOffsetMultiplier: UInt32 = 4
+    public static let pbaOffset: UInt64 = 0x800
+    static let noVector: UInt16 = 0xFFFF
+
+    /// `cfg_type` values of `struct virtio_pci_cap` (§4.1.4).
+    enum CapabilityType: UInt8 { case common = 1, notify = 2, isr = 3, device = 4 }
+
+    struct State: Sendable {
+        var config: PCIConfigSpace
+        var deviceFeatureSelect: UInt32 = 0
+        var driverFeatureSelect: UInt32 = 0
+        var driverFeatures: UInt64 = 0
+        var status: UInt8 = 0
+        var configGeneration: UInt8 = 0
+        var configVector: UInt16 = VirtioPCIDevice.noVector
+        var queueSelect: UInt16 = 0
+        var queues: [SplitQueue]
+        var msix: MSIXTable
+        var msixCapability = 0
+        /// Set while the device is active (DRIVER_OK accepted, not failed).
+        var active = false
+    }
+
+    public let device: any VirtioDevice
+    let memory: GuestMemory
+    let msi: any MSIController
+    let logger: Logger
+    let offeredFeatures: UInt64
+    private let state: Mutex<State>
+    private let isr = Atomic<UInt8>(0)
+    /// Bumped on every reset so that a device still finishing a request cannot signal into the next life.
+    public let vectorCount: Int
+
+    /// - Parameters:
+    ///   - bar0, bar1: initial guest-physical addresses (the guest may move them).
+    public init(device: any VirtioDevice, memory: GuestMemory, msi: any MSIController, bar0: UInt64, bar1: UInt64, logger: Logger) {
+        self.device = device
+        self.memory = memory
+        self.msi = msi
+        self.logger = logger
+        offeredFeatures = device.features | VirtioFeature.version1
+        vectorCount = device.queueMaxSizes.count + 1
+        let type = device.deviceType
+        var config = PCIConfigSpace(
+            vendorID: Self.vendorID, deviceID: Self.deviceIDBase + type.rawValue, classCode: Self.classCode(type),
+            revision: 1, subsystemVendorID: Self.vendorID, subsystemID: 0x40)
+        config.addMemoryBar(index: 0, size: Self.bar0Size, address: bar0)
+        config.addMemoryBar(index: 1, size: Self.bar1Size, address: bar1)
+        func virtioCap(_ type: CapabilityType, offset: UInt64, length: UInt32, extra: [UInt8] = []) -> [UInt8] {
+            let capLength = UInt8(16 + extra.count)
+            return [capLength, type.rawValue, 0, 0, 0, 0] + le(UInt32(offset)) + le(length) + extra
+        }
+        config.addCapability(id: 0x09, body: virtioCap(.common, offset: Self.commonOffset, length: 0x38))
+        config.addCapability(
+            id: 0x09,
+            body: virtioCap(.notify, offset: Self.notifyOffset, length: UInt32(max(1, device.queueMaxSizes.count)) * Self.notifyOffsetMultiplier,
+                            extra: le(Self.notifyOffsetMultiplier)))
+        config.addCapability(id: 0x09, body: virtioCap(.isr, offset: Self.isrOffset, length: 4))
+        config.addCapability(id: 0x09, body: virtioCap(.device, offset: Self.deviceConfigOffset, length: 0x1000))
+        // MSI-X (PCI 3.0 §6.8.2): Message Control (table size - 1; bits 14-15 writable), table in BAR 1 at 0, PBA at 0x800.
+        let msixCap = config.addCapability(
+            id: 0x11, body: le(UInt16(vectorCount - 1)) + le(UInt32(1)) + le(UInt32(UInt32(Self.pbaOffset) | 1)),
+            writable: [0x00, 0xC0])
+        state = Mutex(State(config: config, queues: device.queueMaxSizes.map(SplitQueue.init(maxSize:)),
+                            msix: MSIXTable(vectors: vectorCount), msixCapability: msixCap))
+    }
+
+    static func classCode(_ type: VirtioDeviceType) -> UInt32 {
+        switch type {
+        case .block: 0x01_80_00  // mass storage, other
+        case .net: 0x02_00_00  // Ethernet
+        case .console: 0x07_80_00  // communication, other
+        default: 0xFF_00_00  // unassigned class
+        }
+    }
+
+    // MARK: PCI configuration space
+
+    public func readConfig(offset: Int, size: Int) -> UInt32 { state.withLock { $0.config.read(offset: offset, size: size) } }
+
+    public func writeConfig(offset: Int, size: Int, value: UInt32) {
+        let deliver: [MSIMessage] = state.withLock { state in
+            state.config.write(offset: offset, size: size, value: value)
+            let control = state.config.read(offset: state.msixCapability + 2, size: 2)
+            state.msix.enabled = control & 0x8000 != 0
+            state.msix.functionMasked = control & 0x4000 != 0
+            return takeDeliverable(&state)
+        }
+        for message in deliver { msi.signal(message) }
+    }
+
+    public func decodedBar(_ index: Int) -> (base: UInt64, size: UInt64)? {
+        state.withLock { state in
+            guard state.config.memorySpaceEnabled, let base = state.config.barAddress(index) else { return nil }
+            return (base, state.config.barSizes[index])
+        }
+    }
+
+    /// Where the notify area currently is (for ioeventfd registration), nil when not decoded.
+    public var notifyAddress: UInt64? { decodedBar(0).map { $0.base + Self.notifyOffset } }
+
+    // MARK: BARs
+
+    public func readBar(_ index: Int, offset: UInt64, size: Int) -> UInt64 {
+        if index == 1 {
+            return state.withLock { state in
+                offset >= Self.pbaOffset ? state.msix.readPBA(offset: offset - Self.pbaOffset, size: size) : state.msix.readTable(offset: offset, size: size)
+            }
+        }
+        switch offset {
+        case Self.commonOffset..<(Self.commonOffset + 0x38):
+            return state.withLock { readCommon(&$0, offset: Int(offset - Self.commonOffset), size: size) }
+        case Self.isrOffset..<(Self.isrOffset + 4):
+            // §4.1.4.5.1: reading the ISR clears it.
+            return offset == Self.isrOffset ? UInt64(isr.exchange(0, ordering: .acquiringAndReleasing)) : 0
+        case Self.deviceConfigOffset..<(Self.deviceConfigOffset + 0x1000):
+            return device.readConfig(offset: Int(offset - Self.deviceConfigOffset), size: size)
+        default:
+            return 0
+        }
+    }
+
+    public func writeBar(_ index: Int, offset: UInt64, size: Int, value: UInt64) {
+        if index == 1 {
+            let deliver: [MSIMessage] = state.withLock { state in
+                guard offset < Self.pbaOffset else { return [] }
+                _ = state.msix.writeTable(offset: offset, size: size, value: value)
+                return takeDeliverable(&state)
+            }
+            for message in deliver { msi.signal(message) }
+            return
+        }
+        switch offset {
+        case Self.commonOffset..<(Self.commonOffset + 0x38):
+            writeCommon(offset: Int(offset - Self.commonOffset), size: size, value: value)
+        case Self.deviceConfigOffset..<(Self.deviceConfigOffset + 0x1000):
+            device.writeConfig(offset: Int(offset - Self.deviceConfigOffset), size: size, value: value)
+        case Self.notifyOffset..<(Self.notifyOffset + 0x1000):
+            // The vCPU-exit path of a queue notification (when no ioeventfd caught it).
+            let queue = Int((offset - Self.notifyOffset) / UInt64(Self.notifyOffsetMultiplier))
+            notifyQueue(fromDriver: queue)
+        default:
+            break
+        }
+    }
+
+    /// A driver notification for `queue` (§4.1.4.4), from the notify BAR or an ioeventfd.
+    public func notifyQueue(fromDriver queue: Int) {
+        let active = state.withLock { $0.active && queue < $0.queues.count }
+        if active { device.queueNotified(queue) }
+    }
+
+    // MARK: Common configuration (§4.1.4.3)
+
+    private func readCommon(_ s: inout State, offset: Int, size: Int) -> UInt64 {
+        let queue = Int(s.queueSelect) < s.queues.count ? s.queues[Int(s.queueSelect)] : nil
+        let value: UInt64
+        switch offset {
+        case 0x00: value = UInt64(s.deviceFeatureSelect)
+        case 0x04: value = s.deviceFeatureSelect < 2 ? (offeredFeatures >> (32 * UInt64(s.deviceFeatureSelect))) & 0xFFFF_FFFF : 0
+        case 0x08: value = UInt64(s.driverFeatureSelect)
+        case 0x0C: value = s.driverFeatureSelect < 2 ? (s.driverFeatures >> (32 * UInt64(s.driverFeatureSelect))) & 0xFFFF_FFFF : 0
+        case 0x10: value = UInt64(s.configVector)
+        case 0x12: value = UInt64(s.queues.count)
+        case 0x14: value = UInt64(s.status)
+        case 0x15: value = UInt64(s.configGeneration)
+        case 0x16: value = UInt64(s.queueSelect)
+        case 0x18: value = UInt64(queue?.size ?? 0)
+        case 0x1A: value = UInt64(queue?.msixVector ?? Self.noVector)
+        case 0x1C: value = queue?.ready == true ? 1 : 0
+        case 0x1E: value = UInt64(s.queueSelect)  // queue_notify_off: queue n notifies at n × multiplier
+        case 0x20: value = queue?.descriptorTable.raw ?? 0
+        case 0x24: value = (queue?.descriptorTable.raw ?? 0) >> 32
+        case 0x28: value = queue?.availRing.raw ?? 0
+        case 0x2C: value = (queue?.availRing.raw ?? 0) >> 32
+        case 0x30: value = queue?.usedRing.raw ?? 0
+        case 0x34: value = (queue?.usedRing.raw ?? 0) >> 32
+        default: value = 0
+        }
+        return size >= 8 ? value : value & ((UInt64(1) << UInt64(size * 8)) - 1)
+    }
+
+    private func writeCommon(offset: Int, size: Int, value: UInt64) {
+        var activation: [SplitQueue]?
+        var features: UInt64 = 0
+        var reset = false
+        var failure: String?
+        state.withLock { s in
+            let select = Int(s.queueSelect)
+            let queueWritable = select < s.queues.count && s.status & VirtioStatus.driverOK == 0
+            let dword = UInt32(truncatingIfNeeded: value)
+            func setAddress(_ keyPath: WritableKeyPath<SplitQueue, GuestAddress>, high: Bool) {
+                guard queueWritable else { return }
+                var raw = s.queues[select][keyPath: keyPath].raw
+                if size == 8 { raw = value } else if high { raw = (raw & 0xFFFF_FFFF) | UInt64(dword) << 32 } else { raw = (raw & ~0xFFFF_FFFF) | UInt64(dword) }
+                s.queues[select][keyPath: keyPath] = GuestAddress(raw)
+            }
+            switch offset {
+            case 0x00: s.deviceFeatureSelect = dword
+            case 0x08: s.driverFeatureSelect = dword
+            case 0x0C:
+                // §2.2: features are fixed once FEATURES_OK is set.
+                guard s.status & VirtioStatus.featuresOK == 0, s.driverFeatureSelect < 2 else { break }
+                let shift = 32 * UInt64(s.driverFeatureSelect)
+                s.driverFeatures = (s.driverFeatures & ~(0xFFFF_FFFF << shift)) | UInt64(dword) << shift
+            case 0x10: s.configVector = UInt16(truncatingIfNeeded: value)
+            case 0x14:
+                let new = UInt8(truncatingIfNeeded: value)
+                if new == 0 {
+                    reset = true
+                    s.status = 0
+                    s.active = false
+                    s.driverFeatures = 0
+                    s.deviceFeatureSelect = 0
+                    s.driverFeatureSelect = 0
+                    s.configVector = Self.noVector
+                    s.queueSelect = 0
+                    for index in s.queues.indices { s.queues[index].reset() }
+                    isr.store(0, ordering: .releasing)
+                    break
+                }
+                var accepted = new | s.status & VirtioStatus.deviceNeedsReset
+                if new & VirtioStatus.featuresOK != 0, s.status & VirtioStatus.featuresOK == 0 {
+                    let ok = s.driverFeatures & ~offeredFeatures == 0 && s.driverFeatures & VirtioFeature.version1 != 0
+                    if !ok {
+                        accepted &= ~VirtioStatus.featuresOK
+                        logger.info("virtio-\(device.deviceType): driver features 0x\(String(s.driverFeatures, radix: 16)) refused (offered 0x\(String(offeredFeatures, radix: 16)))")
+                    }
+                }
+                if new & VirtioStatus.driverOK != 0, s.status & VirtioStatus.driverOK == 0, !s.active,
+                   accepted & VirtioStatus.featuresOK != 0 {
+                    do throws(VirtqueueError) {
+                        for index in s.queues.indices where s.queues[index].ready {
+                            try s.queues[index].activate(features: s.driverFeatures, memory: memory)
+                        }
+                        s.active = true
+                        activation = s.queues
+                        features = s.driverFeatures
+                    } catch {
+                        failure = "queue setup: \(error)"
+                    }
+                }
+                s.status = accepted
+            case 0x16: s.queueSelect = UInt16(truncatingIfNeeded: value)
+            case 0x18: if queueWritable { s.queues[select].size = UInt16(truncatingIfNeeded: value) }
+            case 0x1A: if select < s.queues.count { s.queues[select].msixVector = UInt16(truncatingIfNeeded: value) }
+            case 0x1C: if queueWritable, value & 1 == 1 { s.queues[select].ready = true }
+            case 0x20: setAddress(\.descriptorTable, high: false)
+            case 0x24: setAddress(\.descriptorTable, high: true)
+            case 0x28: setAddress(\.availRing, high: false)
+            case 0x2C: setAddress(\.availRing, high: true)
+            case 0x30: setAddress(\.usedRing, high: false)
+            case 0x34: setAddress(\.usedRing, high: true)
+            default: break
+            }
+        }
+        if reset {
+            device.reset()
+            logger.debug("virtio-\(device.deviceType): reset by the driver")
+        }
+        if let failure { fail(failure) }
+        if let queues = activation {
+            logger.debug("virtio-\(device.deviceType): activated with features 0x\(String(features, radix: 16))")
+            device.activate(VirtioActivation(features: features, memory: memory, queues: queues, interrupt: self) { [weak self] reason in
+                self?.fail(reason)
+            })
+        }
+    }
+
+    // MARK: Interrupts
+
+    /// DEVICE_NEEDS_RESET (§2.1.2): stop the device, tell the driver through a config interrupt.
+    public func fail(_ reason: String) {
+        let alreadyFailed = state.withLock { s -> Bool in
+            let was = s.status & VirtioStatus.deviceNeedsReset != 0
+            s.status |= VirtioStatus.deviceNeedsReset
+            s.active = false
+            return was
+        }
+        guard !alreadyFailed else { return }
+        logger.error("virtio-\(device.deviceType): device needs reset: \(reason)")
+        notifyConfigChange()
+    }
+
+    public func notifyQueue(_ index: Int) {
+        isr.bitwiseOr(1, ordering: .acquiringAndReleasing)
+        let vector = state.withLock { index < $0.queues.count ? $0.queues[index].msixVector : Self.noVector }
+        raise(vector: vector)
+    }
+
+    public func notifyConfigChange() {
+        isr.bitwiseOr(2, ordering: .acquiringAndReleasing)
+        let vector = state.withLock { s -> UInt16 in
+            s.configGeneration &+= 1
+            return s.configVector
+        }
+        raise(vector: vector)
+    }
+
+    private func raise(vector: UInt16) {
+        let message: MSIMessage? = state.withLock { s in
+            let index = Int(vector)
+            guard vector != Self.noVector, index < s.msix.entries.count else { return nil }
+            if s.msix.isMasked(index) {
+                s.msix.pending[index] = true
+                return nil
+            }
+            return s.msix.message(index)
+        }
+        if let message { msi.signal(message) }
+    }
+
+    private func takeDeliverable(_ s: inout State) -> [MSIMessage] {
+        let vectors = s.msix.deliverable()
+        for vector in vectors { s.msix.pending[vector] = false }
+        return vectors.map { s.msix.message($0) }
+    }
+}
+
+private func le<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
+    (0..<MemoryLayout<T>.size).map { UInt8(truncatingIfNeeded: value >> ($0 * 8)) }
+}
