@@ -29,6 +29,8 @@ struct VireoVMMCommand: ParsableCommand {
     @Option(help: "Control socket: unix:PATH.") var control: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.") var logLevel: String = "warning"
     @Flag(name: .customLong("print-stats"), help: "Print KVM's per-vCPU statistics on stderr when the VM stops.") var printStats = false
+    @Option(name: .customLong("disk"), help: "virtio-blk disk: path=FILE[,readonly=on|off][,format=raw|qcow2][,serial=ID] (repeatable; the first is /dev/vda).") var disks: [String] = []
+    @Flag(help: "Add a virtio-rng device (host getrandom).") var rng = false
     @Option(help: .hidden) var kvmDevice: String = "/dev/kvm"
 
     func makeConfig() throws(ConfigError) -> VMConfig {
@@ -57,9 +59,11 @@ struct VireoVMMCommand: ParsableCommand {
             guard control.hasPrefix("unix:"), control.count > 5 else { throw .invalid("--control must be unix:PATH, got '\(control)'") }
             controlPath = String(control.dropFirst(5))
         }
-        let config = VMConfig(
+        var config = VMConfig(
             payload: payload, cpuCount: cpus, memorySize: try VMConfig.parseMemorySize(memory),
             serial: serialBackend, controlSocket: controlPath, kvmPath: kvmDevice)
+        config.disks = try disks.map { text throws(ConfigError) in try DiskConfig.parse(text) }
+        config.rng = rng
         try config.validate()
         return config
     }

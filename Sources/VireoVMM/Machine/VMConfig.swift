@@ -44,6 +44,10 @@ public struct VMConfig: Sendable {
     /// Path of the control socket (`--control unix:PATH`), if any.
     public var controlSocket: String?
     public var kvmPath: String
+    /// virtio-blk disks (`--disk`), in PCI slot order.
+    public var disks: [DiskConfig] = []
+    /// A virtio-rng device (`--rng`).
+    public var rng = false
 
     public init(payload: Payload, cpuCount: Int = 1, memorySize: UInt64 = 256 << 20, serial: SerialBackend = .stdio, controlSocket: String? = nil, kvmPath: String = "/dev/kvm") {
         self.payload = payload

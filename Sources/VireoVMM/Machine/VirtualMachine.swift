@@ -22,6 +22,7 @@ public final class VirtualMachine: Sendable {
     let mmioBus: Bus
     let platform: PlatformDevices
     let pci: PCIRoot
+    let virtio: VirtioDevices
     let lifecycle: Lifecycle
     let threads: WaitableState<[OSThread]>
 
@@ -54,6 +55,7 @@ public final class VirtualMachine: Sendable {
         pci = try PCIRoot(mmioBus: mmioBus)
         platform = try PlatformDevices(config: config, vm: vm, memory: memory, ioBus: ioBus, pciBus: pci.bus, lifecycle: lifecycle, logger: logger)
         threads = WaitableState([])
+        virtio = try VirtioDevices(config: config, vm: vm, memory: memory, pci: pci, logger: logger)
 
         let supported = try kvm.supportedCPUID()
         let policy = CPUIDPolicy(cpuCount: config.cpuCount)
@@ -201,6 +203,7 @@ public final class VirtualMachine: Sendable {
         let exit = lifecycle.waitForExitRequest()
         kickAll()
         for thread in threads.current { thread.join() }
+        virtio.shutdown()
         platform.shutdown()
         lifecycle.state.update { $0.runState = .stopped }
         return exit
