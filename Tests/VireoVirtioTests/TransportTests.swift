@@ -12,7 +12,7 @@ import VireoQCOW2
 /// Records the MSI messages a transport sends.
 final class RecordingMSI: MSIController {
     let messages = Mutex<[MSIMessage]>([])
-    func signal(_ message: MSIMessage) { messages.withLock { $0.append(message) } }
+    func signal(vector: Int, message: MSIMessage) { messages.withLock { $0.append(message) } }
     var count: Int { messages.withLock { $0.count } }
 }
 

@@ -11,8 +11,8 @@ public struct MSIMessage: Equatable, Sendable {
 /// Where a function's MSI-X vectors go; the VMM backs it with KVM (`KVM_SIGNAL_MSI`, or GSI
 /// routing plus irqfd). Devices never see KVM.
 public protocol MSIController: Sendable {
-    /// Raises `message`'s interrupt once.
-    func signal(_ message: MSIMessage)
+    /// Raises MSI-X vector `vector` of this function once, with its current `message`.
+    func signal(vector: Int, message: MSIMessage)
 }
 
 /// The MSI-X table and pending bit array of one function (PCI 3.0 §6.8.2): 16-byte entries of

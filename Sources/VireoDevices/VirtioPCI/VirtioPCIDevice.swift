@@ -59,6 +59,7 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
     let offeredFeatures: UInt64
     private let state: Mutex<State>
     private let isr = Atomic<UInt8>(0)
+    private let notifyObserver = Mutex<(@Sendable (UInt64?) -> Void)?>(nil)
     /// Bumped on every reset so that a device still finishing a request cannot signal into the next life.
     public let vectorCount: Int
 
@@ -110,14 +111,19 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
     public func readConfig(offset: Int, size: Int) -> UInt32 { state.withLock { $0.config.read(offset: offset, size: size) } }
 
     public func writeConfig(offset: Int, size: Int, value: UInt32) {
-        let deliver: [MSIMessage] = state.withLock { state in
+        let notifyBefore = notifyAddress
+        defer {
+            let notifyAfter = notifyAddress
+            if notifyAfter != notifyBefore, let observer = notifyObserver.withLock({ $0 }) { observer(notifyAfter) }
+        }
+        let deliver: [(Int, MSIMessage)] = state.withLock { state in
             state.config.write(offset: offset, size: size, value: value)
             let control = state.config.read(offset: state.msixCapability + 2, size: 2)
             state.msix.enabled = control & 0x8000 != 0
             state.msix.functionMasked = control & 0x4000 != 0
             return takeDeliverable(&state)
         }
-        for message in deliver { msi.signal(message) }
+        for (vector, message) in deliver { msi.signal(vector: vector, message: message) }
     }
 
     public func decodedBar(_ index: Int) -> (base: UInt64, size: UInt64)? {
@@ -129,6 +135,17 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
 
     /// Where the notify area currently is (for ioeventfd registration), nil when not decoded.
     public var notifyAddress: UInt64? { decodedBar(0).map { $0.base + Self.notifyOffset } }
+
+    /// Called with the new ``notifyAddress`` whenever the guest moves BAR 0 or switches memory
+    /// decoding, so the VMM can move its ioeventfds (a notify write that misses them still arrives
+    /// through the MMIO exit path).
+    public func observeNotifyAddress(_ observer: @escaping @Sendable (UInt64?) -> Void) {
+        notifyObserver.withLock { $0 = observer }
+        observer(notifyAddress)
+    }
+
+    /// Number of virtqueues (each has a notify address at ``notifyAddress`` + index × multiplier).
+    public var queueCount: Int { device.queueMaxSizes.count }
 
     // MARK: BARs
 
@@ -153,12 +170,12 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
 
     public func writeBar(_ index: Int, offset: UInt64, size: Int, value: UInt64) {
         if index == 1 {
-            let deliver: [MSIMessage] = state.withLock { state in
+            let deliver: [(Int, MSIMessage)] = state.withLock { state in
                 guard offset < Self.pbaOffset else { return [] }
                 _ = state.msix.writeTable(offset: offset, size: size, value: value)
                 return takeDeliverable(&state)
             }
-            for message in deliver { msi.signal(message) }
+            for (vector, message) in deliver { msi.signal(vector: vector, message: message) }
             return
         }
         switch offset {
@@ -329,22 +346,22 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
     }
 
     private func raise(vector: UInt16) {
-        let message: MSIMessage? = state.withLock { s in
+        let message: (Int, MSIMessage)? = state.withLock { s in
             let index = Int(vector)
             guard vector != Self.noVector, index < s.msix.entries.count else { return nil }
             if s.msix.isMasked(index) {
                 s.msix.pending[index] = true
                 return nil
             }
-            return s.msix.message(index)
+            return (index, s.msix.message(index))
         }
-        if let message { msi.signal(message) }
+        if let (index, message) = message { msi.signal(vector: index, message: message) }
     }
 
-    private func takeDeliverable(_ s: inout State) -> [MSIMessage] {
+    private func takeDeliverable(_ s: inout State) -> [(Int, MSIMessage)] {
         let vectors = s.msix.deliverable()
         for vector in vectors { s.msix.pending[vector] = false }
-        return vectors.map { s.msix.message($0) }
+        return vectors.map { ($0, s.msix.message($0)) }
     }
 }
 

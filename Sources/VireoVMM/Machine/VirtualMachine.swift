@@ -195,6 +195,7 @@ public final class VirtualMachine: Sendable {
             started.append(try OSThread(name: "vcpu\(vcpu.id)") { runner.run() })
         }
         threads.update { $0 = started }
+        try virtio.start()
         try platform.startConsoleInput()
     }
 

@@ -7,10 +7,14 @@ import VireoVirtio
 
 /// The virtio-pci functions of one VM, built from its config: a virtio-blk per `--disk` (in
 /// order, so the first is /dev/vda) and a virtio-rng with `--rng`. Each gets the next PCI slot and
-/// its two BARs from the host bridge's 32-bit window; MSI-X messages go to KVM as `KVM_SIGNAL_MSI`.
+/// its two BARs from the host bridge's 32-bit window; MSI-X vectors are irqfds on GSIs routed as MSIs
+/// (`KVM_SET_GSI_ROUTING`, falling back to `KVM_SIGNAL_MSI`);
+/// queue notifications arrive on the I/O thread through ioeventfds (or, as a fallback, by MMIO exits).
 final class VirtioDevices: Sendable {
     let transports: [VirtioPCIDevice]
     let blocks: [VirtioBlock]
+    let io: IOThread
+    let notifiers: [QueueNotifiers]
 
     init(config: VMConfig, vm: VM, memory: GuestMemory, pci: PCIRoot, logger: Logger) throws {
         var devices: [any VirtioDevice] = []
@@ -28,33 +32,51 @@ final class VirtioDevices: Sendable {
         }
         if config.rng { devices.append(VirtioRng()) }
 
-        let msi = KVMMSIController(vm: vm, logger: logger)
+        let signalMSI = KVMMSIController(vm: vm, logger: logger)
+        let routing = MSIRouting(vm: vm, logger: logger)
+        io = try IOThread(logger: logger)
+        var notifiers: [QueueNotifiers] = []
         var transports: [VirtioPCIDevice] = []
         for device in devices {
             let slot = try pci.nextSlot()
             let bar0 = try pci.allocateBar(size: VirtioPCIDevice.bar0Size)
             let bar1 = try pci.allocateBar(size: VirtioPCIDevice.bar1Size)
+            let vectors = device.queueMaxSizes.count + 1
+            let msi: any MSIController
+            do {
+                msi = try IRQFDVectors(count: vectors, routing: routing)
+            } catch {
+                logger.warning("virtio-\(device.deviceType): no irqfd MSI-X (\(error)); using KVM_SIGNAL_MSI")
+                msi = signalMSI
+            }
             let transport = VirtioPCIDevice(device: device, memory: memory, msi: msi, bar0: bar0, bar1: bar1, logger: logger)
             try pci.add(transport, slot: slot)
             transports.append(transport)
+            notifiers.append(try QueueNotifiers(transport: transport, vm: vm, io: io, logger: logger))
             logger.debug("virtio-\(device.deviceType) at 00:\(slot).0, BAR0 0x\(String(bar0, radix: 16))")
         }
         self.transports = transports
         self.blocks = blocks
+        self.notifiers = notifiers
     }
 
-    /// Flushes and closes the disks.
+    func start() throws {
+        if !transports.isEmpty { try io.start() }
+    }
+
+    /// Stops the I/O thread, then flushes and closes the disks.
     func shutdown() {
+        io.stop()
         for block in blocks { block.close() }
     }
 }
 
-/// MSI-X messages delivered with `KVM_SIGNAL_MSI`.
+/// MSI-X messages delivered with `KVM_SIGNAL_MSI` (the fallback when irqfds cannot be set up).
 struct KVMMSIController: MSIController {
     let vm: VM
     let logger: Logger
 
-    func signal(_ message: MSIMessage) {
+    func signal(vector: Int, message: MSIMessage) {
         do {
             try vm.signalMSI(address: message.address, data: message.data)
         } catch {
