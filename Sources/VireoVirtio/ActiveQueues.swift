@@ -19,14 +19,15 @@ public final class ActiveQueues: Sendable {
 
     /// Handles every available chain of queue `index`. `handle` returns how many bytes it wrote
     /// into the chain's writable buffers (the used-ring length). A `VirtqueueError` thrown by
-    /// the handler counts as a malformed request and fails the device too.
-    public func drain(_ index: Int, _ handle: (DescriptorChain) throws(VirtqueueError) -> UInt32) {
+    /// the handler counts as a malformed request and fails the device too. `more` is asked before
+    /// each chain is taken (a receive queue stops once the device has nothing left to deliver).
+    public func drain(_ index: Int, while more: () -> Bool = { true }, _ handle: (DescriptorChain) throws(VirtqueueError) -> UInt32) {
         guard !isBroken else { return }
         var used = 0
         let failure: VirtqueueError? = queues.withLock { queues in
             guard index >= 0, index < queues.count, queues[index].ready else { return nil }
             do throws(VirtqueueError) {
-                while let chain = try queues[index].pop(memory) {
+                while more(), let chain = try queues[index].pop(memory) {
                     let written = try handle(chain)
                     try queues[index].pushUsed(head: chain.head, length: written, memory)
                     used += 1

@@ -48,6 +48,8 @@ public struct VMConfig: Sendable {
     public var disks: [DiskConfig] = []
     /// A virtio-rng device (`--rng`).
     public var rng = false
+    /// A virtio-console (the guest's hvc0) and where it goes (`--console`).
+    public var virtioConsole: SerialBackend?
 
     public init(payload: Payload, cpuCount: Int = 1, memorySize: UInt64 = 256 << 20, serial: SerialBackend = .stdio, controlSocket: String? = nil, kvmPath: String = "/dev/kvm") {
         self.payload = payload

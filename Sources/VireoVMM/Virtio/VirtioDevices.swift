@@ -6,7 +6,7 @@ import VireoQCOW2
 import VireoVirtio
 
 /// The virtio-pci functions of one VM, built from its config: a virtio-blk per `--disk` (in
-/// order, so the first is /dev/vda) and a virtio-rng with `--rng`. Each gets the next PCI slot and
+/// order, so the first is /dev/vda), a virtio-rng with `--rng`, a virtio-console with `--console`. Each gets the next PCI slot and
 /// its two BARs from the host bridge's 32-bit window; MSI-X vectors are irqfds on GSIs routed as MSIs
 /// (`KVM_SET_GSI_ROUTING`, falling back to `KVM_SIGNAL_MSI`);
 /// queue notifications arrive on the I/O thread through ioeventfds (or, as a fallback, by MMIO exits).
@@ -14,6 +14,8 @@ final class VirtioDevices: Sendable {
     let transports: [VirtioPCIDevice]
     let blocks: [VirtioBlock]
     let io: IOThread
+    /// The virtio-console and its host side, with `--console`.
+    let console: (device: VirtioConsole, backend: ConsoleBackend)?
     let notifiers: [QueueNotifiers]
 
     init(config: VMConfig, vm: VM, memory: GuestMemory, pci: PCIRoot, logger: Logger) throws {
@@ -31,6 +33,14 @@ final class VirtioDevices: Sendable {
             devices.append(block)
         }
         if config.rng { devices.append(VirtioRng()) }
+        if let kind = config.virtioConsole {
+            let backend = try ConsoleBackend(kind, logger: logger)
+            let device = VirtioConsole(output: backend)
+            console = (device, backend)
+            devices.append(device)
+        } else {
+            console = nil
+        }
 
         let signalMSI = KVMMSIController(vm: vm, logger: logger)
         let routing = MSIRouting(vm: vm, logger: logger)
@@ -62,12 +72,14 @@ final class VirtioDevices: Sendable {
 
     func start() throws {
         if !transports.isEmpty { try io.start() }
+        if let console { try console.backend.startInput { [device = console.device] bytes in device.enqueueInput(bytes) } }
     }
 
     /// Stops the I/O thread, then flushes and closes the disks.
     func shutdown() {
         io.stop()
         for block in blocks { block.close() }
+        console?.backend.close()
     }
 }
 
