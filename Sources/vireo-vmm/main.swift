@@ -32,6 +32,7 @@ struct VireoVMMCommand: ParsableCommand {
     @Option(name: .customLong("disk"), help: "virtio-blk disk: path=FILE[,readonly=on|off][,format=raw|qcow2][,serial=ID] (repeatable; the first is /dev/vda).") var disks: [String] = []
     @Flag(help: "Add a virtio-rng device (host getrandom).") var rng = false
     @Option(help: "Add a virtio-console (guest hvc0): stdio, file:PATH, unix:PATH or none.") var console: String?
+    @Option(help: "Add a virtio-balloon with this initial size (e.g. 0 or 64M); change it with the control socket's `balloon MiB`.") var balloon: String?
     @Option(help: .hidden) var kvmDevice: String = "/dev/kvm"
 
     func makeConfig() throws(ConfigError) -> VMConfig {
@@ -67,6 +68,7 @@ struct VireoVMMCommand: ParsableCommand {
             serial: serialBackend, controlSocket: controlPath, kvmPath: kvmDevice)
         config.disks = try disks.map { text throws(ConfigError) in try DiskConfig.parse(text) }
         config.rng = rng
+        if let balloon { config.balloonTarget = balloon == "0" ? 0 : try VMConfig.parseMemorySize(balloon) }
         if let console {
             guard !(console == "stdio" && serial == "stdio") else { throw .invalid("--console stdio needs --serial other than stdio") }
             config.virtioConsole = try consoleBackend(console, option: "console")

@@ -233,6 +233,14 @@ public final class VirtualMachine: Sendable {
         }
     }
 
+    /// The balloon's (target, actual) size in bytes, after setting the target to `bytes` when given;
+    /// nil without `--balloon`.
+    public func balloon(target bytes: UInt64? = nil) -> (target: UInt64, actual: UInt64)? {
+        guard let balloon = virtio.balloon else { return nil }
+        if let bytes { balloon.setTarget(pages: UInt32(min(bytes / VirtioBalloon.pageSize, UInt64(UInt32.max)))) }
+        return (UInt64(balloon.targetPages) * VirtioBalloon.pageSize, UInt64(balloon.actualPages) * VirtioBalloon.pageSize)
+    }
+
     /// Presses Ctrl-Alt-Del on the emulated keyboard: the guest's graceful-reboot/shutdown path.
     public func sendCtrlAltDel() {
         platform.keyboard.sendCtrlAltDel()

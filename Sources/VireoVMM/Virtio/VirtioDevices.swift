@@ -6,7 +6,8 @@ import VireoQCOW2
 import VireoVirtio
 
 /// The virtio-pci functions of one VM, built from its config: a virtio-blk per `--disk` (in
-/// order, so the first is /dev/vda), a virtio-rng with `--rng`, a virtio-console with `--console`. Each gets the next PCI slot and
+/// order, so the first is /dev/vda), a virtio-rng with `--rng`, a virtio-console with `--console`,
+/// a virtio-balloon with `--balloon`. Each gets the next PCI slot and
 /// its two BARs from the host bridge's 32-bit window; MSI-X vectors are irqfds on GSIs routed as MSIs
 /// (`KVM_SET_GSI_ROUTING`, falling back to `KVM_SIGNAL_MSI`);
 /// queue notifications arrive on the I/O thread through ioeventfds (or, as a fallback, by MMIO exits).
@@ -16,6 +17,7 @@ final class VirtioDevices: Sendable {
     let io: IOThread
     /// The virtio-console and its host side, with `--console`.
     let console: (device: VirtioConsole, backend: ConsoleBackend)?
+    let balloon: VirtioBalloon?
     let notifiers: [QueueNotifiers]
 
     init(config: VMConfig, vm: VM, memory: GuestMemory, pci: PCIRoot, logger: Logger) throws {
@@ -40,6 +42,13 @@ final class VirtioDevices: Sendable {
             devices.append(device)
         } else {
             console = nil
+        }
+        if let bytes = config.balloonTarget {
+            let device = VirtioBalloon(targetPages: UInt32(min(bytes / VirtioBalloon.pageSize, UInt64(UInt32.max))), logger: logger)
+            balloon = device
+            devices.append(device)
+        } else {
+            balloon = nil
         }
 
         let signalMSI = KVMMSIController(vm: vm, logger: logger)
