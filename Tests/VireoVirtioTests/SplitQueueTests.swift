@@ -201,3 +201,34 @@ import VireoMemory
         do { let notify = queue.needsNotification(driver.memory); #expect(!notify) }
     }
 }
+
+/// Hostile rings: random descriptor tables and available rings must give a chain or a
+/// `VirtqueueError`, never a trap, and every accepted buffer lies inside guest memory.
+@Suite struct SplitQueueFuzzTests {
+    @Test func randomTablesNeverTrap() throws {
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<300 {
+            let driver = try FakeDriver(size: 8, memorySize: 2 << 20)
+            var queue = try driver.queue()
+            var table = [UInt8](repeating: 0, count: 16 * 8)
+            for index in table.indices { table[index] = generator.next() }
+            // Keep some addresses inside RAM so chains get past the first descriptor.
+            for entry in 0..<8 where Bool.random(using: &generator) {
+                let address = UInt64.random(in: 0..<(2 << 20), using: &generator)
+                for byte in 0..<8 { table[16 * entry + byte] = UInt8(truncatingIfNeeded: address >> (8 * byte)) }
+                table[16 * entry + 10] = 0
+                table[16 * entry + 11] = 0
+                table[16 * entry + 14] = UInt8.random(in: 0..<10, using: &generator)
+                table[16 * entry + 15] = 0
+            }
+            try driver.memory.write(table, at: driver.table)
+            for _ in 0..<4 { try driver.makeAvailable(UInt16.random(in: 0..<10, using: &generator)) }
+            for _ in 0..<4 {
+                guard let chain = try? queue.pop(driver.memory) else { continue }
+                for buffer in chain.readable + chain.writable {
+                    #expect(driver.memory.isValid(buffer.address, length: UInt64(buffer.length)))
+                }
+            }
+        }
+    }
+}

@@ -85,10 +85,29 @@ struct PCIDriver {
             if pci.transport.readConfig(offset: cap, size: 1) == 0x09 { types.append(pci.transport.readConfig(offset: cap + 3, size: 1)) }
             cap = Int(pci.transport.readConfig(offset: cap + 1, size: 1))
         }
-        #expect(types == [1, 2, 3, 4])
+        #expect(types == [1, 2, 3, 4, 5])
         // BAR sizing: all ones reads back the size mask.
         pci.transport.writeConfig(offset: 0x10, size: 4, value: 0xFFFF_FFFF)
         #expect(pci.transport.readConfig(offset: 0x10, size: 4) == ~UInt32(VirtioPCIDevice.bar0Size - 1))
+    }
+
+    /// §4.1.4.9: the VIRTIO_PCI_CAP_PCI_CFG window reaches BAR 0 through configuration space.
+    @Test func pciConfigAccessWindow() throws {
+        let pci = try PCIDriver(VirtioRng())
+        var cap = Int(pci.transport.readConfig(offset: 0x34, size: 1))
+        while cap != 0, pci.transport.readConfig(offset: cap + 3, size: 1) != 5 || pci.transport.readConfig(offset: cap, size: 1) != 0x09 {
+            cap = Int(pci.transport.readConfig(offset: cap + 1, size: 1))
+        }
+        #expect(cap != 0)
+        pci.transport.writeConfig(offset: cap + 4, size: 1, value: 0)  // bar 0
+        pci.transport.writeConfig(offset: cap + 8, size: 4, value: 0x12)  // num_queues
+        pci.transport.writeConfig(offset: cap + 12, size: 4, value: 2)
+        #expect(pci.transport.readConfig(offset: cap + 16, size: 4) == 1)
+        pci.transport.writeConfig(offset: cap + 8, size: 4, value: 0x16)  // queue_select
+        pci.transport.writeConfig(offset: cap + 16, size: 4, value: 7)
+        #expect(pci.common(0x16, 2) == 7)
+        pci.transport.writeConfig(offset: cap + 12, size: 4, value: 3)  // bad length: plain config access
+        #expect(pci.transport.readConfig(offset: cap + 16, size: 4) == 0)
     }
 
     @Test func barDecodingFollowsTheCommandRegisterAndReprogramming() throws {

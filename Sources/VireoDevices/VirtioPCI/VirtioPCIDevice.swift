@@ -34,7 +34,7 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
     static let noVector: UInt16 = 0xFFFF
 
     /// `cfg_type` values of `struct virtio_pci_cap` (§4.1.4).
-    enum CapabilityType: UInt8 { case common = 1, notify = 2, isr = 3, device = 4 }
+    enum CapabilityType: UInt8 { case common = 1, notify = 2, isr = 3, device = 4, pciConfig = 5 }
 
     struct State: Sendable {
         var config: PCIConfigSpace
@@ -48,6 +48,8 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
         var queues: [SplitQueue]
         var msix: MSIXTable
         var msixCapability = 0
+        /// Offset of the VIRTIO_PCI_CAP_PCI_CFG capability (§4.1.4.9).
+        var pciConfigCapability = 0
         /// Set while the device is active (DRIVER_OK accepted, not failed).
         var active = false
     }
@@ -89,12 +91,16 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
                             extra: le(Self.notifyOffsetMultiplier)))
         config.addCapability(id: 0x09, body: virtioCap(.isr, offset: Self.isrOffset, length: 4))
         config.addCapability(id: 0x09, body: virtioCap(.device, offset: Self.deviceConfigOffset, length: 0x1000))
+        // §4.1.4.9: the alternative access window; bar, offset, length and pci_cfg_data are driver-writable.
+        let pciConfigCap = config.addCapability(
+            id: 0x09, body: virtioCap(.pciConfig, offset: 0, length: 0, extra: [0, 0, 0, 0]),
+            writable: [0, 0, 0xFF, 0, 0, 0] + [UInt8](repeating: 0xFF, count: 8) + [0xFF, 0xFF, 0xFF, 0xFF])
         // MSI-X (PCI 3.0 §6.8.2): Message Control (table size - 1; bits 14-15 writable), table in BAR 1 at 0, PBA at 0x800.
         let msixCap = config.addCapability(
             id: 0x11, body: le(UInt16(vectorCount - 1)) + le(UInt32(1)) + le(UInt32(UInt32(Self.pbaOffset) | 1)),
             writable: [0x00, 0xC0])
         state = Mutex(State(config: config, queues: device.queueMaxSizes.map(SplitQueue.init(maxSize:)),
-                            msix: MSIXTable(vectors: vectorCount), msixCapability: msixCap))
+                            msix: MSIXTable(vectors: vectorCount), msixCapability: msixCap, pciConfigCapability: pciConfigCap))
     }
 
     static func classCode(_ type: VirtioDeviceType) -> UInt32 {
@@ -108,9 +114,29 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
 
     // MARK: PCI configuration space
 
-    public func readConfig(offset: Int, size: Int) -> UInt32 { state.withLock { $0.config.read(offset: offset, size: size) } }
+    public func readConfig(offset: Int, size: Int) -> UInt32 {
+        let (value, window) = state.withLock { s in (s.config.read(offset: offset, size: size), pciConfigWindow(s, offset: offset)) }
+        if let window { return UInt32(truncatingIfNeeded: readBar(window.bar, offset: window.offset, size: window.length)) }
+        return value
+    }
+
+    /// The BAR access a read or write of `pci_cfg_data` at `offset` stands for (§4.1.4.9.1): `length`
+    /// 1, 2 or 4 bytes at `offset` (aligned to the length) in BAR `bar`; nil for any other access.
+    private func pciConfigWindow(_ s: State, offset: Int) -> (bar: Int, offset: UInt64, length: Int)? {
+        let cap = s.pciConfigCapability
+        guard cap > 0, offset == cap + 16 else { return nil }
+        let bar = Int(s.config.read(offset: cap + 4, size: 1))
+        let barOffset = UInt64(s.config.read(offset: cap + 8, size: 4))
+        let length = Int(s.config.read(offset: cap + 12, size: 4))
+        guard bar <= 1, [1, 2, 4].contains(length), barOffset % UInt64(length) == 0 else { return nil }
+        return (bar, barOffset, length)
+    }
 
     public func writeConfig(offset: Int, size: Int, value: UInt32) {
+        if let window = state.withLock({ pciConfigWindow($0, offset: offset) }) {
+            writeBar(window.bar, offset: window.offset, size: window.length, value: UInt64(value))
+            return
+        }
         let notifyBefore = notifyAddress
         defer {
             let notifyAfter = notifyAddress
