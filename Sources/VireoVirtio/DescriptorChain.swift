@@ -28,6 +28,8 @@ public enum VirtqueueError: Error, Equatable, Sendable, CustomStringConvertible 
     case chainTooLarge(head: UInt16)
     /// A buffer (or ring field) outside guest RAM.
     case memory(GuestMemoryError)
+    /// A request a device cannot even answer (for example no room for its status byte).
+    case malformedRequest(String)
 
     public var description: String {
         switch self {
@@ -43,6 +45,7 @@ public enum VirtqueueError: Error, Equatable, Sendable, CustomStringConvertible 
         case .readableAfterWritable(let head): "chain at \(head) has a device-readable buffer after a device-writable one"
         case .chainTooLarge(let head): "chain at \(head) is larger than 4 GiB"
         case .memory(let error): error.description
+        case .malformedRequest(let why): "malformed request: \(why)"
         }
     }
 }

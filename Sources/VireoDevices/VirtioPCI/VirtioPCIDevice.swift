@@ -62,7 +62,9 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
     private let state: Mutex<State>
     private let isr = Atomic<UInt8>(0)
     private let notifyObserver = Mutex<(@Sendable (UInt64?) -> Void)?>(nil)
-    /// Bumped on every reset so that a device still finishing a request cannot signal into the next life.
+    /// Where a notify write that arrived as an MMIO exit goes; nil runs the device on the caller's thread.
+    private let notifyForwarder = Mutex<(@Sendable (Int) -> Void)?>(nil)
+    /// MSI-X vectors: one per queue plus one for configuration changes.
     public let vectorCount: Int
 
     /// - Parameters:
@@ -170,6 +172,12 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
         observer(notifyAddress)
     }
 
+    /// Routes notify writes that exit to the VMM (no ioeventfd registered, or a BAR the ioeventfds
+    /// have not followed yet) to `forward`, typically a signal of the queue's eventfd.
+    public func forwardNotifications(_ forward: @escaping @Sendable (Int) -> Void) {
+        notifyForwarder.withLock { $0 = forward }
+    }
+
     /// Number of virtqueues (each has a notify address at ``notifyAddress`` + index × multiplier).
     public var queueCount: Int { device.queueMaxSizes.count }
 
@@ -210,9 +218,11 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
         case Self.deviceConfigOffset..<(Self.deviceConfigOffset + 0x1000):
             device.writeConfig(offset: Int(offset - Self.deviceConfigOffset), size: size, value: value)
         case Self.notifyOffset..<(Self.notifyOffset + 0x1000):
-            // The vCPU-exit path of a queue notification (when no ioeventfd caught it).
+            // The vCPU-exit path of a queue notification (when no ioeventfd caught it): hand it to the
+            // I/O thread when the VMM installed a forwarder, so device work stays off vCPU threads.
             let queue = Int((offset - Self.notifyOffset) / UInt64(Self.notifyOffsetMultiplier))
-            notifyQueue(fromDriver: queue)
+            guard queue < queueCount else { return }
+            if let forward = notifyForwarder.withLock({ $0 }) { forward(queue) } else { notifyQueue(fromDriver: queue) }
         default:
             break
         }

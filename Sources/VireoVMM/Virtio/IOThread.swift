@@ -78,6 +78,10 @@ final class QueueNotifiers: Sendable {
             events.append(event)
         }
         self.events = events
+        transport.forwardNotifications { [events] queue in
+            guard queue < events.count else { return }
+            try? events[queue].signal()
+        }
         transport.observeNotifyAddress { [weak self] address in self?.move(to: address) }
     }
 

@@ -112,7 +112,7 @@ public final class VirtioBlock: VirtioDevice {
     private func handle(_ chain: DescriptorChain, _ active: ActiveQueues) throws(VirtqueueError) -> UInt32 {
         let memory = active.memory
         // §5.2.6.1: the status byte is the last writable byte; without it nothing can be reported.
-        guard let lastWritable = chain.writable.last else { throw .invalidRingArea("block request \(chain.head) has no status byte") }
+        guard let lastWritable = chain.writable.last else { throw .malformedRequest("block request \(chain.head) has no status byte") }
         let statusAddress = lastWritable.address.checkedAdding(UInt64(lastWritable.length) - 1) ?? lastWritable.address
         var reader = chain.reader(memory)
         var writer = chain.writer(memory)
