@@ -5,6 +5,10 @@ for word in $(cat /proc/cmdline); do case "$word" in vireo.phase=*) PHASE="${wor
 echo "VIREO-GUEST: phase $PHASE"
 ls /sys/bus/pci/devices/ | tr '\n' ' '; echo
 for b in vda vdb vdc; do echo "VIREO-GUEST: $b size $(cat /sys/block/$b/size 2>/dev/null) ro $(cat /sys/block/$b/ro 2>/dev/null)"; done
+# The virtio-pci functions must interrupt through MSI-X (there is no _PRT for INTx).
+echo "VIREO-GUEST: interrupts: $(grep virtio /proc/interrupts | awk '{ print $1, $2, $3, $NF }' | tr '\n' ';')"
+grep -q "PCI-MSI.*virtio0-req" /proc/interrupts || fail "virtio0 has no per-queue MSI-X vector"
+echo "VIREO-GUEST: msix vectors $(grep -c 'PCI-MSI.*virtio' /proc/interrupts)"
 mkdir -p /mnt
 if [ "$PHASE" = 1 ]; then
   [ "$(cat /sys/class/misc/hw_random/rng_current 2>/dev/null)" = "virtio_rng.0" ] || fail "rng_current is $(cat /sys/class/misc/hw_random/rng_current 2>/dev/null)"
