@@ -152,7 +152,7 @@ public enum ACPITables {
     /// ```
     /// `_S5_` encodes as `08 '_S5_' 12 07 04 0A 05 00 00 00`: NameOp, the NameSeg, PackageOp,
     /// PkgLength 7 (itself, NumElements and five bytes of elements), 4 elements, BytePrefix 5, three ZeroOps.
-    public static func dsdtAML() -> [UInt8] {
+    public static func dsdtAML(ramEnd: UInt64 = X86Layout.highRAMStart) -> [UInt8] {
         let s5 = AML.name("_S5_", AML.package([UInt32(X86Layout.s5SleepType), 0, 0, 0]))
         let resources =
             AML.Resource.io(port: 0x3F8, length: 8) + AML.Resource.irqNoFlags(4) + AML.Resource.endTag
@@ -170,13 +170,36 @@ public enum ACPITables {
             "PS2K",
             AML.name("_HID", AML.eisaID("PNP0303")) + AML.name("_UID", AML.integer(0))
                 + AML.name("_CRS", AML.buffer(keyboardResources)))
-        return s5 + AML.scope(root: "_SB_", com1 + keyboard)
+        return s5 + AML.scope(root: "_SB_", com1 + keyboard + pciHostBridge(ramEnd: ramEnd))
+    }
+
+    /// The PCI host bridge (PCI Firmware spec 3.0 §4.1; ACPI §6.1, §6.4.3.5): a PNP0A03 root
+    /// bridge for segment 0, buses 0–255, whose `_CRS` gives the windows it forwards:
+    /// the configuration ports 0xCF8–0xCFF, I/O 0x0000–0x0CF7 and 0x0D00–0xFFFF, the 32-bit memory
+    /// window (``X86Layout/pciMMIO32Base``, up to the IOAPIC) and a 64-bit window above RAM. There
+    /// is no `_PRT`: Vireo's PCI functions interrupt through MSI-X only.
+    static func pciHostBridge(ramEnd: UInt64) -> [UInt8] {
+        let window64 = X86Layout.pciMMIO64Window(ramEnd: ramEnd)
+        let resources =
+            AML.Resource.wordBusNumber(first: 0, last: 0xFF)
+            + AML.Resource.io(port: 0xCF8, length: 8)
+            + AML.Resource.dwordIO(first: 0x0000, last: 0x0CF7)
+            + AML.Resource.dwordIO(first: 0x0D00, last: 0xFFFF)
+            + AML.Resource.dwordMemory(
+                first: UInt32(X86Layout.pciMMIO32Base), last: UInt32(X86Layout.pciMMIO32Base + X86Layout.pciMMIO32Size - 1))
+            + AML.Resource.qwordMemory(first: window64.base, last: window64.base + window64.size - 1)
+            + AML.Resource.endTag
+        return AML.device(
+            "PCI0",
+            AML.name("_HID", AML.eisaID("PNP0A03")) + AML.name("_UID", AML.integer(0))
+                + AML.name("_SEG", AML.integer(0)) + AML.name("_BBN", AML.integer(0))
+                + AML.name("_CRS", AML.buffer(resources)))
     }
 
     /// DSDT, revision 2 (64-bit AML integers), §5.2.11.1.
-    public static func dsdt() -> [UInt8] {
+    public static func dsdt(ramEnd: UInt64 = X86Layout.highRAMStart) -> [UInt8] {
         var table = header(signature: "DSDT", revision: 2)
-        table.append(dsdtAML())
+        table.append(dsdtAML(ramEnd: ramEnd))
         return finish(table)
     }
 
@@ -205,7 +228,7 @@ public enum ACPITables {
             cursor = (cursor + UInt64(size) + 15) & ~15
             return address
         }
-        let dsdt = dsdt()
+        let dsdt = dsdt(ramEnd: memory.regions.last?.end ?? 0)
         let fadtTable: [UInt8]
         let madt = madt(cpuCount: cpuCount)
         let layout = Layout(

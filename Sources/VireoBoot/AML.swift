@@ -92,6 +92,36 @@ enum AML {
         /// IRQ Descriptor without flags (§6.4.2.1): a 16-bit mask of the IRQ.
         static func irqNoFlags(_ irq: UInt8) -> [UInt8] { [0x22] + withLittleEndian(UInt16(1) << irq) }
 
+        /// General flags of an address space descriptor (§6.4.3.5): the range is produced for
+        /// children (bit 0 clear), with fixed minimum and maximum (bits 2 and 3).
+        static let producerFixed: UInt8 = 0x0C
+
+        /// Word Address Space Descriptor for a bus-number range (§6.4.3.5.3, resource type 2).
+        static func wordBusNumber(first: UInt16, last: UInt16) -> [UInt8] {
+            [0x88, 0x0D, 0x00, 0x02, producerFixed, 0x00] + withLittleEndian(UInt16(0)) + withLittleEndian(first)
+                + withLittleEndian(last) + withLittleEndian(UInt16(0)) + withLittleEndian(last - first + 1)
+        }
+
+        /// DWord Address Space Descriptor for an I/O range (§6.4.3.5.2, resource type 1; type-specific
+        /// flags 3: both ISA and non-ISA ranges).
+        static func dwordIO(first: UInt32, last: UInt32) -> [UInt8] {
+            [0x87, 0x17, 0x00, 0x01, producerFixed, 0x03] + withLittleEndian(UInt32(0)) + withLittleEndian(first)
+                + withLittleEndian(last) + withLittleEndian(UInt32(0)) + withLittleEndian(last - first + 1)
+        }
+
+        /// DWord Address Space Descriptor for a memory range (§6.4.3.5.2, resource type 0; type-specific
+        /// flags 1: read-write, non-cacheable).
+        static func dwordMemory(first: UInt32, last: UInt32) -> [UInt8] {
+            [0x87, 0x17, 0x00, 0x00, producerFixed, 0x01] + withLittleEndian(UInt32(0)) + withLittleEndian(first)
+                + withLittleEndian(last) + withLittleEndian(UInt32(0)) + withLittleEndian(last - first + 1)
+        }
+
+        /// QWord Address Space Descriptor for a memory range (§6.4.3.5.1).
+        static func qwordMemory(first: UInt64, last: UInt64) -> [UInt8] {
+            [0x8A, 0x2B, 0x00, 0x00, producerFixed, 0x01] + withLittleEndian(UInt64(0)) + withLittleEndian(first)
+                + withLittleEndian(last) + withLittleEndian(UInt64(0)) + withLittleEndian(last - first + 1)
+        }
+
         /// End Tag (§6.4.2.9); a zero checksum means "treat as valid".
         static let endTag: [UInt8] = [0x79, 0x00]
     }

@@ -64,6 +64,19 @@ public enum X86Layout {
     /// ``acpiSleepControlPort`` means power off.
     public static let s5SleepType: UInt8 = 5
 
+    /// The PCI host bridge's 32-bit memory window (DSDT `PCI0._CRS`): from the start of the MMIO
+    /// hole up to the IOAPIC. The VMM places BARs here.
+    public static let pciMMIO32Base: UInt64 = mmioHoleStart
+    public static let pciMMIO32Size: UInt64 = ioapicAddress - mmioHoleStart
+    /// Size of the 64-bit memory window that starts at the first 1 GiB boundary above RAM.
+    public static let pciMMIO64Size: UInt64 = 16 * gib
+
+    /// The 64-bit PCI memory window for a guest whose RAM ends at `ramEnd`.
+    public static func pciMMIO64Window(ramEnd: UInt64) -> (base: UInt64, size: UInt64) {
+        let base = (max(ramEnd, highRAMStart) + gib - 1) & ~(gib - 1)
+        return (base, pciMMIO64Size)
+    }
+
     /// Guest RAM for `memorySize` bytes: `[0, min(size, 3 GiB))`, and the rest at 4 GiB so
     /// that the 32-bit MMIO hole is never backed by RAM.
     public static func ramRanges(memorySize: UInt64) -> [(start: GuestAddress, size: UInt64)] {

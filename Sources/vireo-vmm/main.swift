@@ -29,6 +29,10 @@ struct VireoVMMCommand: ParsableCommand {
     @Option(help: "Control socket: unix:PATH.") var control: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.") var logLevel: String = "warning"
     @Flag(name: .customLong("print-stats"), help: "Print KVM's per-vCPU statistics on stderr when the VM stops.") var printStats = false
+    @Option(name: .customLong("disk"), help: "virtio-blk disk: path=FILE[,readonly=on|off][,format=raw|qcow2][,serial=ID] (repeatable; the first is /dev/vda).") var disks: [String] = []
+    @Flag(help: "Add a virtio-rng device (host getrandom).") var rng = false
+    @Option(help: "Add a virtio-console (guest hvc0): stdio, file:PATH, unix:PATH or none.") var console: String?
+    @Option(help: "Add a virtio-balloon with this initial size (e.g. 0 or 64M); change it with the control socket's `balloon MiB`.") var balloon: String?
     @Option(help: .hidden) var kvmDevice: String = "/dev/kvm"
 
     func makeConfig() throws(ConfigError) -> VMConfig {
@@ -44,22 +48,31 @@ struct VireoVMMCommand: ParsableCommand {
         case (nil, nil): throw .invalid("nothing to boot: give --kernel PATH (or --raw PATH)")
         case (_?, _?): throw .invalid("--kernel and --raw cannot be used together")
         }
-        let serialBackend: VMConfig.SerialBackend
-        switch serial {
-        case "stdio": serialBackend = .stdio
-        case "none": serialBackend = .none
-        case let value where value.hasPrefix("file:"): serialBackend = .file(String(value.dropFirst(5)))
-        case let value where value.hasPrefix("unix:"): serialBackend = .unix(String(value.dropFirst(5)))
-        default: throw .invalid("--serial must be stdio, none, file:PATH or unix:PATH, got '\(serial)'")
+        func consoleBackend(_ text: String, option: String) throws(ConfigError) -> VMConfig.SerialBackend {
+            switch text {
+            case "stdio": return .stdio
+            case "none": return .none
+            case let value where value.hasPrefix("file:"): return .file(String(value.dropFirst(5)))
+            case let value where value.hasPrefix("unix:"): return .unix(String(value.dropFirst(5)))
+            default: throw .invalid("--\(option) must be stdio, none, file:PATH or unix:PATH, got '\(text)'")
+            }
         }
+        let serialBackend = try consoleBackend(serial, option: "serial")
         var controlPath: String?
         if let control {
             guard control.hasPrefix("unix:"), control.count > 5 else { throw .invalid("--control must be unix:PATH, got '\(control)'") }
             controlPath = String(control.dropFirst(5))
         }
-        let config = VMConfig(
+        var config = VMConfig(
             payload: payload, cpuCount: cpus, memorySize: try VMConfig.parseMemorySize(memory),
             serial: serialBackend, controlSocket: controlPath, kvmPath: kvmDevice)
+        config.disks = try disks.map { text throws(ConfigError) in try DiskConfig.parse(text) }
+        config.rng = rng
+        if let balloon { config.balloonTarget = balloon == "0" ? 0 : try VMConfig.parseMemorySize(balloon) }
+        if let console {
+            guard !(console == "stdio" && serial == "stdio") else { throw .invalid("--console stdio needs --serial other than stdio") }
+            config.virtioConsole = try consoleBackend(console, option: "console")
+        }
         try config.validate()
         return config
     }

@@ -68,12 +68,22 @@ public final class ControlServer: Sendable {
         case "stop":
             machine.requestStop(.stopped("stop command on the control socket"))
             return #"{"return":{}}"#
+        case "balloon":
+            // `balloon` reports, `balloon MiB` sets the target; sizes in MiB.
+            let argument = line.split(separator: " ").dropFirst().first
+            var target: UInt64?
+            if let argument {
+                guard let mib = UInt64(argument), mib <= 1 << 20 else { return #"{"error":"balloon takes a size in MiB"}"# }
+                target = mib << 20
+            }
+            guard let sizes = machine.balloon(target: target) else { return #"{"error":"this VM has no balloon (--balloon)"}"# }
+            return #"{"return":{"target_mib":\#(sizes.target >> 20),"actual_mib":\#(sizes.actual >> 20)}}"#
         case "stats":
             let fields = machine.statistics().map { #""\#($0.0)":\#($0.1)"# }
             return #"{"return":{\#(fields.joined(separator: ","))}}"#
         default:
             let escaped = command.filter { $0.isLetter || $0.isNumber || $0 == "-" }
-            return #"{"error":"unknown command '\#(escaped)'; try status, pause, resume, ctrl-alt-del, stop, stats"}"#
+            return #"{"error":"unknown command '\#(escaped)'; try status, pause, resume, ctrl-alt-del, stop, stats, balloon"}"#
         }
     }
 }

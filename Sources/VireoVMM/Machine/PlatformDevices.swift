@@ -26,7 +26,7 @@ final class PlatformDevices: Sendable {
     static let com1IRQ: UInt32 = 4
     static let keyboardIRQ: UInt32 = 1
 
-    init(config: VMConfig, vm: VM, memory: GuestMemory, ioBus: Bus, lifecycle: Lifecycle, logger: Logger) throws {
+    init(config: VMConfig, vm: VM, memory: GuestMemory, ioBus: Bus, pciBus: PCIBus, lifecycle: Lifecycle, logger: Logger) throws {
         console = try ConsoleBackend(config.serial, logger: logger)
         serial = Serial8250(interrupt: KVMInterruptLine(vm: vm, gsi: Self.com1IRQ, logger: logger), output: console)
         keyboard = I8042(interrupt: KVMInterruptLine(vm: vm, gsi: Self.keyboardIRQ, logger: logger)) {
@@ -43,7 +43,7 @@ final class PlatformDevices: Sendable {
         try ioBus.register(keyboard, at: 0x60, length: 5)
         try ioBus.register(cmos, at: 0x70, length: 2)
         try ioBus.register(PostCodePort(), at: 0x80, length: 1)
-        try ioBus.register(PCIConfigPorts(), at: 0xCF8, length: 8)
+        try ioBus.register(PCIConfigPorts(bus: pciBus), at: 0xCF8, length: 8)
         try ioBus.register(acpi, at: UInt64(X86Layout.acpiSleepControlPort), length: 3)
     }
 

@@ -44,6 +44,14 @@ public struct VMConfig: Sendable {
     /// Path of the control socket (`--control unix:PATH`), if any.
     public var controlSocket: String?
     public var kvmPath: String
+    /// virtio-blk disks (`--disk`), in PCI slot order.
+    public var disks: [DiskConfig] = []
+    /// A virtio-rng device (`--rng`).
+    public var rng = false
+    /// A virtio-console (the guest's hvc0) and where it goes (`--console`).
+    public var virtioConsole: SerialBackend?
+    /// A virtio-balloon and its initial target in bytes (`--balloon [SIZE]`); nil: no balloon.
+    public var balloonTarget: UInt64?
 
     public init(payload: Payload, cpuCount: Int = 1, memorySize: UInt64 = 256 << 20, serial: SerialBackend = .stdio, controlSocket: String? = nil, kvmPath: String = "/dev/kvm") {
         self.payload = payload

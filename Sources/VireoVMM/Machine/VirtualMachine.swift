@@ -21,6 +21,8 @@ public final class VirtualMachine: Sendable {
     let ioBus: Bus
     let mmioBus: Bus
     let platform: PlatformDevices
+    let pci: PCIRoot
+    let virtio: VirtioDevices
     let lifecycle: Lifecycle
     let threads: WaitableState<[OSThread]>
 
@@ -50,8 +52,10 @@ public final class VirtualMachine: Sendable {
         lifecycle = Lifecycle()
         ioBus = Bus(name: "pio", logger: logger)
         mmioBus = Bus(name: "mmio", logger: logger)
-        platform = try PlatformDevices(config: config, vm: vm, memory: memory, ioBus: ioBus, lifecycle: lifecycle, logger: logger)
+        pci = try PCIRoot(mmioBus: mmioBus)
+        platform = try PlatformDevices(config: config, vm: vm, memory: memory, ioBus: ioBus, pciBus: pci.bus, lifecycle: lifecycle, logger: logger)
         threads = WaitableState([])
+        virtio = try VirtioDevices(config: config, vm: vm, memory: memory, pci: pci, logger: logger)
 
         let supported = try kvm.supportedCPUID()
         let policy = CPUIDPolicy(cpuCount: config.cpuCount)
@@ -191,6 +195,7 @@ public final class VirtualMachine: Sendable {
             started.append(try OSThread(name: "vcpu\(vcpu.id)") { runner.run() })
         }
         threads.update { $0 = started }
+        try virtio.start()
         try platform.startConsoleInput()
     }
 
@@ -199,6 +204,7 @@ public final class VirtualMachine: Sendable {
         let exit = lifecycle.waitForExitRequest()
         kickAll()
         for thread in threads.current { thread.join() }
+        virtio.shutdown()
         platform.shutdown()
         lifecycle.state.update { $0.runState = .stopped }
         return exit
@@ -225,6 +231,14 @@ public final class VirtualMachine: Sendable {
         lifecycle.state.update { state in
             if state.runState == .paused { state.runState = .running }
         }
+    }
+
+    /// The balloon's (target, actual) size in bytes, after setting the target to `bytes` when given;
+    /// nil without `--balloon`.
+    public func balloon(target bytes: UInt64? = nil) -> (target: UInt64, actual: UInt64)? {
+        guard let balloon = virtio.balloon else { return nil }
+        if let bytes { balloon.setTarget(pages: UInt32(min(bytes / VirtioBalloon.pageSize, UInt64(UInt32.max)))) }
+        return (UInt64(balloon.targetPages) * VirtioBalloon.pageSize, UInt64(balloon.actualPages) * VirtioBalloon.pageSize)
     }
 
     /// Presses Ctrl-Alt-Del on the emulated keyboard: the guest's graceful-reboot/shutdown path.

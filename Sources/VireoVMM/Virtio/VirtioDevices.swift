@@ -1,0 +1,107 @@
+import Logging
+import VireoDevices
+import VireoKVM
+import VireoMemory
+import VireoQCOW2
+import VireoVirtio
+
+/// The virtio-pci functions of one VM, built from its config: a virtio-blk per `--disk` (in
+/// order, so the first is /dev/vda), a virtio-rng with `--rng`, a virtio-console with `--console`,
+/// a virtio-balloon with `--balloon`. Each gets the next PCI slot and
+/// its two BARs from the host bridge's 32-bit window; MSI-X vectors are irqfds on GSIs routed as MSIs
+/// (`KVM_SET_GSI_ROUTING`, falling back to `KVM_SIGNAL_MSI`);
+/// queue notifications arrive on the I/O thread through ioeventfds (or, as a fallback, by MMIO exits).
+final class VirtioDevices: Sendable {
+    let transports: [VirtioPCIDevice]
+    let blocks: [VirtioBlock]
+    let io: IOThread
+    /// The virtio-console and its host side, with `--console`.
+    let console: (device: VirtioConsole, backend: ConsoleBackend)?
+    let balloon: VirtioBalloon?
+    let notifiers: [QueueNotifiers]
+
+    init(config: VMConfig, vm: VM, memory: GuestMemory, pci: PCIRoot, logger: Logger) throws {
+        var devices: [any VirtioDevice] = []
+        var blocks: [VirtioBlock] = []
+        for (index, disk) in config.disks.enumerated() {
+            let image: any BlockImage
+            do {
+                image = try openImage(disk.path, options: ImageOptions(writable: !disk.readOnly, format: disk.format))
+            } catch {
+                throw ConfigError.invalid("--disk \(disk.path): \(error)")
+            }
+            let block = VirtioBlock(image: image, readOnly: disk.readOnly, serial: disk.serial ?? "vireo-disk\(index)", logger: logger)
+            blocks.append(block)
+            devices.append(block)
+        }
+        if config.rng { devices.append(VirtioRng()) }
+        if let kind = config.virtioConsole {
+            let backend = try ConsoleBackend(kind, logger: logger)
+            let device = VirtioConsole(output: backend)
+            console = (device, backend)
+            devices.append(device)
+        } else {
+            console = nil
+        }
+        if let bytes = config.balloonTarget {
+            let device = VirtioBalloon(targetPages: UInt32(min(bytes / VirtioBalloon.pageSize, UInt64(UInt32.max))), logger: logger)
+            balloon = device
+            devices.append(device)
+        } else {
+            balloon = nil
+        }
+
+        let signalMSI = KVMMSIController(vm: vm, logger: logger)
+        let routing = MSIRouting(vm: vm, logger: logger)
+        io = try IOThread(logger: logger)
+        var notifiers: [QueueNotifiers] = []
+        var transports: [VirtioPCIDevice] = []
+        for device in devices {
+            let slot = try pci.nextSlot()
+            let bar0 = try pci.allocateBar(size: VirtioPCIDevice.bar0Size)
+            let bar1 = try pci.allocateBar(size: VirtioPCIDevice.bar1Size)
+            let vectors = device.queueMaxSizes.count + 1
+            let msi: any MSIController
+            do {
+                msi = try IRQFDVectors(count: vectors, routing: routing)
+            } catch {
+                logger.warning("virtio-\(device.deviceType): no irqfd MSI-X (\(error)); using KVM_SIGNAL_MSI")
+                msi = signalMSI
+            }
+            let transport = VirtioPCIDevice(device: device, memory: memory, msi: msi, bar0: bar0, bar1: bar1, logger: logger)
+            try pci.add(transport, slot: slot)
+            transports.append(transport)
+            notifiers.append(try QueueNotifiers(transport: transport, vm: vm, io: io, logger: logger))
+            logger.debug("virtio-\(device.deviceType) at 00:\(slot).0, BAR0 0x\(String(bar0, radix: 16))")
+        }
+        self.transports = transports
+        self.blocks = blocks
+        self.notifiers = notifiers
+    }
+
+    func start() throws {
+        if !transports.isEmpty { try io.start() }
+        if let console { try console.backend.startInput { [device = console.device] bytes in device.enqueueInput(bytes) } }
+    }
+
+    /// Stops the I/O thread, then flushes and closes the disks.
+    func shutdown() {
+        io.stop()
+        for block in blocks { block.close() }
+        console?.backend.close()
+    }
+}
+
+/// MSI-X messages delivered with `KVM_SIGNAL_MSI` (the fallback when irqfds cannot be set up).
+struct KVMMSIController: MSIController {
+    let vm: VM
+    let logger: Logger
+
+    func signal(vector: Int, message: MSIMessage) {
+        do {
+            try vm.signalMSI(address: message.address, data: message.data)
+        } catch {
+            logger.error("cannot signal MSI 0x\(String(message.address, radix: 16))/0x\(String(message.data, radix: 16)): \(error)")
+        }
+    }
+}

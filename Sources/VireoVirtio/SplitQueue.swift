@@ -1,0 +1,130 @@
+import Synchronization
+import VireoMemory
+
+/// A split virtqueue (virtio 1.2 §2.7) as the device side sees it: the driver-programmed
+/// configuration (size and ring addresses, §4.1.4.3) and the device's progress through the rings.
+///
+/// Layout in guest memory for a queue of `size` entries:
+/// - descriptor table: `size` × 16 bytes, 16-byte aligned (§2.7.5);
+/// - available ring: flags, idx, ring[size] (u16), used_event — 2-byte aligned (§2.7.6);
+/// - used ring: flags, idx, ring[size] of {id u32, len u32}, avail_event — 4-byte aligned (§2.7.8).
+/// All fields are little-endian (§2.7.1 for VIRTIO_F_VERSION_1 devices).
+public struct SplitQueue: Sendable {
+    /// Largest size the device accepts (`queue_size` as reset value, §4.1.4.3).
+    public let maxSize: UInt16
+    public var size: UInt16
+    public var ready = false
+    public var descriptorTable = GuestAddress(0)
+    public var availRing = GuestAddress(0)
+    public var usedRing = GuestAddress(0)
+    /// MSI-X vector for this queue's used-buffer notifications (`queue_msix_vector`), 0xFFFF = none.
+    public var msixVector: UInt16 = 0xFFFF
+
+    /// Negotiated VIRTIO_F_RING_EVENT_IDX / VIRTIO_F_RING_INDIRECT_DESC.
+    public private(set) var eventIndex = false
+    public private(set) var indirect = false
+
+    /// Next available-ring slot the device will consume (free-running 16-bit, §2.7.6).
+    public private(set) var nextAvail: UInt16 = 0
+    /// Next used-ring slot the device will fill.
+    public private(set) var nextUsed: UInt16 = 0
+    /// `nextUsed` when the driver was last notified (for event-index suppression, §2.7.10).
+    private var signalledUsed: UInt16 = 0
+
+    static let availFlagNoInterrupt: UInt16 = 1
+
+    public init(maxSize: UInt16) {
+        self.maxSize = maxSize
+        size = maxSize
+    }
+
+    /// Back to the reset state (§2.4): not ready, addresses cleared, indexes zero.
+    public mutating func reset() { self = SplitQueue(maxSize: maxSize) }
+
+    /// Checks the driver's configuration when it enables the device (DRIVER_OK) and fixes the
+    /// negotiated ring features. Size: non-zero, ≤ max, a power of two (§2.7). Each ring area must
+    /// be aligned and lie wholly inside guest RAM.
+    public mutating func activate(features: UInt64, memory: GuestMemory) throws(VirtqueueError) {
+        guard size > 0, size <= maxSize, size & (size - 1) == 0 else { throw .invalidSize(size) }
+        eventIndex = features & VirtioFeature.ringEventIdx != 0
+        indirect = features & VirtioFeature.ringIndirectDesc != 0
+        let n = UInt64(size)
+        let areas: [(String, GuestAddress, UInt64, UInt64)] = [
+            ("descriptor table", descriptorTable, 16 * n, 16),
+            ("available ring", availRing, 6 + 2 * n, 2),
+            ("used ring", usedRing, 6 + 8 * n, 4),
+        ]
+        for (name, address, length, alignment) in areas {
+            guard address.raw % alignment == 0 else { throw .invalidRingArea("\(name) at \(address) is not \(alignment)-byte aligned") }
+            guard memory.isValid(address, length: length) else {
+                throw .invalidRingArea("\(name) at \(address) (\(length) bytes) is not in guest RAM")
+            }
+        }
+        nextAvail = 0
+        nextUsed = 0
+        signalledUsed = 0
+    }
+
+    // MARK: Device side
+
+    /// The next available chain, validated, or nil when the driver has made none available.
+    /// With VIRTIO_F_RING_EVENT_IDX, `avail_event` is advanced so the driver notifies again once
+    /// more buffers arrive (§2.7.10).
+    public mutating func pop(_ memory: GuestMemory) throws(VirtqueueError) -> DescriptorChain? {
+        let availIndex: UInt16
+        do { availIndex = try memory.readInteger(UInt16.self, at: GuestAddress(availRing.raw + 2)) } catch { throw .memory(error) }
+        let pending = availIndex &- nextAvail
+        guard pending <= size else { throw .availIndexJump(avail: availIndex, consumed: nextAvail, size: size) }
+        if pending == 0 {
+            if eventIndex { try publishAvailEvent(memory) }
+            return nil
+        }
+        // Read the ring entry only after seeing the index (§2.7.13.1: the driver publishes the entry first).
+        atomicMemoryFence(ordering: .acquiring)
+        let slot = UInt64(nextAvail % size)
+        let head: UInt16
+        do { head = try memory.readInteger(UInt16.self, at: GuestAddress(availRing.raw + 4 + 2 * slot)) } catch { throw .memory(error) }
+        nextAvail &+= 1
+        if eventIndex { try publishAvailEvent(memory) }
+        return try DescriptorChain.parse(
+            head: head, table: descriptorTable, queueSize: size, indirectAllowed: indirect, memory: memory)
+    }
+
+    /// Returns a used chain to the driver (§2.7.8): the element first, then (after a fence) the index.
+    public mutating func pushUsed(head: UInt16, length: UInt32, _ memory: GuestMemory) throws(VirtqueueError) {
+        let slot = UInt64(nextUsed % size)
+        let element = GuestAddress(usedRing.raw + 4 + 8 * slot)
+        do {
+            try memory.writeInteger(UInt32(head), at: element)
+            try memory.writeInteger(length, at: GuestAddress(element.raw + 4))
+            atomicMemoryFence(ordering: .releasing)
+            nextUsed &+= 1
+            try memory.writeInteger(nextUsed, at: GuestAddress(usedRing.raw + 2))
+        } catch { throw .memory(error) }
+    }
+
+    /// Whether the driver wants a used-buffer notification now (§2.7.10 with event index:
+    /// `vring_need_event(used_event, new, old)`; otherwise the avail ring's NO_INTERRUPT flag, §2.7.7).
+    public mutating func needsNotification(_ memory: GuestMemory) -> Bool {
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        let old = signalledUsed
+        let new = nextUsed
+        if eventIndex {
+            guard let usedEvent = try? memory.readInteger(UInt16.self, at: GuestAddress(availRing.raw + 4 + 2 * UInt64(size))) else {
+                return true
+            }
+            signalledUsed = new
+            return (new &- usedEvent &- 1) < (new &- old)
+        }
+        signalledUsed = new
+        guard let flags = try? memory.readInteger(UInt16.self, at: availRing) else { return true }
+        return flags & Self.availFlagNoInterrupt == 0
+    }
+
+    private func publishAvailEvent(_ memory: GuestMemory) throws(VirtqueueError) {
+        do {
+            try memory.writeInteger(nextAvail, at: GuestAddress(usedRing.raw + 4 + 8 * UInt64(size)))
+        } catch { throw .memory(error) }
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+    }
+}

@@ -1,0 +1,43 @@
+import Testing
+@testable import VireoDevices
+
+@Suite struct PCIHostTests {
+    /// What Linux's pci_sanity_check looks for through mechanism #1: a host bridge at 00:00.0.
+    @Test func hostBridgeAnswersAt0000() throws {
+        let bus = PCIBus()
+        try bus.register(PCIHostBridge(), device: 0)
+        let ports = PCIConfigPorts(bus: bus)
+        ports.write(offset: 0, size: 4, value: 0x8000_0000)
+        #expect(ports.read(offset: 4, size: 4) == 0x0008_1B36)
+        ports.write(offset: 0, size: 4, value: 0x8000_0008)
+        #expect(ports.read(offset: 4, size: 4) >> 8 == 0x06_00_00)
+        ports.write(offset: 0, size: 4, value: 0x8000_0800)  // 00:01.0 is empty
+        #expect(ports.read(offset: 4, size: 4) == 0xFFFF_FFFF)
+    }
+
+    @Test func configSpaceWriteMasks() {
+        var space = PCIConfigSpace(vendorID: 1, deviceID: 2, classCode: 0xFF_00_00)
+        space.write(offset: 0, size: 4, value: 0xFFFF_FFFF)  // IDs are read-only
+        #expect(space.read(offset: 0, size: 4) == 0x0002_0001)
+        space.write(offset: 4, size: 2, value: 0xFFFF)
+        #expect(space.read(offset: 4, size: 2) == 0x0547)
+        space.write(offset: 0x3C, size: 1, value: 11)
+        #expect(space.read(offset: 0x3C, size: 1) == 11)
+        #expect(space.read(offset: 300, size: 4) == 0)  // beyond 256 bytes
+        space.addMemoryBar(index: 2, size: 0x1000, address: 0xC000_0000)
+        space.write(offset: 0x18, size: 4, value: 0xFFFF_FFFF)
+        #expect(space.read(offset: 0x18, size: 4) == 0xFFFF_F000)
+        space.write(offset: 0x18, size: 4, value: 0xD000_0123)
+        #expect(space.barAddress(2) == 0xD000_0000)
+        #expect(space.barAddress(3) == nil)
+    }
+
+    @Test func barAllocatorAlignsAndStopsAtTheEnd() {
+        var allocator = PCIBarAllocator(base: 0xC000_0000, length: 0x1_0000)
+        #expect(allocator.allocate(size: 0x1000) == 0xC000_0000)
+        #expect(allocator.allocate(size: 0x4000) == 0xC000_4000)
+        #expect(allocator.allocate(size: 0x3000) == nil)  // not a power of two
+        #expect(allocator.allocate(size: 0x8000) == 0xC000_8000)
+        #expect(allocator.allocate(size: 0x1000) == nil)
+    }
+}
