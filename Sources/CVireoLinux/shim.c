@@ -6,6 +6,11 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <fcntl.h>
+#include <errno.h>
+#include <net/if.h>
+#include <linux/if_tun.h>
+#include <unistd.h>
 
 _Static_assert(sizeof(struct kvm_regs) == 144, "kvm_regs ABI");
 _Static_assert(sizeof(struct kvm_sregs) == 312, "kvm_sregs ABI");
@@ -47,3 +52,27 @@ int vireo_unblock_kick_signal(void) {
     sigaddset(&set, SIGRTMIN);
     return pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 }
+
+int vireo_tap_open(const char *name, unsigned int offloads) {
+    if (name == NULL || strlen(name) >= IFNAMSIZ) { errno = EINVAL; return -1; }
+    int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return -1;
+    struct ifreq request;
+    memset(&request, 0, sizeof(request));
+    strncpy(request.ifr_name, name, IFNAMSIZ - 1);
+    request.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    int header = VIREO_TAP_VNET_HDR_LEN;
+    if (ioctl(fd, TUNSETIFF, &request) < 0 || ioctl(fd, TUNSETVNETHDRSZ, &header) < 0 ||
+        ioctl(fd, TUNSETOFFLOAD, (unsigned long)offloads) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+int vireo_tap_set_offload(int fd, unsigned int offloads) { return ioctl(fd, TUNSETOFFLOAD, (unsigned long)offloads); }
+unsigned int vireo_tun_f_csum(void) { return TUN_F_CSUM; }
+unsigned int vireo_tun_f_tso4(void) { return TUN_F_TSO4; }
+unsigned int vireo_tun_f_tso6(void) { return TUN_F_TSO6; }

@@ -33,6 +33,7 @@ struct VireoVMMCommand: ParsableCommand {
     @Flag(help: "Add a virtio-rng device (host getrandom).") var rng = false
     @Option(help: "Add a virtio-console (guest hvc0): stdio, file:PATH, unix:PATH or none.") var console: String?
     @Option(help: "Add a virtio-balloon with this initial size (e.g. 0 or 64M); change it with the control socket's `balloon MiB`.") var balloon: String?
+    @Option(name: .customLong("net"), help: "virtio-net on a host tap: tap=NAME[,mac=52:54:00:12:34:56] (repeatable; the tap is created if missing; default MAC random, locally administered).") var nets: [String] = []
     @Option(help: .hidden) var kvmDevice: String = "/dev/kvm"
 
     func makeConfig() throws(ConfigError) -> VMConfig {
@@ -68,6 +69,7 @@ struct VireoVMMCommand: ParsableCommand {
             serial: serialBackend, controlSocket: controlPath, kvmPath: kvmDevice)
         config.disks = try disks.map { text throws(ConfigError) in try DiskConfig.parse(text) }
         config.rng = rng
+        config.nets = try nets.map { text throws(ConfigError) in try NetConfig.parse(text) }
         if let balloon { config.balloonTarget = balloon == "0" ? 0 : try VMConfig.parseMemorySize(balloon) }
         if let console {
             guard !(console == "stdio" && serial == "stdio") else { throw .invalid("--console stdio needs --serial other than stdio") }

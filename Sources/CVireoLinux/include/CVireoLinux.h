@@ -97,4 +97,19 @@ int vireo_accept_cloexec(int listener);
 /// Names a thread (pthread_setname_np needs _GNU_SOURCE, which the shim defines).
 int vireo_set_thread_name(unsigned long thread, const char *name);
 
+// MARK: tap devices (/dev/net/tun).
+/// Size of the virtio-net header a tap opened by `vireo_tap_open` prepends to every frame
+/// (struct virtio_net_hdr_v1: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers).
+#define VIREO_TAP_VNET_HDR_LEN 12
+/// Opens /dev/net/tun as the tap `name` (created if it does not exist) with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR,
+/// a 12-byte vnet header (TUNSETVNETHDRSZ), the offloads `offloads` (TUNSETOFFLOAD, TUN_F_* bits),
+/// non-blocking and close-on-exec. Returns the fd, or -1 with errno set.
+int vireo_tap_open(const char *name, unsigned int offloads);
+/// TUNSETOFFLOAD on an open tap.
+int vireo_tap_set_offload(int fd, unsigned int offloads);
+/// TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN for Swift.
+unsigned int vireo_tun_f_csum(void);
+unsigned int vireo_tun_f_tso4(void);
+unsigned int vireo_tun_f_tso6(void);
+
 #endif

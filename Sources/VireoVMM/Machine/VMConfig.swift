@@ -52,6 +52,8 @@ public struct VMConfig: Sendable {
     public var virtioConsole: SerialBackend?
     /// A virtio-balloon and its initial target in bytes (`--balloon [SIZE]`); nil: no balloon.
     public var balloonTarget: UInt64?
+    /// virtio-net devices (`--net`), in PCI slot order.
+    public var nets: [NetConfig] = []
 
     public init(payload: Payload, cpuCount: Int = 1, memorySize: UInt64 = 256 << 20, serial: SerialBackend = .stdio, controlSocket: String? = nil, kvmPath: String = "/dev/kvm") {
         self.payload = payload

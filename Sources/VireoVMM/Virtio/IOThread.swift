@@ -11,7 +11,7 @@ import VireoSystem
 final class IOThread: Sendable {
     private let epoll: Epoll
     private let stopEvent: EventFD
-    private let handlers = Mutex<[UInt64: (event: EventFD, handler: @Sendable () -> Void)]>([:])
+    private let handlers = Mutex<[UInt64: (event: EventFD?, handler: @Sendable () -> Void)]>([:])
     private let nextToken = Atomic<UInt64>(1)
     private let thread = Mutex<OSThread?>(nil)
     let logger: Logger
@@ -28,6 +28,14 @@ final class IOThread: Sendable {
         let token = nextToken.add(1, ordering: .relaxed).newValue
         handlers.withLock { $0[token] = (event, handler) }
         try epoll.add(event.rawValue, token: token)
+    }
+
+    /// Watches a descriptor that stays readable until `handler` consumes what is waiting
+    /// (a tap); nothing is drained on its behalf.
+    func watch(descriptor: Int32, _ handler: @escaping @Sendable () -> Void) throws {
+        let token = nextToken.add(1, ordering: .relaxed).newValue
+        handlers.withLock { $0[token] = (nil, handler) }
+        try epoll.add(descriptor, token: token)
     }
 
     func start() throws {
@@ -52,7 +60,11 @@ final class IOThread: Sendable {
             for token in tokens {
                 if token == 0 { return }
                 guard let entry = handlers.withLock({ $0[token] }) else { continue }
-                if entry.event.drain() > 0 { entry.handler() }
+                if let event = entry.event {
+                    if event.drain() > 0 { entry.handler() }
+                } else {
+                    entry.handler()
+                }
             }
         }
     }

@@ -7,7 +7,8 @@ import VireoVirtio
 
 /// The virtio-pci functions of one VM, built from its config: a virtio-blk per `--disk` (in
 /// order, so the first is /dev/vda), a virtio-rng with `--rng`, a virtio-console with `--console`,
-/// a virtio-balloon with `--balloon`. Each gets the next PCI slot and
+/// a virtio-balloon with `--balloon`, a virtio-net per `--net` (on a host tap whose fd the I/O
+/// thread polls for received frames). Each gets the next PCI slot and
 /// its two BARs from the host bridge's 32-bit window; MSI-X vectors are irqfds on GSIs routed as MSIs
 /// (`KVM_SET_GSI_ROUTING`, falling back to `KVM_SIGNAL_MSI`);
 /// queue notifications arrive on the I/O thread through ioeventfds (or, as a fallback, by MMIO exits).
@@ -19,6 +20,7 @@ final class VirtioDevices: Sendable {
     let console: (device: VirtioConsole, backend: ConsoleBackend)?
     let balloon: VirtioBalloon?
     let notifiers: [QueueNotifiers]
+    let nets: [VirtioNet]
 
     init(config: VMConfig, vm: VM, memory: GuestMemory, pci: PCIRoot, logger: Logger) throws {
         var devices: [any VirtioDevice] = []
@@ -51,6 +53,21 @@ final class VirtioDevices: Sendable {
             balloon = nil
         }
 
+        var nets: [VirtioNet] = []
+        for net in config.nets {
+            let backend: TapBackend
+            do {
+                backend = try TapBackend(name: net.tap)
+            } catch {
+                throw ConfigError.invalid("--net tap=\(net.tap): \(error)")
+            }
+            let device = VirtioNet(mac: net.mac, backend: backend, logger: logger)
+            nets.append(device)
+            devices.append(device)
+            logger.info("virtio-net on tap \(net.tap), MAC \(NetConfig.format(net.mac))")
+        }
+        self.nets = nets
+
         let signalMSI = KVMMSIController(vm: vm, logger: logger)
         let routing = MSIRouting(vm: vm, logger: logger)
         io = try IOThread(logger: logger)
@@ -80,6 +97,9 @@ final class VirtioDevices: Sendable {
     }
 
     func start() throws {
+        for net in nets {
+            if let fd = net.backend.pollDescriptor { try io.watch(descriptor: fd) { [net] in net.backendReadable() } }
+        }
         if !transports.isEmpty { try io.start() }
         if let console { try console.backend.startInput { [device = console.device] bytes in device.enqueueInput(bytes) } }
     }
@@ -87,6 +107,7 @@ final class VirtioDevices: Sendable {
     /// Stops the I/O thread, then flushes and closes the disks.
     func shutdown() {
         io.stop()
+        for net in nets { io.logger.notice("virtio-net \(NetConfig.format(net.mac)): \(net.counters)") }
         for block in blocks { block.close() }
         console?.backend.close()
     }

@@ -1,0 +1,62 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CVireoLinux
+
+/// A Linux tap interface opened through /dev/net/tun (created when it does not exist) with
+/// IFF_TAP | IFF_NO_PI | IFF_VNET_HDR: every frame read or written is preceded by a 12-byte
+/// `virtio_net_hdr_v1` (TUNSETVNETHDRSZ). The descriptor is non-blocking.
+public final class TapDevice: @unchecked Sendable {
+    // SAFETY: the fd is immutable; read(2)/write(2) on a tap each move one whole frame atomically.
+    public let descriptor: FileDescriptor
+    public let name: String
+    public static let vnetHeaderLength = Int(VIREO_TAP_VNET_HDR_LEN)
+
+    /// TUNSETOFFLOAD bits.
+    public struct Offloads: OptionSet, Sendable {
+        public let rawValue: UInt32
+        public init(rawValue: UInt32) { self.rawValue = rawValue }
+        public static let checksum = Offloads(rawValue: vireo_tun_f_csum())
+        public static let tso4 = Offloads(rawValue: vireo_tun_f_tso4())
+        public static let tso6 = Offloads(rawValue: vireo_tun_f_tso6())
+    }
+
+    public init(name: String, offloads: Offloads = []) throws(SystemError) {
+        let fd = unsafe vireo_tap_open(name, offloads.rawValue)
+        guard fd >= 0 else { throw SystemError("open tap \(name)", errno: errno) }
+        descriptor = FileDescriptor(adopting: fd)
+        self.name = name
+    }
+
+    public var rawValue: Int32 { descriptor.rawValue }
+
+    public func setOffloads(_ offloads: Offloads) throws(SystemError) {
+        guard vireo_tap_set_offload(descriptor.rawValue, offloads.rawValue) >= 0 else {
+            throw SystemError("TUNSETOFFLOAD", errno: errno)
+        }
+    }
+
+    /// Writes one frame (vnet header included). False when the kernel refused it (dropped).
+    public func write(_ packet: [UInt8]) -> Bool {
+        while true {
+            let written = unsafe packet.withUnsafeBytes { unsafe Glibc.write(descriptor.rawValue, $0.baseAddress, $0.count) }
+            if written >= 0 { return written == packet.count }
+            if errno == EINTR { continue }
+            return false
+        }
+    }
+
+    /// Reads one frame (vnet header included) of at most `maxLength` bytes; nil when none is waiting.
+    public func read(maxLength: Int = 65_562) -> [UInt8]? {
+        var buffer = [UInt8](repeating: 0, count: maxLength)
+        while true {
+            let got = unsafe buffer.withUnsafeMutableBytes { unsafe Glibc.read(descriptor.rawValue, $0.baseAddress, $0.count) }
+            if got > 0 {
+                buffer.removeLast(maxLength - got)
+                return buffer
+            }
+            if got < 0, errno == EINTR { continue }
+            return nil
+        }
+    }
+}

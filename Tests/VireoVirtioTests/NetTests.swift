@@ -1,0 +1,163 @@
+import Synchronization
+import Testing
+import VireoDevices
+import VireoMemory
+@testable import VireoVirtio
+
+/// An in-memory `NetBackend`: records what the device sends, hands out queued packets.
+final class MemoryNetBackend: NetBackend {
+    let sent = Mutex<[[UInt8]]>([])
+    let incoming = Mutex<[[UInt8]]>([])
+    func send(_ packet: [UInt8]) -> Bool {
+        sent.withLock { $0.append(packet) }
+        return true
+    }
+    func receive() -> [UInt8]? { incoming.withLock { $0.isEmpty ? nil : $0.removeFirst() } }
+    var pollDescriptor: Int32? { nil }
+}
+
+final class RecordingInterrupt: VirtioInterrupt {
+    let queues = Mutex<[Int]>([])
+    let configChanges = Atomic<Int>(0)
+    func notifyQueue(_ index: Int) { queues.withLock { $0.append(index) } }
+    func notifyConfigChange() { configChanges.add(1, ordering: .relaxed) }
+}
+
+/// The reasons a device asked for DEVICE_NEEDS_RESET.
+final class FailureLog: Sendable {
+    let reasons = Mutex<[String]>([])
+    func withLock<T>(_ body: (inout [String]) -> T) -> T { reasons.withLock { body(&$0) } }
+}
+
+/// A virtio-net activated directly on fake rings: receiveq on `driver`, transmitq on `tx`.
+struct NetHarness {
+    let driver: FakeDriver
+    let tx: FakeDriverRings
+    let net: VirtioNet
+    let backend = MemoryNetBackend()
+    let interrupt = RecordingInterrupt()
+    let failures = FailureLog()
+
+    init() throws {
+        driver = try FakeDriver(size: 16)
+        tx = try FakeDriverRings(memory: driver.memory, base: 0x8_0000, size: 16)
+        net = VirtioNet(mac: [0x52, 0x54, 0, 1, 2, 3], backend: backend)
+        var txQueue = SplitQueue(maxSize: 256)
+        txQueue.size = 16
+        txQueue.descriptorTable = tx.table
+        txQueue.availRing = tx.avail
+        txQueue.usedRing = tx.used
+        txQueue.ready = true
+        let features = VirtioFeature.version1 | VirtioNet.featureMAC | VirtioNet.featureStatus
+        try txQueue.activate(features: features, memory: driver.memory)
+        let failures = self.failures
+        net.activate(VirtioActivation(
+            features: features, memory: driver.memory, queues: [try driver.queue(features: features), txQueue],
+            interrupt: interrupt, fail: { reason in failures.withLock { $0.append(reason) } }))
+    }
+
+    var txUsedIndex: UInt16 { (try? driver.memory.readInteger(UInt16.self, at: GuestAddress(tx.used.raw + 2))) ?? 0 }
+
+    /// Makes descriptor chain head `head` available on the transmit queue (slot `slot`).
+    func makeTxAvailable(_ head: UInt16, slot: UInt16) throws {
+        try driver.memory.writeInteger(head, at: GuestAddress(tx.avail.raw + 4 + 2 * UInt64(slot)))
+        try driver.memory.writeInteger(slot + 1, at: GuestAddress(tx.avail.raw + 2))
+    }
+}
+
+@Suite struct NetTests {
+    static let header = [UInt8](repeating: 0, count: 12)
+    static let frame: [UInt8] = [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x52, 0x54, 0, 1, 2, 3, 0x08, 0x06] + Array(repeating: 0xAB, count: 46)
+
+    @Test func configSpaceHoldsTheMACAndLinkStatus() throws {
+        let h = try NetHarness()
+        #expect(h.net.features & VirtioNet.featureMAC != 0)
+        #expect(h.net.readConfig(offset: 0, size: 4) == 0x0100_5452)
+        #expect(h.net.readConfig(offset: 4, size: 2) == 0x0302)
+        #expect(h.net.readConfig(offset: 6, size: 2) == 1)
+        h.net.setLink(up: false)
+        #expect(h.net.readConfig(offset: 6, size: 2) == 0)
+        #expect(h.interrupt.configChanges.load(ordering: .relaxed) == 1)
+    }
+
+    @Test func transmitChainReachesTheBackend() throws {
+        let h = try NetHarness()
+        // Header and frame in two descriptors, as Linux sends them.
+        let headerAddress = try h.driver.buffer(Self.header)
+        let frameAddress = try h.driver.buffer(Self.frame)
+        try h.driver.setDescriptor(0, address: headerAddress, length: 12, flags: 1, next: 1, in: h.tx.table)
+        try h.driver.setDescriptor(1, address: frameAddress, length: UInt32(Self.frame.count), in: h.tx.table)
+        try h.makeTxAvailable(0, slot: 0)
+        h.net.queueNotified(VirtioNet.transmitQueue)
+        #expect(h.backend.sent.withLock { $0 } == [Self.header + Self.frame])
+        #expect(h.txUsedIndex == 1)
+        #expect(h.net.counters.txPackets == 1)
+        #expect(h.failures.withLock { $0.isEmpty })
+    }
+
+    @Test func shortTransmitChainIsDroppedAndCounted() throws {
+        let h = try NetHarness()
+        let address = try h.driver.buffer([1, 2, 3])
+        try h.driver.setDescriptor(0, address: address, length: 3, in: h.tx.table)
+        try h.makeTxAvailable(0, slot: 0)
+        h.net.queueNotified(VirtioNet.transmitQueue)
+        #expect(h.backend.sent.withLock { $0.isEmpty })
+        #expect(h.net.counters.txDropped == 1)
+        #expect(h.txUsedIndex == 1)
+    }
+
+    @Test func receivedFrameLandsInAPostedBufferWithItsHeader() throws {
+        let h = try NetHarness()
+        h.backend.incoming.withLock { $0.append(Self.header + Self.frame) }
+        h.net.backendReadable()
+        // No buffer yet: the packet waits.
+        #expect(h.driver.usedIndex == 0)
+        try h.driver.chain(at: 0, [(data: [], length: 1526, writable: true)])
+        try h.driver.makeAvailable(0)
+        h.net.queueNotified(VirtioNet.receiveQueue)
+        #expect(h.driver.usedIndex == 1)
+        let element = try h.driver.usedElement(0)
+        #expect(element.length == UInt32(12 + Self.frame.count))
+        var expected = Self.header + Self.frame
+        expected[10] = 1  // num_buffers
+        #expect(try h.driver.memory.read(count: expected.count, at: GuestAddress(0x10_0000)) == expected)
+        #expect(h.net.counters.rxPackets == 1)
+        #expect(h.interrupt.queues.withLock { $0 } == [VirtioNet.receiveQueue])
+    }
+
+    @Test func frameLargerThanTheBufferIsDropped() throws {
+        let h = try NetHarness()
+        try h.driver.chain(at: 0, [(data: [], length: 32, writable: true)])
+        try h.driver.makeAvailable(0)
+        h.backend.incoming.withLock { $0.append(Self.header + Self.frame) }
+        h.net.backendReadable()
+        #expect(h.net.counters.rxDropped == 1)
+        #expect(h.driver.usedIndex == 1)
+        #expect(try h.driver.usedElement(0).length == 0)
+        #expect(h.failures.withLock { $0.isEmpty })
+    }
+
+    @Test func malformedChainsNeedAReset() throws {
+        let h = try NetHarness()
+        // Transmit descriptor pointing outside guest RAM.
+        try h.driver.setDescriptor(0, address: 0xFFFF_0000_0000, length: 64, in: h.tx.table)
+        try h.makeTxAvailable(0, slot: 0)
+        h.net.queueNotified(VirtioNet.transmitQueue)
+        #expect(h.failures.withLock { $0.count } == 1)
+        #expect(h.backend.sent.withLock { $0.isEmpty })
+
+        // Receive chain that loops.
+        let r = try NetHarness()
+        let buffer = try r.driver.buffer(length: 64)
+        try r.driver.setDescriptor(0, address: buffer, length: 64, flags: 3, next: 1)
+        try r.driver.setDescriptor(1, address: buffer, length: 64, flags: 3, next: 0)
+        try r.driver.makeAvailable(0)
+        r.backend.incoming.withLock { $0.append(Self.header + Self.frame) }
+        r.net.backendReadable()
+        #expect(r.failures.withLock { $0.count } == 1)
+        // Broken: further notifications do nothing and do not trap.
+        r.net.queueNotified(VirtioNet.receiveQueue)
+        r.net.queueNotified(VirtioNet.transmitQueue)
+        #expect(r.failures.withLock { $0.count } == 1)
+    }
+}
