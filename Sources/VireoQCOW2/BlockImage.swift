@@ -1,8 +1,8 @@
 /// A virtual disk: guest-visible bytes `0..<size`, whatever the format on the host.
 ///
-/// This is what the VMM's block devices use. Implementations are not thread-safe: callers
-/// serialize access (one request at a time per image).
-public protocol BlockImage: AnyObject {
+/// This is what the VMM's block devices use. Implementations are thread-safe: several threads may
+/// read, write and flush one image concurrently (overlapping writes land in some order, as on a disk).
+public protocol BlockImage: AnyObject, Sendable {
     /// The image's path as given when it was opened.
     var path: String { get }
     var format: ImageFormat { get }
@@ -96,7 +96,8 @@ public func resolveBackingPath(_ backing: String, relativeTo overlay: String) ->
 }
 
 /// A raw image: the file is the disk.
-public final class RawImage: BlockImage {
+/// Thread safety: pread/pwrite need no lock; only open/closed state is shared.
+public final class RawImage: BlockImage, @unchecked Sendable {
     let file: any HostFile
     public let isWritable: Bool
     public let size: UInt64

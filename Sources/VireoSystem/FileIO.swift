@@ -83,3 +83,39 @@ extension FileDescriptor {
             isRegularFile: type == S_IFREG, isBlockDevice: type == S_IFBLK)
     }
 }
+
+/// A plain mutual-exclusion lock (pthread mutex) for storage metadata.
+@safe
+public final class StorageMutex: @unchecked Sendable {
+    // SAFETY: `@safe` because the mutex pointer is private, allocated and initialised in init,
+    // destroyed and freed only in deinit, and never escapes.
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+
+    public init() { unsafe pthread_mutex_init(mutex, nil) }
+
+    deinit {
+        unsafe pthread_mutex_destroy(mutex)
+        unsafe mutex.deallocate()
+    }
+
+    public func lock() { unsafe pthread_mutex_lock(mutex) }
+    public func unlock() { unsafe pthread_mutex_unlock(mutex) }
+}
+
+/// A readers-writer lock (pthread rwlock): many shared holders or one exclusive holder.
+@safe
+public final class StorageRWLock: @unchecked Sendable {
+    // SAFETY: as for `StorageMutex`: private pointer, initialised in init, destroyed in deinit.
+    private let rwlock = UnsafeMutablePointer<pthread_rwlock_t>.allocate(capacity: 1)
+
+    public init() { unsafe pthread_rwlock_init(rwlock, nil) }
+
+    deinit {
+        unsafe pthread_rwlock_destroy(rwlock)
+        unsafe rwlock.deallocate()
+    }
+
+    public func lockShared() { unsafe pthread_rwlock_rdlock(rwlock) }
+    public func lockExclusive() { unsafe pthread_rwlock_wrlock(rwlock) }
+    public func unlock() { unsafe pthread_rwlock_unlock(rwlock) }
+}
