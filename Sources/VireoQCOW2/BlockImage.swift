@@ -33,8 +33,12 @@ public struct ImageOptions: Sendable {
     public var l2CacheBytes: Int
     /// Longest backing chain accepted (a guard against runaway recursion, not a format limit).
     public var maxChainDepth: Int
+    /// Bypass the host page cache (`O_DIRECT`, qemu's cache=none) for every file of the chain.
+    public var directIO = false
 
-    public init(writable: Bool = false, format: ImageFormat? = nil, l2CacheBytes: Int = 1 << 20, maxChainDepth: Int = 256) {
+    public init(writable: Bool = false, format: ImageFormat? = nil, l2CacheBytes: Int = 1 << 20, maxChainDepth: Int = 256,
+                directIO: Bool = false) {
+        self.directIO = directIO
         self.writable = writable
         self.format = format
         self.l2CacheBytes = l2CacheBytes
@@ -62,7 +66,7 @@ struct ChainLink {
 }
 
 func openImage(_ path: String, options: ImageOptions, chain: [ChainLink]) throws(ImageError) -> any BlockImage {
-    let file = try PosixHostFile(path: path, writable: options.writable)
+    let file = try PosixHostFile(path: path, writable: options.writable, direct: options.directIO)
     let status = try file.status()
     if let earlier = chain.firstIndex(where: { $0.device == status.device && $0.inode == status.inode }) {
         let names = chain[earlier...].map(\.path) + [path]

@@ -10,7 +10,8 @@ struct ImgCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "img",
         abstract: "Create, inspect, check and convert disk images (qcow2, raw).",
-        subcommands: [ImgCreate.self, ImgInfo.self, ImgCheck.self, ImgConvert.self])
+        subcommands: [ImgCreate.self, ImgInfo.self, ImgCheck.self, ImgConvert.self, ImgSnapshot.self, ImgCommit.self,
+                      ImgRebase.self, ImgResize.self, ImgMap.self, ImgBench.self])
 }
 
 /// Prints an image error the way the tools report failures, and exits 1.
@@ -80,6 +81,7 @@ struct CreationOptions {
     var backingFile: String?
     var backingFormat: String?
     var size: UInt64?
+    var preallocation = Preallocation.off
 
     init(_ lists: [String]) throws {
         for list in lists {
@@ -102,6 +104,9 @@ struct CreationOptions {
                     }
                 case "lazy_refcounts":
                     lazyRefcounts = value == "on" || value == "true"
+                case "preallocation":
+                    guard let mode = Preallocation(rawValue: value) else { throw ValidationError("invalid preallocation '\(value)' (off, metadata, full)") }
+                    preallocation = mode
                 case "backing_file": backingFile = value
                 case "backing_fmt": backingFormat = value
                 case "size":
@@ -143,7 +148,8 @@ struct ImgCreate: ParsableCommand {
             case .qcow2:
                 try QCOW2Image.create(file, size: bytes, clusterSize: creation.clusterSize, backing: backingFile,
                                       backingFormat: backingFormat, refcountBits: creation.refcountBits,
-                                      version: creation.version, lazyRefcounts: creation.lazyRefcounts)
+                                      version: creation.version, lazyRefcounts: creation.lazyRefcounts,
+                                      preallocation: creation.preallocation)
             case .raw:
                 try createImage(file, format: .raw, size: bytes, backing: backingFile)
             }
@@ -245,18 +251,33 @@ struct ImgCheck: ParsableCommand {
     @Option(name: .customShort("f"), help: "Image format (probed when omitted).") var format: String?
     @Option(name: .long, help: "human (default) or json.") var output: String = "human"
     @Flag(name: .customShort("q"), help: "Quiet.") var quiet = false
+    @Option(name: [.customShort("r"), .customLong("repair")], help: "Repair: leaks (set leaked clusters' refcounts right).") var repair: String?
     @Argument(help: "The image.") var file: String
 
     func run() throws {
         let format = try parseFormat(self.format)
-        let report: CheckReport
+        if let repair, repair != "leaks" { throw ValidationError("unsupported repair mode '\(repair)' (only leaks)") }
+        var report: CheckReport
         do {
-            let image = try openImage(file, options: ImageOptions(format: format))
+            let image = try openImage(file, options: ImageOptions(writable: repair != nil, format: format))
             guard let qcow = image as? QCOW2Image else {
                 print("This image format does not support checks")
                 throw ExitCode(63)
             }
-            report = try qcow.check()
+            if repair != nil {
+                let (before, repaired) = try qcow.repairLeaks()
+                report = try qcow.check()
+                if repaired > 0 && !quiet && output != "json" {
+                    for line in before.messages where line.hasPrefix("Leaked ") {
+                        print(line)
+                        print("Repairing " + line.dropFirst("Leaked ".count))
+                    }
+                    print("The following inconsistencies were found and repaired:\n\n    \(repaired) leaked clusters\n    0 corruptions\n")
+                    print("Double checking the fixed image now...")
+                }
+            } else {
+                report = try qcow.check()
+            }
             try image.close()
         } catch let exit as ExitCode {
             throw exit
