@@ -46,6 +46,8 @@ public final class QCOW2Image: BlockImage, @unchecked Sendable {
     let dataLifetime = StorageRWLock()
     /// Clusters whose refcount drops once the metadata that stopped referencing them is on disk.
     var deferredDecrements: [UInt64] = []
+    /// Where the next compressed cluster may be packed (host byte offset; 0: start a new cluster).
+    var compressedCursor: UInt64 = 0
 
     let clusterBits: Int
     let clusterSize: Int
@@ -540,6 +542,7 @@ public final class QCOW2Image: BlockImage, @unchecked Sendable {
     /// A cluster whose refcount reached zero: it is no longer metadata, and no cached table lives there.
     func forgetFreedCluster(_ cluster: UInt64) {
         let offset = cluster * UInt64(clusterSize)
+        if compressedCursor / UInt64(clusterSize) == cluster { compressedCursor = 0 }
         metadataClusters.remove(offset)
         l2Cache.remove(offset)
     }

@@ -313,6 +313,11 @@ struct ImgConvert: ParsableCommand {
     @Option(name: .customShort("f"), help: "Input format (probed when omitted).") var format: String?
     @Option(name: .customShort("O"), help: "Output format: raw (default) or qcow2.") var outputFormat: String = "raw"
     @Option(name: .customShort("o"), help: "Creation options for the output (cluster_size, refcount_bits, compat).") var options: [String] = []
+    @Flag(name: .customShort("c"), help: "Compress the output (qcow2 only).") var compress = false
+    @Flag(name: .customShort("p"), help: "Show progress.") var progress = false
+    @Flag(name: .customShort("q"), help: "Quiet.") var quiet = false
+    @Option(name: .customShort("t"), help: "Output cache mode: writeback (default) or none (O_DIRECT).") var cache: String = "writeback"
+    @Option(name: .customShort("T"), help: "Input cache mode: writeback (default) or none (O_DIRECT).") var sourceCache: String = "writeback"
     @Argument(help: "Input image.") var input: String
     @Argument(help: "Output image (replaced).") var output: String
 
@@ -320,22 +325,34 @@ struct ImgConvert: ParsableCommand {
         let creation = try CreationOptions(options)
         guard let outFormat = try parseFormat(outputFormat) else { return }
         do {
-            let source = try openImage(input, options: ImageOptions(format: try parseFormat(format)))
+            if compress && outFormat != .qcow2 { throw ValidationError("compression needs -O qcow2") }
+            let source = try openImage(input, options: ImageOptions(format: try parseFormat(format), directIO: sourceCache == "none"))
             switch outFormat {
             case .raw: try createImage(output, format: .raw, size: source.size)
             case .qcow2:
                 try QCOW2Image.create(output, size: source.size, clusterSize: creation.clusterSize,
                                       refcountBits: creation.refcountBits, version: creation.version)
             }
-            let target = try openImage(output, options: ImageOptions(writable: true, format: outFormat))
-            let chunk: UInt64 = 1 << 20
+            let target = try openImage(output, options: ImageOptions(writable: true, format: outFormat, directIO: cache == "none"))
+            let chunk: UInt64 = 2 << 20
+            let report = progressPrinter(progress && !quiet)
+            let clusterSize = compress ? creation.clusterSize : Int(chunk)
             var offset: UInt64 = 0
             while offset < source.size {
                 let count = Int(min(chunk, source.size - offset))
                 let bytes = try source.read(at: offset, count: count)
                 // Zero ranges stay unallocated (sparse) in either format.
-                if bytes.contains(where: { $0 != 0 }) { try target.write(bytes, at: offset) }
+                for start in stride(from: 0, to: count, by: clusterSize) {
+                    let end = min(count, start + clusterSize)
+                    guard bytes[start..<end].contains(where: { $0 != 0 }) else { continue }
+                    if compress, let qcow = target as? QCOW2Image, end - start == clusterSize {
+                        try qcow.writeCompressed(Array(bytes[start..<end]), cluster: (offset + UInt64(start)) / UInt64(clusterSize))
+                    } else {
+                        try target.write(Array(bytes[start..<end]), at: offset + UInt64(start))
+                    }
+                }
                 offset += UInt64(count)
+                report?(Double(offset) / Double(max(source.size, 1)))
             }
             try target.close()
             try source.close()

@@ -39,4 +39,29 @@ import Testing
         writeFile(reference, model.bytes)
         #expect(try qemuImg("compare", "-f", "qcow2", "-F", "raw", image, reference).status == 0)
     }
+
+    /// Vireo's compressed clusters: qemu reads them and finds the image clean.
+    @Test func writeCompressedClusters() throws {
+        let dir = Scratch()
+        let image = dir.file("w.qcow2")
+        let size = 1 << 20
+        try QCOW2Image.create(image, size: UInt64(size), clusterSize: 4096)
+        let disk = try QCOW2Image.open(image, options: ImageOptions(writable: true))
+        var model = DiskModel(size: size)
+        for cluster in 0..<200 {
+            var data = [UInt8](repeating: UInt8(cluster % 251), count: 4096)
+            if cluster % 5 == 0 { data = pattern(4096, seed: UInt64(cluster)) }  // incompressible: stored plainly
+            data[cluster % 4096] = 0xEE
+            try disk.writeCompressed(data, cluster: UInt64(cluster))
+            model.write(data, at: cluster * 4096)
+        }
+        #expect(firstDifference(try disk.read(at: 0, count: size), model.bytes) == nil)
+        let report = try disk.check()
+        #expect(report.isClean && report.compressedClusters > 100, "\(report.summary)")
+        try disk.close()
+        try expectQemuCheckClean(image)
+        let reference = dir.file("ref.raw")
+        writeFile(reference, model.bytes)
+        #expect(try qemuImg("compare", "-f", "qcow2", "-F", "raw", image, reference).status == 0)
+    }
 }
