@@ -44,7 +44,8 @@ let package = Package(
             name: "vireo-vmm",
             dependencies: ["VireoVMM", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // Storage: native qcow2 (QEMU's qcow2 spec, v2/v3) and raw images; no KVM or virtio imports.
-        .target(name: "VireoQCOW2", dependencies: ["VireoSystem"]),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .target(name: "VireoQCOW2", dependencies: ["VireoSystem", "CZlib"]),
         // The engine interface the control plane uses, with the QEMU (QMP) and Vireo (vireo-vmm) engines.
         .target(name: "VireoEngines", dependencies: ["VireoSystem", .product(name: "Logging", package: "swift-log")]),
         // Codable API types shared by vireod and the vireo CLI (Proxmox VE /api2/json shapes).

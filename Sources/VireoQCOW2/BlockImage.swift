@@ -1,8 +1,8 @@
 /// A virtual disk: guest-visible bytes `0..<size`, whatever the format on the host.
 ///
-/// This is what the VMM's block devices use. Implementations are not thread-safe: callers
-/// serialize access (one request at a time per image).
-public protocol BlockImage: AnyObject {
+/// This is what the VMM's block devices use. Implementations are thread-safe: several threads may
+/// read, write and flush one image concurrently (overlapping writes land in some order, as on a disk).
+public protocol BlockImage: AnyObject, Sendable {
     /// The image's path as given when it was opened.
     var path: String { get }
     var format: ImageFormat { get }
@@ -33,8 +33,12 @@ public struct ImageOptions: Sendable {
     public var l2CacheBytes: Int
     /// Longest backing chain accepted (a guard against runaway recursion, not a format limit).
     public var maxChainDepth: Int
+    /// Bypass the host page cache (`O_DIRECT`, qemu's cache=none) for every file of the chain.
+    public var directIO = false
 
-    public init(writable: Bool = false, format: ImageFormat? = nil, l2CacheBytes: Int = 1 << 20, maxChainDepth: Int = 256) {
+    public init(writable: Bool = false, format: ImageFormat? = nil, l2CacheBytes: Int = 1 << 20, maxChainDepth: Int = 256,
+                directIO: Bool = false) {
+        self.directIO = directIO
         self.writable = writable
         self.format = format
         self.l2CacheBytes = l2CacheBytes
@@ -62,7 +66,7 @@ struct ChainLink {
 }
 
 func openImage(_ path: String, options: ImageOptions, chain: [ChainLink]) throws(ImageError) -> any BlockImage {
-    let file = try PosixHostFile(path: path, writable: options.writable)
+    let file = try PosixHostFile(path: path, writable: options.writable, direct: options.directIO)
     let status = try file.status()
     if let earlier = chain.firstIndex(where: { $0.device == status.device && $0.inode == status.inode }) {
         let names = chain[earlier...].map(\.path) + [path]
@@ -96,7 +100,8 @@ public func resolveBackingPath(_ backing: String, relativeTo overlay: String) ->
 }
 
 /// A raw image: the file is the disk.
-public final class RawImage: BlockImage {
+/// Thread safety: pread/pwrite need no lock; only open/closed state is shared.
+public final class RawImage: BlockImage, @unchecked Sendable {
     let file: any HostFile
     public let isWritable: Bool
     public let size: UInt64

@@ -25,12 +25,18 @@ public final class PosixHostFile: HostFile {
     public let path: String
     let descriptor: FileDescriptor
     public let writable: Bool
+    /// Opened with `O_DIRECT` (cache mode "none"): I/O goes through aligned bounce buffers, and writes
+    /// that do not cover whole 4 KiB blocks read, modify and write the blocks around them.
+    public let direct: Bool
+    static let directAlignment = 4096
 
-    public init(path: String, writable: Bool, create: Bool = false) throws(ImageError) {
+    public init(path: String, writable: Bool, create: Bool = false, direct: Bool = false) throws(ImageError) {
         self.path = path
         self.writable = writable
+        self.direct = direct
         var flags = writable ? O_RDWR : O_RDONLY
         if create { flags |= O_CREAT | O_TRUNC }
+        if direct { flags |= openDirectFlag }
         do {
             descriptor = try FileDescriptor.open(path, flags: flags, mode: 0o644)
         } catch {
@@ -39,6 +45,7 @@ public final class PosixHostFile: HostFile {
     }
 
     public func read(at offset: UInt64, count: Int) throws(ImageError) -> [UInt8] {
+        if direct { return try readDirect(at: offset, count: count) }
         var bytes: [UInt8]
         do { bytes = try descriptor.pread(count: count, at: offset) } catch { throw ImageError(path, error) }
         if bytes.count < count { bytes.append(contentsOf: repeatElement(0, count: count - bytes.count)) }
@@ -46,7 +53,40 @@ public final class PosixHostFile: HostFile {
     }
 
     public func write(_ bytes: ArraySlice<UInt8>, at offset: UInt64) throws(ImageError) {
+        if direct { return try writeDirect(bytes, at: offset) }
         do { try descriptor.pwriteAll(bytes, at: offset) } catch { throw ImageError(path, error) }
+    }
+
+    func readDirect(at offset: UInt64, count: Int) throws(ImageError) -> [UInt8] {
+        let a = UInt64(Self.directAlignment)
+        let start = offset / a * a
+        let end = (offset + UInt64(count) + a - 1) / a * a
+        var bytes: [UInt8]
+        do { bytes = try descriptor.preadAligned(count: Int(end - start), at: start, alignment: Int(a)) } catch { throw ImageError(path, error) }
+        if bytes.count < Int(end - start) { bytes.append(contentsOf: repeatElement(0, count: Int(end - start) - bytes.count)) }
+        if start == offset && bytes.count == count { return bytes }
+        return Array(bytes[Int(offset - start)..<(Int(offset - start) + count)])
+    }
+
+    func writeDirect(_ bytes: ArraySlice<UInt8>, at offset: UInt64) throws(ImageError) {
+        let a = UInt64(Self.directAlignment)
+        let start = offset / a * a
+        let end = (offset + UInt64(bytes.count) + a - 1) / a * a
+        do {
+            if start == offset && end == offset + UInt64(bytes.count) {
+                try descriptor.pwriteAligned(bytes, at: offset, alignment: Int(a))
+                return
+            }
+            var block = try readDirect(at: start, count: Int(end - start))
+            block.replaceSubrange(Int(offset - start)..<(Int(offset - start) + bytes.count), with: bytes)
+            try descriptor.pwriteAligned(block[...], at: start, alignment: Int(a))
+        } catch let error as SystemError {
+            throw ImageError(path, error)
+        } catch let error as ImageError {
+            throw error
+        } catch {
+            throw ImageError(path, .io, "\(error)")
+        }
     }
 
     public func sync() throws(ImageError) {

@@ -13,6 +13,8 @@ public struct CheckReport: Sendable, Equatable {
     public var compressedClusters: UInt64 = 0
     /// One past the last host byte of a cluster with a nonzero refcount.
     public var imageEndOffset: UInt64 = 0
+    /// Leaked clusters (index) and the number of references each really has.
+    var leakedClusters: [UInt64: UInt64] = [:]
 
     public var isClean: Bool { corruptions == 0 && leaks == 0 }
 
@@ -184,6 +186,7 @@ extension QCOW2Image {
             } else {
                 report.leaks += 1
                 report.messages.append("Leaked " + line)
+                report.leakedClusters[UInt64(cluster)] = UInt64(references[cluster])
             }
         }
         for item in copiedChecks {
@@ -194,5 +197,25 @@ extension QCOW2Image {
         }
         report.imageEndOffset = highest.map { ($0 + 1) * cs } ?? 0
         return report
+    }
+}
+
+extension QCOW2Image {
+    /// Sets the refcount of every leaked cluster to its real number of references (`qemu-img check
+    /// -r leaks`). Returns the report before the repair and the number of clusters repaired.
+    public func repairLeaks() throws(ImageError) -> (before: CheckReport, repaired: Int) {
+        guard isWritable else { throw ImageError(path, .readOnly, "image is opened read-only") }
+        let before = try check()
+        guard before.corruptions == 0 else { return (before, 0) }
+        try locked { () throws(ImageError) in
+            quiesceDataIO()
+            for (cluster, references) in before.leakedClusters.sorted(by: { $0.key < $1.key }) {
+                guard try refcountBlockOffset(Int(cluster / UInt64(refcountBlockEntries))) != 0 else { continue }
+                try setRefcount(cluster, references)
+                if references == 0 { forgetFreedCluster(cluster) }
+            }
+            try flushMetadata()
+        }
+        return (before, before.leakedClusters.count)
     }
 }

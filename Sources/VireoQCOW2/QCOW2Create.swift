@@ -12,7 +12,8 @@ extension QCOW2Image {
     ///   - version: 3 (qemu's compat=1.1) or 2 (compat=0.10).
     public static func create(
         _ path: String, size: UInt64?, clusterSize: Int = 65536, backing: String? = nil,
-        backingFormat: ImageFormat? = nil, refcountBits: Int = 16, version: UInt32 = 3, lazyRefcounts: Bool = false
+        backingFormat: ImageFormat? = nil, refcountBits: Int = 16, version: UInt32 = 3, lazyRefcounts: Bool = false,
+        preallocation: Preallocation = .off
     ) throws(ImageError) {
         func bad(_ message: String) -> ImageError { ImageError(path, .invalidArgument, message) }
         guard clusterSize.nonzeroBitCount == 1, (512...(2 << 20)).contains(clusterSize) else {
@@ -108,6 +109,11 @@ extension QCOW2Image {
         try file.write(blocks[...], at: blocksOffset)
         try file.truncate(to: totalClusters * cs)
         try file.sync()
+        if preallocation != .off {
+            let image = try QCOW2Image.open(path, options: ImageOptions(writable: true, format: .qcow2))
+            try image.preallocate(preallocation)
+            try image.close()
+        }
     }
 }
 

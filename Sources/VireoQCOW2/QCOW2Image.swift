@@ -1,3 +1,5 @@
+import VireoSystem
+
 /// A qcow2 image (versions 2 and 3) opened for reading, or reading and writing.
 ///
 /// Metadata caching and write ordering:
@@ -10,7 +12,11 @@
 ///   reference to a cluster whose refcount is zero.
 /// - Refcount blocks are only ever created write-through (block, barrier, refcount table entry) and the
 ///   refcount table only moves by writing a complete new table, a barrier, then the header fields.
-public final class QCOW2Image: BlockImage {
+///
+/// Thread safety: every public method may be called from several threads at once. Metadata is
+/// guarded by one mutex; reads, and overwrites of clusters the image alone owns, do their data I/O
+/// outside it, holding `dataLifetime` shared so that no cluster they touch is freed or shared meanwhile.
+public final class QCOW2Image: BlockImage, @unchecked Sendable {
     static let l1OffsetMask: UInt64 = 0x00FF_FFFF_FFFF_FE00
     static let l2OffsetMask: UInt64 = 0x00FF_FFFF_FFFF_FE00
     static let refcountTableOffsetMask: UInt64 = 0xFFFF_FFFF_FFFF_FE00
@@ -29,7 +35,19 @@ public final class QCOW2Image: BlockImage {
     public let backingPath: String?
     public var path: String { file.path }
     public var format: ImageFormat { .qcow2 }
-    public var size: UInt64 { header.size }
+    public var size: UInt64 {
+        lock.lock()
+        defer { lock.unlock() }
+        return header.size
+    }
+    /// Serialises metadata (tables, caches, allocation); guest data I/O runs outside it.
+    let lock = StorageMutex()
+    /// Held shared by guest data I/O done outside `lock`, exclusively (briefly) before clusters are freed or shared.
+    let dataLifetime = StorageRWLock()
+    /// Clusters whose refcount drops once the metadata that stopped referencing them is on disk.
+    var deferredDecrements: [UInt64] = []
+    /// Where the next compressed cluster may be packed (host byte offset; 0: start a new cluster).
+    var compressedCursor: UInt64 = 0
 
     let clusterBits: Int
     let clusterSize: Int
@@ -101,9 +119,6 @@ public final class QCOW2Image: BlockImage {
             if header.isCorrupt {
                 throw ImageError(path, .readOnly, "image is marked corrupt (incompatible feature bit 1); it can only be opened read-only (repair with qemu-img check -r all)")
             }
-            if header.snapshotCount > 0 {
-                throw ImageError(path, .unsupported, "writing to images with internal snapshots (\(header.snapshotCount)) is not supported yet")
-            }
         }
         isWritable = options.writable
 
@@ -132,11 +147,12 @@ public final class QCOW2Image: BlockImage {
         }
 
         try collectMetadataClusters()
+        if header.snapshotCount > 0 { rebuildMetadataClusters((try? readSnapshotTable()) ?? []) }
         if options.writable { try prepareForWriting() }
     }
 
     deinit {
-        if isWritable && !closed { try? flush() }
+        if isWritable && !closed { try? flushMetadata() }
     }
 
     func collectMetadataClusters() throws(ImageError) {
@@ -172,11 +188,47 @@ public final class QCOW2Image: BlockImage {
 
     // MARK: Guest I/O
 
+    /// One piece of a guest read, resolved under the metadata lock and performed outside it.
+    enum ReadSegment {
+        case host(UInt64, Int)
+        case zero(Int)
+        case backing(UInt64, Int)
+        case compressed(UInt64, Int, within: Int, count: Int)
+    }
+
     public func read(at offset: UInt64, count: Int) throws(ImageError) -> [UInt8] {
-        try checkOpen()
-        try checkRange(offset, count)
+        lock.lock()
+        let segments: [ReadSegment]
+        do {
+            try checkOpen()
+            try checkGuestRange(offset, count)
+            segments = try mapForRead(offset, count)
+        } catch {
+            lock.unlock()
+            throw error
+        }
+        // Data clusters mapped above cannot be freed (and reused) until this shared hold ends.
+        dataLifetime.lockShared()
+        lock.unlock()
+        defer { dataLifetime.unlock() }
         var out: [UInt8] = []
         out.reserveCapacity(count)
+        for segment in segments {
+            switch segment {
+            case let .host(host, n): out += try file.read(at: host, count: n)
+            case let .zero(n): out.append(contentsOf: repeatElement(0, count: n))
+            case let .backing(position, n): out += try readBacking(at: position, count: n)
+            case let .compressed(entry, guest, within, n):
+                let cluster = try decompressCluster(entry, guestOffset: UInt64(guest))
+                out += cluster[within..<(within + n)]
+            }
+        }
+        return out
+    }
+
+    /// Resolves a guest range into host reads, merging host-contiguous clusters. Caller holds the lock.
+    func mapForRead(_ offset: UInt64, _ count: Int) throws(ImageError) -> [ReadSegment] {
+        var segments: [ReadSegment] = []
         var position = offset
         var remaining = count
         while remaining > 0 {
@@ -186,47 +238,121 @@ public final class QCOW2Image: BlockImage {
             let entry = try l2Entry(guestCluster: cluster)
             let host = entry & Self.l2OffsetMask
             if entry & Self.compressed != 0 {
-                throw ImageError(path, .unsupported, "compressed clusters are not supported yet (guest offset \(position))")
+                segments.append(.compressed(entry, Int(position), within: within, count: n))
             } else if header.version == 3 && entry & Self.zeroFlag != 0 {
-                out.append(contentsOf: repeatElement(0, count: n))
+                if case let .zero(m)? = segments.last { segments[segments.count - 1] = .zero(m + n) } else { segments.append(.zero(n)) }
             } else if host != 0 {
                 try checkDataCluster(host, guestOffset: position)
-                out += try file.read(at: host + UInt64(within), count: n)
+                let start = host + UInt64(within)
+                if case let .host(h, m)? = segments.last, h + UInt64(m) == start {
+                    segments[segments.count - 1] = .host(h, m + n)
+                } else {
+                    segments.append(.host(start, n))
+                }
             } else {
-                out += try readBacking(at: position, count: n)
+                if case let .backing(p, m)? = segments.last { segments[segments.count - 1] = .backing(p, m + n) } else { segments.append(.backing(position, n)) }
             }
             position += UInt64(n)
             remaining -= n
         }
-        return out
+        return segments
     }
 
     public func write(_ bytes: [UInt8], at offset: UInt64) throws(ImageError) {
-        try checkOpen()
-        guard isWritable else { throw ImageError(path, .readOnly, "image is opened read-only") }
-        try checkRange(offset, bytes.count)
-        var done = 0
-        while done < bytes.count {
-            let position = offset + UInt64(done)
-            let within = Int(position & UInt64(clusterSize - 1))
-            let n = min(bytes.count - done, clusterSize - within)
-            try writeCluster(position >> UInt64(clusterBits), within: within, data: bytes[done..<(done + n)])
-            done += n
+        lock.lock()
+        var inPlace: [(host: UInt64, start: Int, end: Int)] = []
+        do throws(ImageError) {
+            try checkOpen()
+            guard isWritable else { throw ImageError(path, .readOnly, "image is opened read-only") }
+            try checkGuestRange(offset, bytes.count)
+            var done = 0
+            while done < bytes.count {
+                let position = offset + UInt64(done)
+                let within = Int(position & UInt64(clusterSize - 1))
+                let n = min(bytes.count - done, clusterSize - within)
+                let guestCluster = position >> UInt64(clusterBits)
+                // Fast path: an allocated cluster this image alone owns is overwritten outside the lock.
+                let entry = try l2Entry(guestCluster: guestCluster)
+                let host = entry & Self.l2OffsetMask
+                let l1Entry = l1[Int(guestCluster / UInt64(l2Entries))]
+                if host != 0, entry & Self.copied != 0, entry & (Self.compressed | Self.zeroFlag) == 0,
+                   l1Entry & Self.copied != 0, host % UInt64(clusterSize) == 0, !metadataClusters.contains(host) {
+                    let start = host + UInt64(within)
+                    if let last = inPlace.last, last.host + UInt64(last.end - last.start) == start, last.end == done {
+                        inPlace[inPlace.count - 1].end = done + n
+                    } else {
+                        inPlace.append((start, done, done + n))
+                    }
+                } else {
+                    try writeCluster(guestCluster, within: within, data: bytes[done..<(done + n)])
+                }
+                done += n
+            }
+        } catch {
+            lock.unlock()
+            throw error
         }
+        if inPlace.isEmpty {
+            lock.unlock()
+            return
+        }
+        dataLifetime.lockShared()
+        lock.unlock()
+        defer { dataLifetime.unlock() }
+        for piece in inPlace { try file.write(bytes[piece.start..<piece.end], at: piece.host) }
     }
 
     public func flush() throws(ImageError) {
-        try checkOpen()
-        guard isWritable else { return }
+        try locked { () throws(ImageError) in
+            try checkOpen()
+            guard isWritable else { return }
+            try flushMetadata()
+        }
+    }
+
+    /// Writes back every cached change in order, with barriers, then applies deferred refcount decrements.
+    func flushMetadata() throws(ImageError) {
         try writeBackAllMetadata()
         try barrier()
+        if !deferredDecrements.isEmpty {
+            try applyDeferredDecrements()
+            try writeBackRefcountBlocks()
+            try barrier()
+        }
     }
 
     public func close() throws(ImageError) {
-        guard !closed else { return }
-        if isWritable { try flush() }
-        try backing?.close()
-        closed = true
+        try locked { () throws(ImageError) in
+            guard !closed else { return }
+            if isWritable { try flushMetadata() }
+            try backing?.close()
+            closed = true
+        }
+    }
+
+    /// Runs `body` with the metadata lock held.
+    func locked<R>(_ body: () throws(ImageError) -> R) throws(ImageError) -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body()
+    }
+
+    /// Waits until no guest data I/O started outside the lock is in flight. Caller holds the lock; after
+    /// this, clusters may be freed or shared without a concurrent read or write touching them.
+    func quiesceDataIO() {
+        dataLifetime.lockExclusive()
+        dataLifetime.unlock()
+    }
+
+    func checkGuestRange(_ offset: UInt64, _ count: Int) throws(ImageError) {
+        guard count >= 0 else { throw ImageError(path, .outOfRange, "negative access length \(count)") }
+        try checkGuestRange(offset, UInt64(count))
+    }
+
+    func checkGuestRange(_ offset: UInt64, _ count: UInt64) throws(ImageError) {
+        guard offset <= header.size, count <= header.size - offset else {
+            throw ImageError(path, .outOfRange, "access of \(count) bytes at guest offset \(offset) is beyond the end of the disk (\(header.size) bytes)")
+        }
     }
 
     func checkOpen() throws(ImageError) {
@@ -270,72 +396,155 @@ public final class QCOW2Image: BlockImage {
     }
 
     func writeCluster(_ guestCluster: UInt64, within: Int, data: ArraySlice<UInt8>) throws(ImageError) {
+        let cs = UInt64(clusterSize)
         let guestOffset = guestCluster << UInt64(clusterBits) + UInt64(within)
         let l1Index = Int(guestCluster / UInt64(l2Entries))
         let index = Int(guestCluster % UInt64(l2Entries))
         let l2Offset = try l2TableForWrite(l1Index, guestOffset: guestOffset)
         let entry = l2Cache.slots[l2Offset]!.value[index]
-        if entry & Self.compressed != 0 {
-            throw ImageError(path, .unsupported, "compressed clusters are not supported yet (guest offset \(guestOffset))")
-        }
         let host = entry & Self.l2OffsetMask
         let zero = header.version == 3 && entry & Self.zeroFlag != 0
+        let whole = within == 0 && data.count == clusterSize
+
+        func setEntry(_ value: UInt64) throws(ImageError) {
+            try loadL2(l2Offset, l1Index: l1Index)
+            l2Cache.modify(l2Offset) { $0[index] = value }
+        }
+        /// Writes a complete new cluster and points the entry at it.
+        func allocateAndWrite(_ full: [UInt8]) throws(ImageError) {
+            let newHost = try allocateCluster() * cs
+            try writeHost(full[...], at: newHost)
+            needsBarrierBeforeL2 = true
+            try setEntry(newHost | Self.copied)
+        }
+
+        if entry & Self.compressed != 0 {
+            var full = try decompressCluster(entry, guestOffset: guestOffset)
+            full.replaceSubrange(within..<(within + data.count), with: data)
+            try allocateAndWrite(full)
+            deferredDecrements += compressedClusters(entry)
+            return
+        }
         if host != 0 {
             try checkDataCluster(host, guestOffset: guestOffset)
-            guard entry & Self.copied != 0 else {
-                throw ImageError(path, .unsupported, "writing to a shared cluster (refcount > 1) at guest offset \(guestOffset) is not supported yet")
-            }
             guard !metadataClusters.contains(host) else {
                 throw ImageError(path, .invalid, "guest offset \(guestOffset) maps onto metadata at host offset \(hex(host)); refusing to write (image is corrupt)")
             }
-            if zero {
-                // A preallocated zero cluster: write all of it, then drop the flag.
-                var full = [UInt8](repeating: 0, count: clusterSize)
-                full.replaceSubrange(within..<(within + data.count), with: data)
-                try writeHost(full[...], at: host)
-                needsBarrierBeforeL2 = true
-                try loadL2(l2Offset, l1Index: l1Index)
-                l2Cache.modify(l2Offset) { $0[index] = host | Self.copied }
-            } else {
-                try writeHost(data, at: host + UInt64(within))
+            var owned = entry & Self.copied != 0
+            if !owned { owned = try refcount(host / cs) == 1 }
+            if owned {
+                if zero {
+                    // A preallocated zero cluster: write all of it, then drop the flag.
+                    var full = [UInt8](repeating: 0, count: clusterSize)
+                    full.replaceSubrange(within..<(within + data.count), with: data)
+                    try writeHost(full[...], at: host)
+                    needsBarrierBeforeL2 = true
+                    try setEntry(host | Self.copied)
+                } else {
+                    try writeHost(data, at: host + UInt64(within))
+                    if entry & Self.copied == 0 { try setEntry(host | Self.copied) }
+                }
+                return
             }
+            // Shared with a snapshot: copy on write.
+            var full: [UInt8]
+            if whole {
+                full = Array(data)
+            } else {
+                full = zero ? [UInt8](repeating: 0, count: clusterSize) : try file.read(at: host, count: clusterSize)
+                full.replaceSubrange(within..<(within + data.count), with: data)
+            }
+            try allocateAndWrite(full)
+            deferredDecrements.append(host / cs)
             return
         }
 
         // Allocate a cluster; copy what the write does not cover from the backing file (or zeros).
         var full: [UInt8]
-        if within == 0 && data.count == clusterSize {
+        if whole {
             full = Array(data)
         } else {
             full = zero ? [UInt8](repeating: 0, count: clusterSize)
                 : try readBacking(at: guestCluster << UInt64(clusterBits), count: clusterSize)
             full.replaceSubrange(within..<(within + data.count), with: data)
         }
-        let newHost = try allocateCluster() * UInt64(clusterSize)
-        try writeHost(full[...], at: newHost)
-        needsBarrierBeforeL2 = true
-        try loadL2(l2Offset, l1Index: l1Index)
-        l2Cache.modify(l2Offset) { $0[index] = newHost | Self.copied }
+        try allocateAndWrite(full)
     }
 
-    /// The L2 table for an L1 index, allocating an empty one if there is none. Leaves it cached.
+    /// The L2 table for an L1 index, allocating an empty one if there is none and copying one shared with
+    /// a snapshot. Leaves it cached.
     func l2TableForWrite(_ l1Index: Int, guestOffset: UInt64) throws(ImageError) -> UInt64 {
+        let cs = UInt64(clusterSize)
         let entry = l1[l1Index]
         let offset = entry & Self.l1OffsetMask
         if offset != 0 {
-            guard entry & Self.copied != 0 else {
-                throw ImageError(path, .unsupported, "writing through a shared L2 table (refcount > 1) at guest offset \(guestOffset) is not supported yet")
+            if entry & Self.copied == 0 {
+                if try refcount(offset / cs) == 1 {
+                    l1[l1Index] = offset | Self.copied
+                    l1Dirty.insert(l1Index)
+                } else {
+                    try loadL2(offset, l1Index: l1Index)
+                    let table = l2Cache.slots[offset]!.value
+                    let newOffset = try allocateCluster() * cs
+                    try makeRoomInL2Cache()
+                    l2Cache.insert(newOffset, table, dirty: true)
+                    metadataClusters.insert(newOffset)
+                    l1[l1Index] = newOffset | Self.copied
+                    l1Dirty.insert(l1Index)
+                    deferredDecrements.append(offset / cs)
+                    return newOffset
+                }
             }
             try loadL2(offset, l1Index: l1Index)
             return offset
         }
-        let newOffset = try allocateCluster() * UInt64(clusterSize)
+        let newOffset = try allocateCluster() * cs
         try makeRoomInL2Cache()
         l2Cache.insert(newOffset, [UInt64](repeating: 0, count: l2Entries), dirty: true)
         metadataClusters.insert(newOffset)
         l1[l1Index] = newOffset | Self.copied
         l1Dirty.insert(l1Index)
         return newOffset
+    }
+
+    /// Host clusters (indices) a compressed L2 entry's data touches.
+    func compressedClusters(_ entry: UInt64) -> [UInt64] {
+        let (offset, length) = compressedExtent(entry)
+        let cs = UInt64(clusterSize)
+        return Array((offset / cs)...((offset + length - 1) / cs))
+    }
+
+    /// Sector-aligned host start and length of a compressed cluster's data.
+    func compressedExtent(_ entry: UInt64) -> (offset: UInt64, length: UInt64) {
+        let shift = UInt64(62 - (clusterBits - 8))
+        let hostOffset = entry & ((1 << shift) - 1)
+        let sectors = ((entry & ((1 << 62) - 1)) >> shift) + 1
+        return (hostOffset & ~511, sectors * 512)
+    }
+
+    /// Drops refcounts whose references are gone from the on-disk metadata (call after it is written).
+    func applyDeferredDecrements() throws(ImageError) {
+        let list = deferredDecrements
+        deferredDecrements = []
+        var quiesced = false
+        for cluster in list {
+            let count = try refcount(cluster)
+            guard count > 0 else { continue }
+            if count == 1 && !quiesced {
+                quiesceDataIO()
+                quiesced = true
+            }
+            try setRefcount(cluster, count - 1)
+            if count == 1 { forgetFreedCluster(cluster) }
+        }
+    }
+
+    /// A cluster whose refcount reached zero: it is no longer metadata, and no cached table lives there.
+    func forgetFreedCluster(_ cluster: UInt64) {
+        let offset = cluster * UInt64(clusterSize)
+        if compressedCursor / UInt64(clusterSize) == cluster { compressedCursor = 0 }
+        metadataClusters.remove(offset)
+        l2Cache.remove(offset)
     }
 
     // MARK: Host writes and ordering

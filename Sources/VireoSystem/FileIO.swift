@@ -83,3 +83,93 @@ extension FileDescriptor {
             isRegularFile: type == S_IFREG, isBlockDevice: type == S_IFBLK)
     }
 }
+
+/// A plain mutual-exclusion lock (pthread mutex) for storage metadata.
+@safe
+public final class StorageMutex: @unchecked Sendable {
+    // SAFETY: `@safe` because the mutex pointer is private, allocated and initialised in init,
+    // destroyed and freed only in deinit, and never escapes.
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+
+    public init() { unsafe pthread_mutex_init(mutex, nil) }
+
+    deinit {
+        unsafe pthread_mutex_destroy(mutex)
+        unsafe mutex.deallocate()
+    }
+
+    public func lock() { unsafe pthread_mutex_lock(mutex) }
+    public func unlock() { unsafe pthread_mutex_unlock(mutex) }
+}
+
+/// A readers-writer lock (pthread rwlock): many shared holders or one exclusive holder.
+@safe
+public final class StorageRWLock: @unchecked Sendable {
+    // SAFETY: as for `StorageMutex`: private pointer, initialised in init, destroyed in deinit.
+    private let rwlock = UnsafeMutablePointer<pthread_rwlock_t>.allocate(capacity: 1)
+
+    public init() { unsafe pthread_rwlock_init(rwlock, nil) }
+
+    deinit {
+        unsafe pthread_rwlock_destroy(rwlock)
+        unsafe rwlock.deallocate()
+    }
+
+    public func lockShared() { unsafe pthread_rwlock_rdlock(rwlock) }
+    public func lockExclusive() { unsafe pthread_rwlock_wrlock(rwlock) }
+    public func unlock() { unsafe pthread_rwlock_unlock(rwlock) }
+}
+
+/// `O_DIRECT` (Glibc does not export it to Swift): I/O bypasses the page cache; buffers, offsets and
+/// lengths must be aligned to the device's logical block size.
+#if arch(x86_64) || arch(i386)
+public let openDirectFlag: Int32 = 0o40000
+#else
+public let openDirectFlag: Int32 = 0o200000
+#endif
+
+extension FileDescriptor {
+    /// Reads up to `count` bytes at `offset` through an `alignment`-aligned buffer (for `O_DIRECT`);
+    /// `offset` and `count` must be multiples of `alignment`. Fewer bytes only at end of file.
+    public func preadAligned(count: Int, at offset: UInt64, alignment: Int) throws(SystemError) -> [UInt8] {
+        var memory: UnsafeMutableRawPointer? = nil
+        guard unsafe posix_memalign(&memory, alignment, max(count, alignment)) == 0, let buffer = unsafe memory else {
+            throw SystemError("posix_memalign \(count) bytes", errno: ENOMEM)
+        }
+        defer { unsafe free(buffer) }
+        var done = 0
+        while done < count {
+            let got = unsafe Glibc.pread(rawValue, buffer + done, count - done, off_t(offset) + off_t(done))
+            if got < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("pread \(count) bytes at \(offset)", errno: errno)
+            }
+            if got == 0 { break }
+            done += got
+        }
+        return unsafe [UInt8](UnsafeRawBufferPointer(start: buffer, count: done))
+    }
+
+    /// Writes `bytes` at `offset` from an `alignment`-aligned copy (for `O_DIRECT`); `offset` and the
+    /// length must be multiples of `alignment`.
+    public func pwriteAligned(_ bytes: ArraySlice<UInt8>, at offset: UInt64, alignment: Int) throws(SystemError) {
+        let count = bytes.count
+        var memory: UnsafeMutableRawPointer? = nil
+        guard unsafe posix_memalign(&memory, alignment, max(count, alignment)) == 0, let buffer = unsafe memory else {
+            throw SystemError("posix_memalign \(count) bytes", errno: ENOMEM)
+        }
+        defer { unsafe free(buffer) }
+        unsafe bytes.withUnsafeBytes { raw in
+            if count > 0 { unsafe buffer.copyMemory(from: raw.baseAddress!, byteCount: count) }
+        }
+        var done = 0
+        while done < count {
+            let written = unsafe Glibc.pwrite(rawValue, buffer + done, count - done, off_t(offset) + off_t(done))
+            if written < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("pwrite \(count) bytes at \(offset)", errno: errno)
+            }
+            done += written
+        }
+    }
+}

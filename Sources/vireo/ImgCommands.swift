@@ -10,7 +10,8 @@ struct ImgCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "img",
         abstract: "Create, inspect, check and convert disk images (qcow2, raw).",
-        subcommands: [ImgCreate.self, ImgInfo.self, ImgCheck.self, ImgConvert.self])
+        subcommands: [ImgCreate.self, ImgInfo.self, ImgCheck.self, ImgConvert.self, ImgSnapshot.self, ImgCommit.self,
+                      ImgRebase.self, ImgResize.self, ImgMap.self, ImgBench.self])
 }
 
 /// Prints an image error the way the tools report failures, and exits 1.
@@ -80,6 +81,7 @@ struct CreationOptions {
     var backingFile: String?
     var backingFormat: String?
     var size: UInt64?
+    var preallocation = Preallocation.off
 
     init(_ lists: [String]) throws {
         for list in lists {
@@ -102,6 +104,9 @@ struct CreationOptions {
                     }
                 case "lazy_refcounts":
                     lazyRefcounts = value == "on" || value == "true"
+                case "preallocation":
+                    guard let mode = Preallocation(rawValue: value) else { throw ValidationError("invalid preallocation '\(value)' (off, metadata, full)") }
+                    preallocation = mode
                 case "backing_file": backingFile = value
                 case "backing_fmt": backingFormat = value
                 case "size":
@@ -143,7 +148,8 @@ struct ImgCreate: ParsableCommand {
             case .qcow2:
                 try QCOW2Image.create(file, size: bytes, clusterSize: creation.clusterSize, backing: backingFile,
                                       backingFormat: backingFormat, refcountBits: creation.refcountBits,
-                                      version: creation.version, lazyRefcounts: creation.lazyRefcounts)
+                                      version: creation.version, lazyRefcounts: creation.lazyRefcounts,
+                                      preallocation: creation.preallocation)
             case .raw:
                 try createImage(file, format: .raw, size: bytes, backing: backingFile)
             }
@@ -245,18 +251,33 @@ struct ImgCheck: ParsableCommand {
     @Option(name: .customShort("f"), help: "Image format (probed when omitted).") var format: String?
     @Option(name: .long, help: "human (default) or json.") var output: String = "human"
     @Flag(name: .customShort("q"), help: "Quiet.") var quiet = false
+    @Option(name: [.customShort("r"), .customLong("repair")], help: "Repair: leaks (set leaked clusters' refcounts right).") var repair: String?
     @Argument(help: "The image.") var file: String
 
     func run() throws {
         let format = try parseFormat(self.format)
-        let report: CheckReport
+        if let repair, repair != "leaks" { throw ValidationError("unsupported repair mode '\(repair)' (only leaks)") }
+        var report: CheckReport
         do {
-            let image = try openImage(file, options: ImageOptions(format: format))
+            let image = try openImage(file, options: ImageOptions(writable: repair != nil, format: format))
             guard let qcow = image as? QCOW2Image else {
                 print("This image format does not support checks")
                 throw ExitCode(63)
             }
-            report = try qcow.check()
+            if repair != nil {
+                let (before, repaired) = try qcow.repairLeaks()
+                report = try qcow.check()
+                if repaired > 0 && !quiet && output != "json" {
+                    for line in before.messages where line.hasPrefix("Leaked ") {
+                        print(line)
+                        print("Repairing " + line.dropFirst("Leaked ".count))
+                    }
+                    print("The following inconsistencies were found and repaired:\n\n    \(repaired) leaked clusters\n    0 corruptions\n")
+                    print("Double checking the fixed image now...")
+                }
+            } else {
+                report = try qcow.check()
+            }
             try image.close()
         } catch let exit as ExitCode {
             throw exit
@@ -292,6 +313,11 @@ struct ImgConvert: ParsableCommand {
     @Option(name: .customShort("f"), help: "Input format (probed when omitted).") var format: String?
     @Option(name: .customShort("O"), help: "Output format: raw (default) or qcow2.") var outputFormat: String = "raw"
     @Option(name: .customShort("o"), help: "Creation options for the output (cluster_size, refcount_bits, compat).") var options: [String] = []
+    @Flag(name: .customShort("c"), help: "Compress the output (qcow2 only).") var compress = false
+    @Flag(name: .customShort("p"), help: "Show progress.") var progress = false
+    @Flag(name: .customShort("q"), help: "Quiet.") var quiet = false
+    @Option(name: .customShort("t"), help: "Output cache mode: writeback (default) or none (O_DIRECT).") var cache: String = "writeback"
+    @Option(name: .customShort("T"), help: "Input cache mode: writeback (default) or none (O_DIRECT).") var sourceCache: String = "writeback"
     @Argument(help: "Input image.") var input: String
     @Argument(help: "Output image (replaced).") var output: String
 
@@ -299,22 +325,34 @@ struct ImgConvert: ParsableCommand {
         let creation = try CreationOptions(options)
         guard let outFormat = try parseFormat(outputFormat) else { return }
         do {
-            let source = try openImage(input, options: ImageOptions(format: try parseFormat(format)))
+            if compress && outFormat != .qcow2 { throw ValidationError("compression needs -O qcow2") }
+            let source = try openImage(input, options: ImageOptions(format: try parseFormat(format), directIO: sourceCache == "none"))
             switch outFormat {
             case .raw: try createImage(output, format: .raw, size: source.size)
             case .qcow2:
                 try QCOW2Image.create(output, size: source.size, clusterSize: creation.clusterSize,
                                       refcountBits: creation.refcountBits, version: creation.version)
             }
-            let target = try openImage(output, options: ImageOptions(writable: true, format: outFormat))
-            let chunk: UInt64 = 1 << 20
+            let target = try openImage(output, options: ImageOptions(writable: true, format: outFormat, directIO: cache == "none"))
+            let chunk: UInt64 = 2 << 20
+            let report = progressPrinter(progress && !quiet)
+            let clusterSize = compress ? creation.clusterSize : Int(chunk)
             var offset: UInt64 = 0
             while offset < source.size {
                 let count = Int(min(chunk, source.size - offset))
                 let bytes = try source.read(at: offset, count: count)
                 // Zero ranges stay unallocated (sparse) in either format.
-                if bytes.contains(where: { $0 != 0 }) { try target.write(bytes, at: offset) }
+                for start in stride(from: 0, to: count, by: clusterSize) {
+                    let end = min(count, start + clusterSize)
+                    guard bytes[start..<end].contains(where: { $0 != 0 }) else { continue }
+                    if compress, let qcow = target as? QCOW2Image, end - start == clusterSize {
+                        try qcow.writeCompressed(Array(bytes[start..<end]), cluster: (offset + UInt64(start)) / UInt64(clusterSize))
+                    } else {
+                        try target.write(Array(bytes[start..<end]), at: offset + UInt64(start))
+                    }
+                }
                 offset += UInt64(count)
+                report?(Double(offset) / Double(max(source.size, 1)))
             }
             try target.close()
             try source.close()
