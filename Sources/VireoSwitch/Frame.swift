@@ -18,6 +18,8 @@ public enum DropReason: Int, Error, CaseIterable, Sendable, CustomStringConverti
     case vlanNotAllowed
     /// The destination was learned on the ingress port itself (nothing to forward).
     case sameSegment
+    /// Broadcast, multicast or unknown unicast over the port's `flood-limit` (storm control).
+    case floodLimited
     /// Egress: the port has no peer connected (a VM socket with no VMM yet).
     case noPeer
     /// Egress: the write failed or would block (the receiver is not keeping up).
@@ -34,6 +36,7 @@ public enum DropReason: Int, Error, CaseIterable, Sendable, CustomStringConverti
         case .untaggedOnTrunk: "untagged-on-trunk"
         case .vlanNotAllowed: "vlan-not-allowed"
         case .sameSegment: "same-segment"
+        case .floodLimited: "flood-limited"
         case .noPeer: "no-peer"
         case .transmitFailed: "transmit-failed"
         }

@@ -57,16 +57,20 @@ public struct PortConfig: Equatable, Sendable {
     public var mtu: Int
     /// Most MAC addresses this port may own in the learning table.
     public var macLimit: Int
+    /// Most flooded frames (broadcast, multicast, unknown unicast) per second accepted from this
+    /// port, with a one-second burst; nil for no limit (storm control).
+    public var floodLimit: Int?
 
     public static let defaultMTU = 1500
     public static let defaultMACLimit = 256
 
-    public init(kind: PortKind, name: String, mode: PortMode = .access(vlan: 1), mtu: Int = defaultMTU, macLimit: Int = defaultMACLimit) {
+    public init(kind: PortKind, name: String, mode: PortMode = .access(vlan: 1), mtu: Int = defaultMTU, macLimit: Int = defaultMACLimit, floodLimit: Int? = nil) {
         self.kind = kind
         self.name = name
         self.mode = mode
         self.mtu = mtu
         self.macLimit = macLimit
+        self.floodLimit = floodLimit
     }
 }
 
@@ -78,7 +82,7 @@ public struct PortSpecError: Error, Equatable, Sendable, CustomStringConvertible
 }
 
 extension PortConfig {
-    /// Parses `KIND:NAME[,tag=N | ,trunk=A,B-C[,native=N]][,mtu=N][,mac-limit=N]`.
+    /// Parses `KIND:NAME[,tag=N | ,trunk=A,B-C[,native=N]][,mtu=N][,mac-limit=N][,flood-limit=N]`.
     ///
     /// In `trunk=10,20,30`, items without `=` continue the list of the key before them.
     /// Without `tag` or `trunk` a port is an access port of VLAN 1.
@@ -138,8 +142,10 @@ extension PortConfig {
                 config.mtu = try number(values, key, in: 68...65535)
             case "mac-limit":
                 config.macLimit = try number(values, key, in: 0...65536)
+            case "flood-limit":
+                config.floodLimit = try number(values, key, in: 1...100_000_000)
             default:
-                throw fail("unknown option '\(key)' (options: tag, trunk, native, mtu, mac-limit)")
+                throw fail("unknown option '\(key)' (options: tag, trunk, native, mtu, mac-limit, flood-limit)")
             }
         }
         switch (tag, allowed, native) {
@@ -163,6 +169,7 @@ extension PortConfig {
         }
         if mtu != PortConfig.defaultMTU { text += ",mtu=\(mtu)" }
         if macLimit != PortConfig.defaultMACLimit { text += ",mac-limit=\(macLimit)" }
+        if let floodLimit { text += ",flood-limit=\(floodLimit)" }
         return text
     }
 }

@@ -33,6 +33,26 @@ public struct SwitchPort: Sendable {
     public let id: PortID
     public var config: PortConfig
     public var counters = PortCounters()
+    /// Storm control: a token bucket of flooded frames (capacity and rate `floodLimit`).
+    var floodTokens: Double = 0
+    var floodRefilled: UInt64 = 0
+    var floodPrimed = false
+
+    /// Takes one token for a flooded frame; false when the port is over its flood limit.
+    mutating func admitFlood(now: UInt64) -> Bool {
+        guard let limit = config.floodLimit else { return true }
+        let capacity = Double(limit)
+        if !floodPrimed {
+            floodTokens = capacity
+            floodPrimed = true
+        } else if now > floodRefilled {
+            floodTokens = min(capacity, floodTokens + Double(now - floodRefilled) * capacity / 1e9)
+        }
+        floodRefilled = max(floodRefilled, now)
+        guard floodTokens >= 1 else { return false }
+        floodTokens -= 1
+        return true
+    }
 }
 
 /// A VLAN-aware learning switch: the pure forwarding core, no I/O.
@@ -132,6 +152,7 @@ public struct Switch: Sendable {
                 return .forward(header, vlan: vlan, flooded: false)
             }
         }
+        guard slots[index]!.admitFlood(now: now) else { return drop(.floodLimited) }
         for case let out? in slots where out.id != ingress && out.config.mode.carries(vlan) {
             egress.append(Egress(port: out.id, vid: out.config.mode.egressTag(for: vlan)))
         }

@@ -177,6 +177,24 @@ struct NamespaceTests {
         #expect(fdb.contains { $0.port == a } && fdb.contains { $0.port == b })
     }
 
+    @Test func broadcastStormIsLimited() throws {
+        let lab = NamespaceLab()
+        defer { lab.close() }
+        let a = lab.name("a"), b = lab.name("b")
+        try lab.startSwitch(ports: ["tap:\(a)", "tap:\(b)", "vm:storm,flood-limit=100"])
+        try lab.addNamespace("a", interface: a, host: 1)
+        try lab.addNamespace("b", interface: b, host: 2)
+        let storm = try FakeVMNIC(path: lab.socketPath(port: "storm"))
+        usleep(100_000)
+        let before = try lab.stats(port: b)["tx_packets"] as? Int ?? 0
+        for _ in 0..<3000 { storm.send(Frames.make(dst: .broadcast, src: MACAddress(0x02, 0x57, 0, 0, 0, 1))) }
+        #expect(lab.ping(from: "a", to: 2))
+        #expect(try lab.drops(port: "storm", "flood-limited") >= 2500)
+        // b saw at most the burst plus the refill (and a few frames of the ping).
+        let delivered = (try lab.stats(port: b)["tx_packets"] as? Int ?? 0) - before
+        #expect(delivered < 500, "\(delivered) frames reached b")
+    }
+
     @Test func keepsSwitchingWithoutControlPlane() throws {
         let lab = NamespaceLab()
         defer { lab.close() }

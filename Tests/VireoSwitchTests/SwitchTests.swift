@@ -158,3 +158,36 @@ import Testing
         #expect(fabric[port: p2]!.counters[drop: .transmitFailed] == 1)
     }
 }
+
+@Suite struct StormControlTests {
+    @Test func floodLimitIsATokenBucket() throws {
+        var fabric = Switch()
+        var egress: [Egress] = []
+        let noisy = try fabric.addPort(PortConfig.parse("tap:noisy,flood-limit=10"))
+        let quiet = try fabric.addPort(PortConfig.parse("tap:quiet"))
+        let a = Frames.mac(1), b = Frames.mac(2)
+        func flood(_ port: PortID, src: MACAddress, at now: UInt64) -> Verdict {
+            fabric.receive(Frames.make(dst: .broadcast, src: src), on: port, now: now, egress: &egress)
+        }
+        // A one-second burst of 10, then nothing until tokens come back at 10/s.
+        let verdicts = (0..<15).map { _ in flood(noisy, src: a, at: 1_000) }
+        #expect(verdicts.filter { $0 == .drop(.floodLimited) }.count == 5)
+        #expect(flood(noisy, src: a, at: 1_000 + 50_000_000) == .drop(.floodLimited))
+        #expect(flood(noisy, src: a, at: 1_000 + 100_000_000) != .drop(.floodLimited))
+        #expect(fabric[port: noisy]!.counters[drop: .floodLimited] == 6)
+        // Known unicast is not flooding and is not limited.
+        _ = flood(quiet, src: b, at: 2_000)
+        for _ in 0..<50 {
+            let verdict = fabric.receive(Frames.make(dst: b, src: a), on: noisy, now: 2_000_000_000, egress: &egress)
+            #expect(egress == [Egress(port: quiet, vid: nil)] && verdict != .drop(.floodLimited))
+        }
+        // Other ports are unaffected.
+        #expect((0..<100).allSatisfy { _ in flood(quiet, src: b, at: 3_000) != .drop(.floodLimited) })
+    }
+
+    @Test func floodLimitSpec() throws {
+        let config = try PortConfig.parse("vm:x,tag=5,flood-limit=1000")
+        #expect(config.floodLimit == 1000 && config.spec == "vm:x,tag=5,flood-limit=1000")
+        #expect(throws: PortSpecError.self) { try PortConfig.parse("vm:x,flood-limit=0") }
+    }
+}
