@@ -194,3 +194,6 @@ extension FrameChannel {
         return true
     }
 }
+
+/// The parent process's ID (`getppid(2)`): a child can notice that its parent has gone.
+public func parentProcessID() -> Int32 { getppid() }

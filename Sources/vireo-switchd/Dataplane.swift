@@ -72,6 +72,8 @@ final class Dataplane {
     var registrations: [UInt64: Registration] = [:]
     var nextToken: UInt64 = 1
     var running = true
+    /// With `--exit-with-parent`: the parent's PID at start; checked once a second.
+    var watchedParent: Int32?
 
     static let batch = 64
     var buffer = [UInt8](repeating: 0, count: 65_536 + 4)
@@ -187,6 +189,10 @@ final class Dataplane {
                 let expired = fabric.expire(now: now)
                 if expired > 0 { logger.debug("aged out \(expired) address(es)") }
                 lastSweep = now
+                if let watchedParent, parentProcessID() != watchedParent {
+                    logger.info("parent process \(watchedParent) exited: stopping")
+                    running = false
+                }
             }
         }
     }

@@ -31,6 +31,9 @@ struct VireoSwitchd: ParsableCommand {
     @Option(help: "Seconds a learned MAC address lives without traffic.")
     var ageingTime: Int = 300
 
+    @Flag(help: "Stop when the process that started the switch exits (tests and benchmarks; not for production switches, which must outlive any control plane).")
+    var exitWithParent = false
+
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
     var logLevel: String = "info"
 
@@ -51,6 +54,7 @@ struct VireoSwitchd: ParsableCommand {
         let dataplane: Dataplane
         do {
             dataplane = try Dataplane(name: name, socketDirectory: socketDir, ageingSeconds: ageingTime, logger: logger)
+            if exitWithParent { dataplane.watchedParent = parentProcessID() }
             for config in configs { try dataplane.addPort(config) }
         } catch {
             logger.critical("startup failed: \(error)")

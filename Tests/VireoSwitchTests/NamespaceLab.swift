@@ -32,12 +32,35 @@ final class NamespaceLab {
     private var process: Process?
     private let logPath: String
 
+    /// Removes what labs of test processes that died without cleaning up (SIGKILL) left behind:
+    /// each lab directory names its owner's PID; the switch itself stops with its parent.
+    private static let sweptStaleLabs: Void = {
+        let temporary = NSTemporaryDirectory()
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: temporary)) ?? []
+        let namespaces = ((try? run(["ip", "netns", "list"], allowFailure: true).output) ?? "").split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
+        let links = ((try? run(["ip", "-o", "link", "show"], allowFailure: true).output) ?? "").split(separator: "\n").compactMap { line -> String? in
+            let fields = line.split(separator: " ")
+            return fields.count > 1 ? String(fields[1].split(separator: "@").first ?? "").trimmingCharacters(in: CharacterSet(charactersIn: ":")) : nil
+        }
+        for entry in entries where entry.hasPrefix("vsw-") {
+            let directory = temporary + entry
+            guard let owner = (try? String(contentsOfFile: directory + "/owner", encoding: .utf8)).flatMap({ Int32($0) }) else { continue }
+            guard kill(owner, 0) != 0, errno == ESRCH else { continue }
+            let prefix = "v" + entry.dropFirst(4)
+            for namespace in namespaces where namespace.hasPrefix(prefix) { _ = try? run(["ip", "netns", "del", namespace], allowFailure: true) }
+            for link in links where link.hasPrefix(prefix) { _ = try? run(["ip", "link", "del", link], allowFailure: true) }
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+    }()
+
     init() {
-        tag = String(UInt32.random(in: 0..<0xFFFFF), radix: 16)
+        Self.sweptStaleLabs
+        tag = String(UInt32.random(in: 0x10000..<0xFFFFF), radix: 16)
         directory = NSTemporaryDirectory() + "vsw-\(tag)"
         subnet = Int.random(in: 1...250)
         logPath = directory + "/switchd.log"
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: directory + "/owner", contents: Data("\(getpid())".utf8))
     }
 
     var switchName: String { "t\(tag)" }
@@ -85,7 +108,7 @@ final class NamespaceLab {
     func startSwitch(ports: [String], extra: [String] = []) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.switchdPath!)
-        process.arguments = ["--name", switchName, "--socket-dir", directory] + ports.flatMap { ["--port", $0] } + extra
+        process.arguments = ["--name", switchName, "--socket-dir", directory] + ports.flatMap { ["--port", $0] } + ["--exit-with-parent"] + extra
         FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = FileHandle(forWritingAtPath: logPath)
         process.standardOutput = log
