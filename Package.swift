@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "vireo-vmm", targets: ["vireo-vmm"]),
         .executable(name: "vireo", targets: ["vireo"]),
         .executable(name: "vireod", targets: ["vireod"]),
+        .executable(name: "vireo-switchd", targets: ["vireo-switchd"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -67,6 +68,15 @@ let package = Package(
         .executableTarget(
             name: "vireo",
             dependencies: ["VireoLab", "VireoQCOW2", "VireoAPI", "VireoSystem", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        // The virtual switch: frame parsing, MAC learning, VLANs, forwarding (pure Swift), and its data-plane process.
+        .target(name: "VireoSwitch", dependencies: ["VireoSystem"]),
+        .executableTarget(
+            name: "vireo-switchd",
+            dependencies: [
+                "VireoSwitch", "VireoSystem",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .target(name: "VireoTestSupport", dependencies: ["VireoMemory", "VireoDevices"]),
 
         .testTarget(name: "VireoMemoryTests", dependencies: ["VireoMemory"]),
@@ -78,5 +88,6 @@ let package = Package(
         .testTarget(name: "VireoVirtioTests", dependencies: ["VireoVirtio", "VireoDevices", "VireoTestSupport"]),
         .testTarget(name: "VireoEnginesTests", dependencies: ["VireoEngines"]),
         .testTarget(name: "VireoDaemonTests", dependencies: ["VireoDaemon", "VireoAPI"]),
+        .testTarget(name: "VireoSwitchTests", dependencies: ["VireoSwitch"]),
     ]
 )

@@ -76,3 +76,180 @@ int vireo_tap_set_offload(int fd, unsigned int offloads) { return ioctl(fd, TUNS
 unsigned int vireo_tun_f_csum(void) { return TUN_F_CSUM; }
 unsigned int vireo_tun_f_tso4(void) { return TUN_F_TSO4; }
 unsigned int vireo_tun_f_tso6(void) { return TUN_F_TSO6; }
+
+// MARK: Virtual switch helpers (vireo-switchd).
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <linux/if_tun.h>
+#include <linux/if_packet.h>
+#include <linux/if_ether.h>
+#include <arpa/inet.h>
+#include <sys/signalfd.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+int vireo_switch_tap_open(const char *name, char *actual_name) {
+    int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return -1;
+    struct ifreq request;
+    memset(&request, 0, sizeof request);
+    request.ifr_flags = IFF_TAP | IFF_NO_PI;
+    if (name != NULL) strncpy(request.ifr_name, name, IFNAMSIZ - 1);
+    if (ioctl(fd, TUNSETIFF, &request) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    if (actual_name != NULL) memcpy(actual_name, request.ifr_name, IFNAMSIZ);
+    return fd;
+}
+
+unsigned int vireo_interface_index(const char *ifname) { return if_nametoindex(ifname); }
+
+int vireo_packet_open(const char *ifname) {
+    unsigned int index = if_nametoindex(ifname);
+    if (index == 0) { errno = ENODEV; return -1; }
+    int fd = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, htons(ETH_P_ALL));
+    if (fd < 0) return -1;
+    struct sockaddr_ll address;
+    memset(&address, 0, sizeof address);
+    address.sll_family = AF_PACKET;
+    address.sll_protocol = htons(ETH_P_ALL);
+    address.sll_ifindex = (int)index;
+    int one = 1;
+    struct packet_mreq membership;
+    memset(&membership, 0, sizeof membership);
+    membership.mr_ifindex = (int)index;
+    membership.mr_type = PACKET_MR_PROMISC;
+    if (bind(fd, (struct sockaddr *)&address, sizeof address) < 0
+        || setsockopt(fd, SOL_PACKET, PACKET_AUXDATA, &one, sizeof one) < 0
+        || setsockopt(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &membership, sizeof membership) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+#ifdef PACKET_IGNORE_OUTGOING
+    (void)setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one); // best effort (Linux 4.20+)
+#endif
+    return fd;
+}
+
+long vireo_packet_recv(int fd, uint8_t *buffer, size_t capacity) {
+    if (capacity < 18) { errno = EINVAL; return -1; }
+    for (;;) {
+        // Receive 4 bytes in, so a stripped tag can be put back without moving the payload.
+        struct iovec vector = { .iov_base = buffer + 4, .iov_len = capacity - 4 };
+        union { struct cmsghdr header; char space[CMSG_SPACE(sizeof(struct tpacket_auxdata))]; } control;
+        struct sockaddr_ll from;
+        struct msghdr message;
+        memset(&message, 0, sizeof message);
+        message.msg_name = &from;
+        message.msg_namelen = sizeof from;
+        message.msg_iov = &vector;
+        message.msg_iovlen = 1;
+        message.msg_control = &control;
+        message.msg_controllen = sizeof control;
+        ssize_t length = recvmsg(fd, &message, MSG_TRUNC);
+        if (length < 0) return -1;
+        if (from.sll_pkttype == PACKET_OUTGOING) continue; // our own transmissions, or the host's
+        if (length > (ssize_t)(capacity - 4)) length = (ssize_t)(capacity - 4);
+        int tagged = 0;
+        uint16_t tci = 0, tpid = ETH_P_8021Q;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&message); c != NULL; c = CMSG_NXTHDR(&message, c)) {
+            if (c->cmsg_level != SOL_PACKET || c->cmsg_type != PACKET_AUXDATA) continue;
+            struct tpacket_auxdata aux;
+            memcpy(&aux, CMSG_DATA(c), sizeof aux);
+            if (aux.tp_status & TP_STATUS_VLAN_VALID) {
+                tagged = 1;
+                tci = aux.tp_vlan_tci;
+                if (aux.tp_status & TP_STATUS_VLAN_TPID_VALID) tpid = aux.tp_vlan_tpid;
+            }
+        }
+        if (!tagged || length < 12) {
+            memmove(buffer, buffer + 4, (size_t)length);
+            return length;
+        }
+        memmove(buffer, buffer + 4, 12); // MAC addresses
+        buffer[12] = (uint8_t)(tpid >> 8);
+        buffer[13] = (uint8_t)(tpid & 0xff);
+        buffer[14] = (uint8_t)(tci >> 8);
+        buffer[15] = (uint8_t)(tci & 0xff);
+        return length + 4;
+    }
+}
+
+int vireo_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token) {
+    struct epoll_event event;
+    memset(&event, 0, sizeof event);
+    event.events = events;
+    event.data.u64 = token;
+    return epoll_ctl(epfd, op, fd, &event);
+}
+
+int vireo_epoll_wait(int epfd, uint64_t *tokens, uint32_t *events, int max_events, int timeout_ms) {
+    struct epoll_event ready[256];
+    if (max_events > 256) max_events = 256;
+    int count = epoll_wait(epfd, ready, max_events, timeout_ms);
+    for (int i = 0; i < count; i++) {
+        tokens[i] = ready[i].data.u64;
+        events[i] = ready[i].events;
+    }
+    return count;
+}
+
+int vireo_termination_signalfd(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0) return -1;
+    signal(SIGPIPE, SIG_IGN);
+    return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+long vireo_send_message(int fd, const uint8_t *buffer, size_t length) {
+    return send(fd, buffer, length, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+static int unix_address(const char *path, struct sockaddr_un *address) {
+    memset(address, 0, sizeof *address);
+    address->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof address->sun_path) { errno = ENAMETOOLONG; return -1; }
+    strcpy(address->sun_path, path);
+    return 0;
+}
+
+int vireo_unix_listen(const char *path, int type) {
+    struct sockaddr_un address;
+    if (unix_address(path, &address) < 0) return -1;
+    int fd = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    unlink(path);
+    if (bind(fd, (struct sockaddr *)&address, sizeof address) < 0 || (type != SOCK_DGRAM && listen(fd, 8) < 0)) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+int vireo_unix_connect(const char *path, int type) {
+    struct sockaddr_un address;
+    if (unix_address(path, &address) < 0) return -1;
+    int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    if (connect(fd, (struct sockaddr *)&address, sizeof address) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+int vireo_accept_nonblocking(int listener) { return accept4(listener, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK); }

@@ -112,4 +112,33 @@ unsigned int vireo_tun_f_csum(void);
 unsigned int vireo_tun_f_tso4(void);
 unsigned int vireo_tun_f_tso6(void);
 
+// MARK: Virtual switch: tap devices, AF_PACKET raw sockets, epoll, signalfd (used by vireo-switchd).
+/// Opens /dev/net/tun as a tap device (IFF_TAP|IFF_NO_PI, non-blocking) named `name` ("" lets the
+/// kernel pick); writes the device's name (IFNAMSIZ bytes) to `actual_name`. Returns the fd or -1.
+int vireo_switch_tap_open(const char *name, char *actual_name);
+/// An AF_PACKET SOCK_RAW socket (ETH_P_ALL, non-blocking) bound to interface `ifname`, promiscuous,
+/// ignoring outgoing packets, with PACKET_AUXDATA so stripped VLAN tags can be restored. -1 on error.
+int vireo_packet_open(const char *ifname);
+/// Receives one frame from a packet socket into `buffer`, re-inserting the 802.1Q tag the kernel
+/// moved into metadata (VLAN receive offload). Returns the frame length, or -1 with errno
+/// (EAGAIN when nothing is queued). Frames longer than `capacity` are truncated (MSG_TRUNC length returned).
+long vireo_packet_recv(int fd, uint8_t *buffer, size_t capacity);
+/// The interface index of `ifname`, 0 if none.
+unsigned int vireo_interface_index(const char *ifname);
+/// epoll_ctl with the 64-bit user data as a token (epoll_event is packed on x86-64; Swift sees plain values).
+int vireo_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token);
+/// epoll_wait into parallel arrays of tokens and event masks.
+int vireo_epoll_wait(int epfd, uint64_t *tokens, uint32_t *events, int max_events, int timeout_ms);
+/// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and returns a non-blocking signalfd for them; ignores SIGPIPE.
+int vireo_termination_signalfd(void);
+/// Sends one message (a frame on a SOCK_SEQPACKET/SOCK_DGRAM socket) without blocking or raising SIGPIPE.
+long vireo_send_message(int fd, const uint8_t *buffer, size_t length);
+/// A non-blocking unix socket of `type` (SOCK_SEQPACKET, SOCK_DGRAM, SOCK_STREAM) listening (or bound,
+/// for datagrams) at `path`, replacing a stale socket file. Returns the fd or -1.
+int vireo_unix_listen(const char *path, int type);
+/// Connects a unix socket of `type` to `path`. Returns the fd or -1.
+int vireo_unix_connect(const char *path, int type);
+/// accept4(listener, SOCK_CLOEXEC|SOCK_NONBLOCK).
+int vireo_accept_nonblocking(int listener);
+
 #endif

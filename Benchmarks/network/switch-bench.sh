@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Forwarding rate and TCP throughput between two network-namespace endpoints, through
+# vireo-switchd (tap ports) and through a Linux bridge (veth ports), in one run, with ratios.
+#
+#   sudo Benchmarks/network/switch-bench.sh [seconds-per-test]      (default 5)
+#
+# Small frames: a blaster in the sending namespace writes 60-byte UDP/IPv4 frames (64 on the wire
+# with the FCS) to the receiver's MAC through an AF_PACKET socket as fast as it can; the rate is
+# the receiving interface's rx_packets delta per second. Also iperf3 UDP with 18-byte payloads
+# (the same frame size through the sockets API). TCP: one iperf3 stream.
+# The bridge runs twice: as configured by default (veth with TSO/GSO/GRO: 64 KiB "frames") and
+# with offloads off (ethtool), which is what tap ports without vnet headers get today.
+# Needs root, iproute2, iperf3, python3 (ethtool for the offloads-off run). Uses only addresses
+# inside the namespaces it creates (10.251.0.0/24, 10.252.0.0/24) and removes everything on exit.
+set -euo pipefail
+seconds=${1:-5}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+switchd=${VIREO_SWITCHD:-$root/.build-sw/release/vireo-switchd}
+for tool in ip iperf3 python3; do command -v "$tool" >/dev/null || { echo "switch-bench: needs $tool" >&2; exit 1; }; done
+if [[ ! -x $switchd ]]; then
+    echo "switch-bench: building vireo-switchd (release)" >&2
+    (cd "$root" && swift build -c release --scratch-path .build-sw --product vireo-switchd >&2)
+fi
+
+tag=vb$$
+dir=$(mktemp -d /tmp/switch-bench.XXXXXX)
+switch_pid=
+cleanup() {
+    [[ -n $switch_pid ]] && kill "$switch_pid" 2>/dev/null && wait "$switch_pid" 2>/dev/null || true
+    for ns in ${tag}s1 ${tag}s2 ${tag}l1 ${tag}l2; do ip netns del "$ns" 2>/dev/null || true; done
+    ip link del ${tag}br 2>/dev/null || true
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+
+endpoint() { # namespace interface address
+    ip netns add "$1"
+    ip netns exec "$1" sh -c 'echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6'
+    ip link set "$2" netns "$1"
+    ip -n "$1" link set lo up
+    ip -n "$1" addr add "$3/24" dev "$2"
+    ip -n "$1" link set "$2" up
+}
+
+# vireo-switchd: two access ports (VLAN 10), tap devices moved into the namespaces.
+"$switchd" --name "$tag" --socket-dir "$dir" --port "tap:${tag}a,tag=10" --port "tap:${tag}b,tag=10" --log-level warning &
+switch_pid=$!
+for _ in $(seq 50); do [[ -S $dir/$tag.ctl ]] && break; sleep 0.1; done
+endpoint ${tag}s1 ${tag}a 10.251.0.1
+endpoint ${tag}s2 ${tag}b 10.251.0.2
+
+# Linux bridge: two veth pairs.
+ip link add ${tag}br type bridge
+ip link set ${tag}br up
+for n in 1 2; do
+    ip link add ${tag}h$n type veth peer name ${tag}i$n
+    ip link set ${tag}h$n master ${tag}br
+    ip link set ${tag}h$n up
+    endpoint ${tag}l$n ${tag}i$n 10.252.0.$n
+done
+
+blast() { # client-namespace client-interface server-namespace server-interface → received pkt/s
+    local client=$1 client_if=$2 server=$3 server_if=$4
+    local dst src
+    dst=$(ip -n "$server" -j link show "$server_if" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["address"])')
+    src=$(ip -n "$client" -j link show "$client_if" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["address"])')
+    rx() { ip -n "$server" -s -j link show "$server_if" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["stats64"]["rx"]["packets"])'; }
+    local before after
+    before=$(rx)
+    ip netns exec "$client" python3 - "$client_if" "$dst" "$src" "$seconds" <<'PY'
+import socket, sys, time
+interface, dst, src, seconds = sys.argv[1], bytes.fromhex(sys.argv[2].replace(":", "")), bytes.fromhex(sys.argv[3].replace(":", "")), float(sys.argv[4])
+ip = bytearray([0x45, 0, 0, 46, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2])
+total = sum(ip[i] << 8 | ip[i + 1] for i in range(0, 20, 2))  # a valid header checksum: br_netfilter drops bad ones
+while total >> 16: total = (total & 0xFFFF) + (total >> 16)
+ip[10:12] = (~total & 0xFFFF).to_bytes(2, "big")
+ip = bytes(ip)
+frame = dst + src + b"\x08\x00" + ip + bytes([0x30, 0x39, 0x30, 0x39, 0, 26, 0, 0]) + bytes(18)
+assert len(frame) == 60
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((interface, 0))
+send, end = s.send, time.monotonic() + seconds
+while time.monotonic() < end:
+    for _ in range(1000):
+        try: send(frame)
+        except BlockingIOError: pass
+PY
+    sleep 0.2
+    after=$(rx)
+    echo $(( (after - before) / seconds ))
+}
+
+measure() { # client-namespace server-namespace server-address → "pps mbit"
+    local client=$1 server=$2 address=$3
+    ip netns exec "$client" ping -q -c 2 -W 1 "$address" >/dev/null
+    ip netns exec "$server" iperf3 -s -1 >/dev/null 2>&1 &
+    sleep 0.3
+    ip netns exec "$client" iperf3 -c "$address" -u -b 0 -l 18 -t "$seconds" -J > "$dir/udp.json"
+    wait
+    ip netns exec "$server" iperf3 -s -1 >/dev/null 2>&1 &
+    sleep 0.3
+    ip netns exec "$client" iperf3 -c "$address" -t "$seconds" -J > "$dir/tcp.json"
+    wait
+    python3 - "$dir/udp.json" "$dir/tcp.json" <<'PY'
+import json, sys
+udp = json.load(open(sys.argv[1]))["end"]["sum"]
+tcp = json.load(open(sys.argv[2]))["end"]["sum_received"]
+received = udp["packets"] - udp["lost_packets"]
+print(f'{received / udp["seconds"]:.0f} {udp["packets"] / udp["seconds"]:.0f} {tcp["bits_per_second"] / 1e6:.0f}')
+PY
+}
+
+read -r v_pps v_sent v_tcp < <(measure ${tag}s1 ${tag}s2 10.251.0.2)
+v_blast=$(blast ${tag}s1 ${tag}a ${tag}s2 ${tag}b)
+read -r b_pps b_sent b_tcp < <(measure ${tag}l1 ${tag}l2 10.252.0.2)
+b_blast=$(blast ${tag}l1 ${tag}i1 ${tag}l2 ${tag}i2)
+o_pps=- o_tcp=- o_blast=-
+if command -v ethtool >/dev/null; then
+    for n in 1 2; do
+        ethtool -K ${tag}h$n tso off gso off gro off >/dev/null 2>&1 || true
+        ip netns exec ${tag}l$n ethtool -K ${tag}i$n tso off gso off gro off >/dev/null 2>&1 || true
+    done
+    read -r o_pps _ o_tcp < <(measure ${tag}l1 ${tag}l2 10.252.0.2)
+    o_blast=$(blast ${tag}l1 ${tag}i1 ${tag}l2 ${tag}i2)
+fi
+stats=$(python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"stats\n"); print(s.makefile().readline().strip())' "$dir/$tag.ctl")
+
+ratio() { python3 -c "import sys; a, b = sys.argv[1:]; print(f'{float(a)/float(b):.2f}' if b not in ('-', '0') else '-')" "$1" "$2"; }
+echo "switch-bench: ${seconds}s per test, $(nproc) CPUs, kernel $(uname -r)"
+printf '%-36s %14s %14s %14s %8s %8s\n' "" "vireo-switchd" "bridge" "bridge-nooff" "ratio" "ratio-nooff"
+printf '%-36s %14s %14s %14s %8s %8s\n' "64B frames, AF_PACKET blaster (pkt/s)" "$v_blast" "$b_blast" "$o_blast" "$(ratio "$v_blast" "$b_blast")" "$(ratio "$v_blast" "$o_blast")"
+printf '%-36s %14s %14s %14s %8s %8s\n' "64B frames, iperf3 UDP rcvd (pkt/s)" "$v_pps" "$b_pps" "$o_pps" "$(ratio "$v_pps" "$b_pps")" "$(ratio "$v_pps" "$o_pps")"
+printf '%-36s %14s %14s %14s %8s %8s\n' "TCP throughput (Mbit/s)" "$v_tcp" "$b_tcp" "$o_tcp" "$(ratio "$v_tcp" "$b_tcp")" "$(ratio "$v_tcp" "$o_tcp")"
+echo "vireo-switchd counters: $stats" | cut -c1-400

@@ -1,0 +1,200 @@
+import CVireoLinux
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The descriptors a software switch moves frames through: tap devices, AF_PACKET raw sockets on
+/// host interfaces, and unix sockets carrying one frame per message. All are non-blocking; the
+/// pointer work of reading and writing frames stays here.
+public enum FrameChannel {
+    /// Opens a tap device (`/dev/net/tun`, IFF_TAP|IFF_NO_PI); returns the descriptor and sets
+    /// `deviceName` to the device's name. The device exists as long as the descriptor is open.
+    public static func openTap(named name: String, deviceName: inout String) throws(SystemError) -> FileDescriptor {
+        var actual = [CChar](repeating: 0, count: Int(IFNAMSIZ) + 1)
+        let fd = try retryingInterrupts("TUNSETIFF tap \(name)") { unsafe vireo_switch_tap_open(name, &actual) }
+        deviceName = unsafe actual.withUnsafeBufferPointer { unsafe String(cString: $0.baseAddress!) }
+        return FileDescriptor(adopting: fd)
+    }
+
+    /// Opens an AF_PACKET raw socket on host interface `interface` (promiscuous; VLAN tags the
+    /// kernel strips on receive are restored by ``receivePacket(_:into:)``).
+    public static func openPacketSocket(interface: String) throws(SystemError) -> FileDescriptor {
+        let fd = try retryingInterrupts("AF_PACKET socket on \(interface)") { vireo_packet_open(interface) }
+        return FileDescriptor(adopting: fd)
+    }
+
+    /// A listening SOCK_SEQPACKET unix socket at `path` (one frame per message).
+    public static func listenSeqPacket(path: String) throws(SystemError) -> FileDescriptor {
+        let fd = try retryingInterrupts("listen SOCK_SEQPACKET \(path)") { vireo_unix_listen(path, Int32(SOCK_SEQPACKET.rawValue)) }
+        return FileDescriptor(adopting: fd)
+    }
+
+    /// A listening SOCK_STREAM unix socket at `path`, non-blocking.
+    public static func listenStream(path: String) throws(SystemError) -> FileDescriptor {
+        let fd = try retryingInterrupts("listen \(path)") { vireo_unix_listen(path, Int32(SOCK_STREAM.rawValue)) }
+        return FileDescriptor(adopting: fd)
+    }
+
+    /// Connects a (blocking) SOCK_SEQPACKET socket to `path`.
+    public static func connectSeqPacket(path: String) throws(SystemError) -> FileDescriptor {
+        let fd = try retryingInterrupts("connect SOCK_SEQPACKET \(path)") { vireo_unix_connect(path, Int32(SOCK_SEQPACKET.rawValue)) }
+        return FileDescriptor(adopting: fd)
+    }
+
+    /// Accepts a connection, non-blocking; nil when none is pending.
+    public static func accept(_ listener: Int32) throws(SystemError) -> FileDescriptor? {
+        while true {
+            let fd = vireo_accept_nonblocking(listener)
+            if fd >= 0 { return FileDescriptor(adopting: fd) }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN, ECONNABORTED: return nil
+            default: throw SystemError("accept", errno: errno)
+            }
+        }
+    }
+
+    /// Reads one frame (`read(2)`: tap devices, seqpacket sockets) into `buffer` from index 0.
+    /// Returns the length; nil when nothing is ready (EAGAIN); 0 at end of stream.
+    public static func read(_ fd: Int32, into buffer: inout [UInt8]) throws(SystemError) -> Int? {
+        while true {
+            let got = unsafe buffer.withUnsafeMutableBytes { unsafe Glibc.read(fd, $0.baseAddress, $0.count) }
+            if got >= 0 { return got }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN: return nil
+            default: throw SystemError("read frame", errno: errno)
+            }
+        }
+    }
+
+    /// Receives one frame from an AF_PACKET socket, 802.1Q tag restored. nil when nothing is ready.
+    public static func receivePacket(_ fd: Int32, into buffer: inout [UInt8]) throws(SystemError) -> Int? {
+        while true {
+            let got = unsafe buffer.withUnsafeMutableBytes { raw in
+                unsafe vireo_packet_recv(fd, raw.baseAddress!.assumingMemoryBound(to: UInt8.self), raw.count)
+            }
+            if got >= 0 { return Int(got) }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN: return nil
+            default: throw SystemError("recvmsg AF_PACKET", errno: errno)
+            }
+        }
+    }
+
+    /// Writes one frame to a tap device or packet socket (`write(2)`); false if it would block or failed.
+    public static func write(_ fd: Int32, _ frame: [UInt8]) -> Bool {
+        while true {
+            let written = unsafe frame.withUnsafeBytes { unsafe Glibc.write(fd, $0.baseAddress, $0.count) }
+            if written >= 0 { return written == frame.count }
+            if errno == EINTR { continue }
+            return false
+        }
+    }
+
+    /// Sends one frame as one message on a unix socket, never blocking and never raising SIGPIPE.
+    public static func sendMessage(_ fd: Int32, _ frame: [UInt8]) -> Bool {
+        while true {
+            let sent = unsafe frame.withUnsafeBytes { raw in
+                unsafe vireo_send_message(fd, raw.baseAddress!.assumingMemoryBound(to: UInt8.self), raw.count)
+            }
+            if sent >= 0 { return sent == frame.count }
+            if errno == EINTR { continue }
+            return false
+        }
+    }
+
+    /// Sets (or clears) `SO_RCVTIMEO` on a blocking socket: tests and clients that must not hang.
+    public static func setReceiveTimeout(_ fd: Int32, milliseconds: Int) {
+        var value = timeval(tv_sec: milliseconds / 1000, tv_usec: (milliseconds % 1000) * 1000)
+        _ = unsafe setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &value, socklen_t(MemoryLayout<timeval>.size))
+    }
+}
+
+/// An epoll instance that reports each ready token with its event bits (hang-ups matter to the
+/// switch's peers). Next to `Epoll`, which reports tokens only; the two should become one.
+public struct EventEpoll: ~Copyable {
+    public let descriptor: FileDescriptor
+
+    public init() throws(SystemError) {
+        let fd = try retryingInterrupts("epoll_create1") { epoll_create1(Int32(EPOLL_CLOEXEC)) }
+        descriptor = FileDescriptor(adopting: fd)
+    }
+
+    public static let readable = UInt32(EPOLLIN.rawValue)
+    public static let hangup = UInt32(EPOLLHUP.rawValue) | UInt32(EPOLLRDHUP.rawValue) | UInt32(EPOLLERR.rawValue)
+
+    /// Registers `fd` for `events` (default: readable and hang-ups), reported with `token`.
+    public func add(_ fd: Int32, token: UInt64, events: UInt32 = EventEpoll.readable | EventEpoll.hangup) throws(SystemError) {
+        _ = try retryingInterrupts("epoll_ctl ADD fd \(fd)") { vireo_epoll_ctl(descriptor.rawValue, EPOLL_CTL_ADD, fd, events, token) }
+    }
+
+    public func remove(_ fd: Int32) {
+        _ = vireo_epoll_ctl(descriptor.rawValue, EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
+    /// Waits up to `timeout` milliseconds (-1: forever) and fills `ready` with (token, events).
+    public func wait(into ready: inout [(token: UInt64, events: UInt32)], max: Int = 64, timeoutMilliseconds timeout: Int32) throws(SystemError) {
+        ready.removeAll(keepingCapacity: true)
+        var tokens = [UInt64](repeating: 0, count: max)
+        var events = [UInt32](repeating: 0, count: max)
+        let count = unsafe vireo_epoll_wait(descriptor.rawValue, &tokens, &events, Int32(max), timeout)
+        if count < 0 {
+            if errno == EINTR { return }
+            throw SystemError("epoll_wait", errno: errno)
+        }
+        for index in 0..<Int(count) { ready.append((tokens[index], events[index])) }
+    }
+}
+
+/// SIGTERM/SIGINT/SIGHUP as a readable descriptor (signalfd), for event loops; SIGPIPE is ignored.
+public enum TerminationSignalFD {
+    public static func open() throws(SystemError) -> FileDescriptor {
+        let fd = try retryingInterrupts("signalfd") { vireo_termination_signalfd() }
+        return FileDescriptor(adopting: fd)
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds.
+public func monotonicNanoseconds() -> UInt64 {
+    var now = timespec()
+    _ = unsafe clock_gettime(CLOCK_MONOTONIC, &now)
+    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+}
+
+/// Small file-system operations.
+public enum FileSystem {
+    /// `unlink(2)`, ignoring a missing file.
+    public static func remove(_ path: String) {
+        _ = unsafe unlink(path)
+    }
+}
+
+extension FrameChannel {
+    /// Writes all of `bytes` to a non-blocking stream socket, waiting (poll) up to `timeoutMilliseconds`
+    /// in total for room; false if the peer is gone or too slow.
+    public static func writeAll(_ fd: Int32, _ bytes: [UInt8], timeoutMilliseconds: Int32 = 1000) -> Bool {
+        var offset = 0
+        let deadline = monotonicNanoseconds() + UInt64(timeoutMilliseconds) * 1_000_000
+        while offset < bytes.count {
+            let written = unsafe bytes.withUnsafeBytes { raw in
+                unsafe vireo_send_message(fd, raw.baseAddress!.assumingMemoryBound(to: UInt8.self) + offset, raw.count - offset)
+            }
+            if written >= 0 {
+                offset += written
+                continue
+            }
+            if errno == EINTR { continue }
+            guard errno == EAGAIN else { return false }
+            let now = monotonicNanoseconds()
+            guard now < deadline else { return false }
+            var waiter = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            _ = unsafe poll(&waiter, 1, Int32((deadline - now) / 1_000_000) + 1)
+        }
+        return true
+    }
+}
+
+/// The parent process's ID (`getppid(2)`): a child can notice that its parent has gone.
+public func parentProcessID() -> Int32 { getppid() }

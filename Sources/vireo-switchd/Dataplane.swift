@@ -1,0 +1,460 @@
+import Logging
+import VireoSwitch
+import VireoSystem
+
+/// An owned descriptor held by reference, so port backends can share and replace it.
+final class Handle {
+    let descriptor: FileDescriptor
+    init(_ descriptor: consuming FileDescriptor) { self.descriptor = descriptor }
+    var raw: Int32 { descriptor.rawValue }
+}
+
+/// What backs one switch port: the descriptor frames move through.
+final class PortBackend {
+    let id: PortID
+    let config: PortConfig
+    /// tap: the tap fd; uplink: the AF_PACKET socket; vm: the listening socket.
+    let main: Handle
+    let mainToken: UInt64
+    /// vm: the connected VMM, if any.
+    var peer: Handle?
+    var peerToken: UInt64 = 0
+    /// vm: the socket path.
+    let socketPath: String?
+
+    init(id: PortID, config: PortConfig, main: Handle, mainToken: UInt64, socketPath: String?) {
+        self.id = id
+        self.config = config
+        self.main = main
+        self.mainToken = mainToken
+        self.socketPath = socketPath
+    }
+
+    /// The descriptor frames are written to, if there is one now.
+    var transmitFD: Int32? {
+        switch config.kind {
+        case .tap, .uplink: main.raw
+        case .vm: peer?.raw
+        }
+    }
+}
+
+/// A control connection: a line buffer in, JSON lines out.
+final class ControlClient {
+    let handle: Handle
+    var input: [UInt8] = []
+    init(_ handle: Handle) { self.handle = handle }
+}
+
+/// The event loop: one thread, one epoll, every port and control connection.
+///
+/// Frames are read in batches (up to ``batch`` per ready descriptor per wake-up), switched by
+/// ``Switch``, and written to each egress port without blocking: a port that cannot take a frame
+/// drops it (`transmit-failed`) rather than stall the others.
+final class Dataplane {
+    enum Registration {
+        case port(PortID)
+        case vmListener(PortID)
+        case control
+        case client(ControlClient)
+        case signal
+    }
+
+    let name: String
+    let socketDirectory: String
+    let controlPath: String
+    var logger: Logger
+    var fabric: Switch
+    let epoll: EventEpoll
+    let control: Handle
+    let signals: Handle
+    var backends: [Int: PortBackend] = [:]
+    var registrations: [UInt64: Registration] = [:]
+    var nextToken: UInt64 = 1
+    var running = true
+    /// With `--exit-with-parent`: the parent's PID at start; checked once a second.
+    var watchedParent: Int32?
+
+    static let batch = 64
+    var buffer = [UInt8](repeating: 0, count: 65_536 + 4)
+    var egress: [Egress] = []
+    var untaggedOut: [UInt8] = []
+    var taggedOut: [UInt8] = []
+
+    init(name: String, socketDirectory: String, ageingSeconds: Int, logger: Logger) throws(SystemError) {
+        self.name = name
+        self.socketDirectory = socketDirectory
+        self.logger = logger
+        self.controlPath = "\(socketDirectory)/\(name).ctl"
+        fabric = Switch(table: MACTable(ageingTime: UInt64(ageingSeconds) * 1_000_000_000))
+        epoll = try EventEpoll()
+        control = Handle(try FrameChannel.listenStream(path: controlPath))
+        signals = Handle(try TerminationSignalFD.open())
+        untaggedOut.reserveCapacity(buffer.count)
+        taggedOut.reserveCapacity(buffer.count)
+        try register(control.raw, .control)
+        try register(signals.raw, .signal)
+    }
+
+    @discardableResult
+    private func register(_ fd: Int32, _ registration: Registration) throws(SystemError) -> UInt64 {
+        let token = nextToken
+        nextToken += 1
+        try epoll.add(fd, token: token)
+        registrations[token] = registration
+        return token
+    }
+
+    private func unregister(_ fd: Int32, token: UInt64) {
+        epoll.remove(fd)
+        registrations[token] = nil
+    }
+
+    // MARK: Ports
+
+    enum PortError: Error, CustomStringConvertible {
+        case system(SystemError)
+        case config(SwitchError)
+        var description: String {
+            switch self {
+            case .system(let error): error.description
+            case .config(let error): error.description
+            }
+        }
+    }
+
+    func addPort(_ config: PortConfig) throws(PortError) {
+        guard fabric.port(named: config.name) == nil else { throw .config(.duplicatePort(config.name)) }
+        let main: Handle
+        var socketPath: String?
+        do {
+            switch config.kind {
+            case .tap:
+                var actual = ""
+                main = Handle(try FrameChannel.openTap(named: config.name, deviceName: &actual))
+                if actual != config.name { logger.warning("tap \(config.name) was created as \(actual)") }
+            case .uplink:
+                main = Handle(try FrameChannel.openPacketSocket(interface: config.name))
+            case .vm:
+                let path = "\(socketDirectory)/\(name)-\(config.name).sock"
+                main = Handle(try FrameChannel.listenSeqPacket(path: path))
+                socketPath = path
+            }
+        } catch {
+            throw .system(error)
+        }
+        let id: PortID
+        do { id = try fabric.addPort(config) } catch { throw .config(error) }
+        let token: UInt64
+        do {
+            token = try register(main.raw, config.kind == .vm ? .vmListener(id) : .port(id))
+        } catch {
+            _ = try? fabric.removePort(named: config.name)
+            throw .system(error)
+        }
+        backends[id.rawValue] = PortBackend(id: id, config: config, main: main, mainToken: token, socketPath: socketPath)
+        logger.info("port \(config.spec) added as \(id)\(socketPath.map { " at \($0)" } ?? "")")
+    }
+
+    func removePort(named portName: String) throws(SwitchError) {
+        let id = try fabric.removePort(named: portName)
+        guard let backend = backends.removeValue(forKey: id.rawValue) else { return }
+        if let peer = backend.peer { unregister(peer.raw, token: backend.peerToken) }
+        unregister(backend.main.raw, token: backend.mainToken)
+        if let path = backend.socketPath { FileSystem.remove(path) }
+        logger.info("port \(portName) removed")
+    }
+
+    // MARK: Event loop
+
+    func run() throws(SystemError) {
+        var ready: [(token: UInt64, events: UInt32)] = []
+        var lastSweep = monotonicNanoseconds()
+        while running {
+            try epoll.wait(into: &ready, timeoutMilliseconds: 1000)
+            let now = monotonicNanoseconds()
+            for (token, events) in ready {
+                guard let registration = registrations[token] else { continue }
+                switch registration {
+                case .port(let id): portReadable(id, token: token, events: events, now: now)
+                case .vmListener(let id): acceptPeer(id)
+                case .control: acceptControl()
+                case .client(let client): controlReadable(client, token: token, now: now)
+                case .signal:
+                    logger.info("termination signal: stopping")
+                    running = false
+                }
+            }
+            if now &- lastSweep >= 1_000_000_000 {
+                let expired = fabric.expire(now: now)
+                if expired > 0 { logger.debug("aged out \(expired) address(es)") }
+                lastSweep = now
+                if let watchedParent, parentProcessID() != watchedParent {
+                    logger.info("parent process \(watchedParent) exited: stopping")
+                    running = false
+                }
+            }
+        }
+    }
+
+    func shutdown() {
+        for backend in backends.values {
+            if let path = backend.socketPath { FileSystem.remove(path) }
+        }
+        FileSystem.remove(controlPath)
+    }
+
+    private func portReadable(_ id: PortID, token: UInt64, events: UInt32, now: UInt64) {
+        guard let backend = backends[id.rawValue] else { return }
+        let isPeer = backend.config.kind == .vm
+        guard let fd = isPeer ? backend.peer?.raw : backend.main.raw else { return }
+        for _ in 0..<Self.batch {
+            let length: Int?
+            do {
+                length = backend.config.kind == .uplink
+                    ? try FrameChannel.receivePacket(fd, into: &buffer)
+                    : try FrameChannel.read(fd, into: &buffer)
+            } catch {
+                if isPeer {
+                    dropPeer(backend, reason: "\(error)")
+                } else {
+                    logger.error("port \(backend.config.name): \(error); port disabled until re-added")
+                    unregister(fd, token: token)
+                }
+                return
+            }
+            guard let length else { break }
+            if length == 0 {
+                if isPeer { dropPeer(backend, reason: "closed") }
+                return
+            }
+            switchFrame(buffer[0..<length], from: id, now: now)
+        }
+        if isPeer, events & EventEpoll.hangup != 0, events & EventEpoll.readable == 0 { dropPeer(backend, reason: "hang-up") }
+    }
+
+    private func switchFrame(_ frame: ArraySlice<UInt8>, from ingress: PortID, now: UInt64) {
+        guard case .forward(let header, let vlan, _) = fabric.receive(frame, on: ingress, now: now, egress: &egress) else { return }
+        var haveUntagged = false, haveTagged = false
+        for target in egress {
+            guard let backend = backends[target.port.rawValue] else { continue }
+            guard let fd = backend.transmitFD else {
+                fabric.countDrop(on: target.port, .noPeer)
+                continue
+            }
+            let sent: Bool
+            let bytes: Int
+            if target.vid == nil {
+                if !haveUntagged {
+                    header.egressFrame(frame, vid: nil, into: &untaggedOut)
+                    haveUntagged = true
+                }
+                sent = transmit(backend, fd, untaggedOut)
+                bytes = untaggedOut.count
+            } else {
+                if !haveTagged {
+                    header.egressFrame(frame, vid: vlan, into: &taggedOut)
+                    haveTagged = true
+                }
+                sent = transmit(backend, fd, taggedOut)
+                bytes = taggedOut.count
+            }
+            if sent {
+                fabric.countTransmit(on: target.port, bytes: bytes)
+            } else {
+                fabric.countDrop(on: target.port, .transmitFailed)
+            }
+        }
+    }
+
+    private func transmit(_ backend: PortBackend, _ fd: Int32, _ frame: [UInt8]) -> Bool {
+        backend.config.kind == .vm ? FrameChannel.sendMessage(fd, frame) : FrameChannel.write(fd, frame)
+    }
+
+    private func acceptPeer(_ id: PortID) {
+        guard let backend = backends[id.rawValue] else { return }
+        while true {
+            let accepted: FileDescriptor?
+            do { accepted = try FrameChannel.accept(backend.main.raw) } catch {
+                logger.warning("port \(backend.config.name): \(error)")
+                return
+            }
+            guard let accepted else { return }
+            if backend.peer != nil { dropPeer(backend, reason: "replaced by a new connection") }
+            let handle = Handle(accepted)
+            do {
+                backend.peerToken = try register(handle.raw, .port(id))
+                backend.peer = handle
+                logger.info("port \(backend.config.name): peer connected")
+            } catch {
+                logger.warning("port \(backend.config.name): \(error)")
+            }
+        }
+    }
+
+    private func dropPeer(_ backend: PortBackend, reason: String) {
+        guard let peer = backend.peer else { return }
+        unregister(peer.raw, token: backend.peerToken)
+        backend.peer = nil
+        logger.info("port \(backend.config.name): peer disconnected (\(reason))")
+    }
+
+    // MARK: Control socket
+
+    private func acceptControl() {
+        while true {
+            let accepted: FileDescriptor?
+            do { accepted = try FrameChannel.accept(control.raw) } catch {
+                logger.warning("control socket: \(error)")
+                return
+            }
+            guard let accepted else { return }
+            let client = ControlClient(Handle(accepted))
+            do { try register(client.handle.raw, .client(client)) } catch { logger.warning("control socket: \(error)") }
+        }
+    }
+
+    private func controlReadable(_ client: ControlClient, token: UInt64, now: UInt64) {
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let got: Int?
+            do { got = try FrameChannel.read(client.handle.raw, into: &chunk) } catch {
+                unregister(client.handle.raw, token: token)
+                return
+            }
+            guard let got else { break }
+            if got == 0 {
+                unregister(client.handle.raw, token: token)
+                return
+            }
+            client.input += chunk[0..<got]
+            if client.input.count > 65_536 {
+                unregister(client.handle.raw, token: token)
+                return
+            }
+        }
+        while let newline = client.input.firstIndex(of: UInt8(ascii: "\n")) {
+            let line = String(decoding: client.input[..<newline], as: UTF8.self)
+            client.input.removeSubrange(...newline)
+            let reply = execute(line, now: now) + "\n"
+            if !FrameChannel.writeAll(client.handle.raw, Array(reply.utf8)) {
+                unregister(client.handle.raw, token: token)
+                return
+            }
+        }
+    }
+
+    /// Runs one control command and returns its JSON reply.
+    func execute(_ line: String, now: UInt64) -> String {
+        let words = line.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+        guard let command = words.first else { return JSON.error("empty command") }
+        switch (command, words.count) {
+        case ("ports", 1):
+            return JSON.object(["ports": JSON.array(fabric.ports.map(portJSON))])
+        case ("stats", 1):
+            return JSON.object(["ports": JSON.array(fabric.ports.map(statsJSON)), "fdb_entries": "\(fabric.table.count)"])
+        case ("fdb", 1):
+            let entries = fabric.table.allEntries.compactMap { entry -> String? in
+                guard let port = fabric[port: entry.port] else { return nil }
+                let age = Double(now &- entry.lastSeen) / 1e9
+                return JSON.object([
+                    "vlan": "\(entry.vlan)", "mac": JSON.string(entry.mac.description), "port": JSON.string(port.config.name),
+                    "age_seconds": "\(Double(Int(age * 10)) / 10)",
+                ])
+            }
+            return JSON.object(["entries": JSON.array(entries)])
+        case ("add-port", 2):
+            do {
+                let config = try PortConfig.parse(words[1])
+                try addPort(config)
+                return JSON.object(["ok": "true", "port": portJSON(fabric[port: fabric.port(named: config.name)!]!)])
+            } catch let error as PortSpecError {
+                return JSON.error(error.description)
+            } catch {
+                return JSON.error("\(error)")
+            }
+        case ("del-port", 2):
+            do {
+                try removePort(named: words[1])
+                return JSON.object(["ok": "true"])
+            } catch { return JSON.error(error.description) }
+        case ("ageing", 2):
+            guard let seconds = UInt64(words[1]), seconds > 0 else { return JSON.error("ageing takes a positive number of seconds") }
+            fabric.setAgeingTime(seconds * 1_000_000_000)
+            fabric.expire(now: now)
+            return JSON.object(["ok": "true", "ageing_seconds": "\(seconds)"])
+        case ("flush", 1):
+            fabric.flushTable()
+            return JSON.object(["ok": "true"])
+        default:
+            return JSON.error("unknown command '\(line)' (commands: ports, stats, fdb, add-port SPEC, del-port NAME, ageing SECONDS, flush)")
+        }
+    }
+
+    private func portJSON(_ port: SwitchPort) -> String {
+        var fields: [String: String] = [
+            "name": JSON.string(port.config.name), "kind": JSON.string(port.config.kind.rawValue),
+            "spec": JSON.string(port.config.spec), "id": "\(port.id)", "mtu": "\(port.config.mtu)", "mac_limit": "\(port.config.macLimit)",
+        ]
+        switch port.config.mode {
+        case .access(let vlan):
+            fields["mode"] = JSON.string("access")
+            fields["vlan"] = "\(vlan)"
+        case .trunk(let allowed, let native):
+            fields["mode"] = JSON.string("trunk")
+            fields["allowed"] = JSON.array(allowed.map { "\($0)" })
+            fields["native"] = native.map { "\($0)" } ?? "null"
+        }
+        if let backend = backends[port.id.rawValue] {
+            if let path = backend.socketPath {
+                fields["socket"] = JSON.string(path)
+                fields["connected"] = backend.peer == nil ? "false" : "true"
+            }
+        }
+        return JSON.object(fields)
+    }
+
+    private func statsJSON(_ port: SwitchPort) -> String {
+        let counters = port.counters
+        var drops: [String: String] = [:]
+        for reason in DropReason.allCases { drops[reason.description] = "\(counters[drop: reason])" }
+        return JSON.object([
+            "name": JSON.string(port.config.name), "rx_packets": "\(counters.rxPackets)", "rx_bytes": "\(counters.rxBytes)",
+            "tx_packets": "\(counters.txPackets)", "tx_bytes": "\(counters.txBytes)",
+            "unlearned_sources": "\(counters.unlearnedSources)", "learned": "\(fabric.table.count(on: port.id))",
+            "drops_total": "\(counters.totalDrops)", "drops": JSON.object(drops),
+        ])
+    }
+}
+
+/// Minimal JSON writing: values are already-encoded JSON text; keys are sorted for stable output.
+enum JSON {
+    static func object(_ fields: [String: String]) -> String {
+        "{" + fields.sorted { $0.key < $1.key }.map { "\(string($0.key)):\($0.value)" }.joined(separator: ",") + "}"
+    }
+
+    static func array(_ items: [String]) -> String { "[" + items.joined(separator: ",") + "]" }
+
+    static func string(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if scalar.value < 0x20 {
+                    let hex = String(scalar.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return out + "\""
+    }
+
+    static func error(_ message: String) -> String { object(["error": string(message)]) }
+}

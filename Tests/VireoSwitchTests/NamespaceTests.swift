@@ -1,0 +1,234 @@
+import Foundation
+import Testing
+import VireoSwitch
+import VireoSystem
+
+/// End-to-end tests of `vireo-switchd` with network namespaces as endpoints. They need root,
+/// `ip`, `ping` and a built `vireo-switchd` next to the test bundle (or `$VIREO_SWITCHD`).
+@Suite(.enabled(if: NamespaceLab.available, "needs root, ip, ping and a built vireo-switchd"), .timeLimit(.minutes(1)))
+struct NamespaceTests {
+    @Test func sameVLANPingsAcrossVLANsDoesNot() throws {
+        let lab = NamespaceLab()
+        defer { lab.close() }
+        let a = lab.name("a"), b = lab.name("b"), c = lab.name("c")
+        try lab.startSwitch(ports: ["tap:\(a),tag=10", "tap:\(b),tag=10", "tap:\(c),tag=20"])
+        try lab.addNamespace("a", interface: a, host: 1)
+        try lab.addNamespace("b", interface: b, host: 2)
+        try lab.addNamespace("c", interface: c, host: 3)
+
+        #expect(lab.ping(from: "a", to: 2), "same VLAN: \(lab.switchLog)")
+        #expect(!lab.ping(from: "a", to: 3, count: 1), "VLAN 10 must not reach VLAN 20")
+        #expect(!lab.ping(from: "c", to: 2, count: 1), "VLAN 20 must not reach VLAN 10")
+
+        // Learning: both VLAN-10 hosts sit on their ports; c's ARP was learned in VLAN 20 only.
+        let fdb = try lab.fdb()
+        let macA = try lab.mac(in: "a", interface: a), macB = try lab.mac(in: "b", interface: b), macC = try lab.mac(in: "c", interface: c)
+        #expect(fdb.contains { $0 == (10, macA, a) })
+        #expect(fdb.contains { $0 == (10, macB, b) })
+        #expect(fdb.contains { $0 == (20, macC, c) })
+        #expect(!fdb.contains { $0.vlan == 10 && $0.mac == macC })
+
+        let stats = try lab.stats(port: b)
+        #expect((stats["rx_packets"] as? Int ?? 0) >= 2 && (stats["tx_packets"] as? Int ?? 0) >= 2)
+        #expect(stats["drops_total"] as? Int == 0)
+    }
+
+    @Test func learnedAddressesAgeOut() throws {
+        let lab = NamespaceLab()
+        defer { lab.close() }
+        let a = lab.name("a"), b = lab.name("b")
+        try lab.startSwitch(ports: ["tap:\(a)", "tap:\(b)"])
+        try lab.addNamespace("a", interface: a, host: 1)
+        try lab.addNamespace("b", interface: b, host: 2)
+        #expect(lab.ping(from: "a", to: 2, count: 1))
+        #expect(try lab.fdb().count >= 2)
+        #expect(try lab.control("ageing 1")["ok"] as? Bool == true)
+        // The table is swept about once a second.
+        var remaining = -1
+        for _ in 0..<40 {
+            usleep(100_000)
+            remaining = try lab.fdb().count
+            if remaining == 0 { break }
+        }
+        #expect(remaining == 0)
+        // …and relearned on the next exchange.
+        #expect(lab.ping(from: "a", to: 2, count: 1))
+        #expect(try lab.fdb().count >= 2)
+    }
+
+    @Test func trunkPortCarriesTags() throws {
+        let lab = NamespaceLab()
+        defer { lab.close() }
+        let a = lab.name("a"), c = lab.name("c")
+        try lab.startSwitch(ports: ["tap:\(a),tag=10", "tap:\(c),tag=20", "vm:trunk,trunk=10,20"])
+        try lab.addNamespace("a", interface: a, host: 1)
+        try lab.addNamespace("c", interface: c, host: 3)
+        let vm = try FakeVMNIC(path: lab.socketPath(port: "trunk"))
+        usleep(100_000)
+
+        // An ARP broadcast from each access VLAN reaches the trunk tagged with that VLAN.
+        _ = lab.ping(from: "a", to: 50, count: 1)
+        let fromA = vm.receive { (try? FrameHeader.parse($0).get())?.etherType == 0x0806 && (try? FrameHeader.parse($0).get())?.vid == 10 }
+        #expect(fromA != nil, "no VLAN-10 ARP on the trunk")
+        _ = lab.ping(from: "c", to: 51, count: 1)
+        let fromC = vm.receive { (try? FrameHeader.parse($0).get())?.etherType == 0x0806 && (try? FrameHeader.parse($0).get())?.vid == 20 }
+        #expect(fromC != nil, "no VLAN-20 ARP on the trunk")
+
+        // A tagged request from the trunk reaches VLAN 10 untagged; the reply comes back tagged 10.
+        let vmMAC = MACAddress(0x02, 0x56, 0, 0, 0, 0x99)
+        vm.send(ARP.request(from: vmMAC, ip: lab.address(99), asking: lab.address(1), vid: 10))
+        let reply = vm.receive { ARP.isReply($0, to: vmMAC) }
+        #expect(reply.flatMap { try? FrameHeader.parse($0).get().vid } == 10)
+        // The same request in VLAN 20 finds nobody with that address.
+        vm.send(ARP.request(from: vmMAC, ip: lab.address(99), asking: lab.address(1), vid: 20))
+        #expect(vm.receive(matching: { ARP.isReply($0, to: vmMAC) }, within: 1) == nil)
+        // Untagged frames on a trunk without a native VLAN are dropped and counted.
+        vm.send(ARP.request(from: vmMAC, ip: lab.address(99), asking: lab.address(1)))
+        vm.send(ARP.request(from: vmMAC, ip: lab.address(99), asking: lab.address(1), vid: 30))
+        usleep(100_000)
+        #expect(try lab.drops(port: "trunk", "untagged-on-trunk") == 1)
+        #expect(try lab.drops(port: "trunk", "vlan-not-allowed") == 1)
+        #expect(try lab.fdb().contains { $0 == (10, vmMAC.description, "trunk") })
+    }
+
+    @Test func uplinkOverPacketSocket() throws {
+        let lab = NamespaceLab()
+        defer { lab.close() }
+        let a = lab.name("a")
+        let hostAccess = try lab.addVethNamespace("u", host: 2)
+        let hostTrunk = try lab.addVethNamespace("t", host: 3)
+        try lab.startSwitch(ports: ["tap:\(a),tag=10", "uplink:\(hostAccess),tag=10", "uplink:\(hostTrunk),trunk=10"])
+        try lab.addNamespace("a", interface: a, host: 1)
+        // Access uplink: plain Ethernet through AF_PACKET both ways.
+        #expect(lab.ping(from: "a", to: 2), "via AF_PACKET uplink: \(lab.switchLog)")
+
+        // Trunk uplink: what a's broadcasts look like on the wire, seen by tcpdump in the far namespace.
+        guard NamespaceLab.hasTool("/usr/bin/tcpdump") else { return }
+        let capture = Process()
+        capture.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        capture.arguments = ["ip", "netns", "exec", lab.name("t"), "timeout", "4", "tcpdump", "-e", "-nn", "-l", "-c", "1", "-i", lab.name("ti"), "arp"]
+        let pipe = Pipe()
+        capture.standardOutput = pipe
+        capture.standardError = FileHandle.nullDevice
+        try capture.run()
+        usleep(700_000)
+        _ = lab.ping(from: "a", to: 77, count: 1)
+        capture.waitUntilExit()
+        let line = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(line.contains("802.1Q") && line.contains("vlan 10"), "tcpdump saw: \(line)")
+    }
+
+    @Test func garbageFromOnePortChangesNothingForOthers() throws {
+        let lab = NamespaceLab()
+        defer { lab.close() }
+        let a = lab.name("a"), b = lab.name("b")
+        try lab.startSwitch(ports: ["tap:\(a),tag=10", "tap:\(b),tag=10", "vm:bad,tag=10"])
+        try lab.addNamespace("a", interface: a, host: 1)
+        try lab.addNamespace("b", interface: b, host: 2)
+        #expect(lab.ping(from: "a", to: 2, count: 1))
+        let before = try lab.stats(port: b)
+        let bad = try FakeVMNIC(path: lab.socketPath(port: "bad"))
+        usleep(100_000)
+        let src = MACAddress(0x02, 0xBA, 0xD0, 0, 0, 1)
+        for _ in 0..<50 {
+            bad.send([0x01])                                                               // runt
+            bad.send(Array(Frames.make(dst: .broadcast, src: src).prefix(13)))              // runt
+            bad.send(Frames.make(dst: .broadcast, src: src, payloadLength: 1501))          // oversized
+            bad.send(Array(Frames.make(dst: .broadcast, src: src, vid: 10).prefix(16)))     // truncated tag
+            bad.send(Frames.make(dst: .broadcast, src: src, vid: 0xFFF))                   // reserved VID
+            bad.send(Frames.make(dst: .broadcast, src: src, etherType: 0x88A8))            // QinQ
+            bad.send(Frames.make(dst: .broadcast, src: src, vid: 10))                      // tagged on access
+            bad.send(Frames.make(dst: .broadcast, src: .broadcast))                        // invalid source
+        }
+        #expect(lab.ping(from: "a", to: 2, count: 3))
+        let drops = try lab.stats(port: "bad")["drops"] as? [String: Int] ?? [:]
+        #expect(drops["runt"] == 100)
+        #expect(drops["oversized"] == 50)
+        #expect(drops["malformed-tag"] == 100)
+        #expect(drops["unsupported-tag"] == 50)
+        #expect(drops["tagged-on-access"] == 50)
+        #expect(drops["invalid-source"] == 50)
+        // Nothing of it reached b, and nothing was learned from it.
+        let after = try lab.stats(port: b)
+        #expect((after["tx_packets"] as? Int ?? 0) - (before["tx_packets"] as? Int ?? 0) < 20)
+        #expect(after["drops_total"] as? Int == 0)
+        #expect(try !lab.fdb().contains { $0.port == "bad" })
+        #expect(lab.switchIsRunning)
+    }
+
+    @Test func macFloodIsCappedPerPort() throws {
+        let lab = NamespaceLab()
+        defer { lab.close() }
+        let a = lab.name("a"), b = lab.name("b")
+        try lab.startSwitch(ports: ["tap:\(a)", "tap:\(b)", "vm:flood,mac-limit=8"])
+        try lab.addNamespace("a", interface: a, host: 1)
+        try lab.addNamespace("b", interface: b, host: 2)
+        let flood = try FakeVMNIC(path: lab.socketPath(port: "flood"))
+        usleep(100_000)
+        for index in 0..<2000 {
+            flood.send(Frames.make(dst: .broadcast, src: MACAddress(rawValue: 0x0200_0000_0000 | UInt64(index) << 4)))
+        }
+        #expect(lab.ping(from: "a", to: 2))
+        let stats = try lab.stats(port: "flood")
+        #expect(stats["learned"] as? Int == 8)
+        #expect(stats["unlearned_sources"] as? Int == 2000 - 8)
+        let fdb = try lab.fdb()
+        #expect(fdb.filter { $0.port == "flood" }.count == 8)
+        #expect(fdb.contains { $0.port == a } && fdb.contains { $0.port == b })
+    }
+
+    @Test func broadcastStormIsLimited() throws {
+        let lab = NamespaceLab()
+        defer { lab.close() }
+        let a = lab.name("a"), b = lab.name("b")
+        try lab.startSwitch(ports: ["tap:\(a)", "tap:\(b)", "vm:storm,flood-limit=100"])
+        try lab.addNamespace("a", interface: a, host: 1)
+        try lab.addNamespace("b", interface: b, host: 2)
+        let storm = try FakeVMNIC(path: lab.socketPath(port: "storm"))
+        usleep(100_000)
+        let before = try lab.stats(port: b)["tx_packets"] as? Int ?? 0
+        for _ in 0..<3000 { storm.send(Frames.make(dst: .broadcast, src: MACAddress(0x02, 0x57, 0, 0, 0, 1))) }
+        #expect(lab.ping(from: "a", to: 2))
+        #expect(try lab.drops(port: "storm", "flood-limited") >= 2500)
+        // b saw at most the burst plus the refill (and a few frames of the ping).
+        let delivered = (try lab.stats(port: b)["tx_packets"] as? Int ?? 0) - before
+        #expect(delivered < 500, "\(delivered) frames reached b")
+    }
+
+    @Test func keepsSwitchingWithoutControlPlane() throws {
+        let lab = NamespaceLab()
+        defer { lab.close() }
+        let a = lab.name("a"), b = lab.name("b")
+        try lab.startSwitch(ports: ["tap:\(a)", "tap:\(b)"])
+        try lab.addNamespace("a", interface: a, host: 1)
+        try lab.addNamespace("b", interface: b, host: 2)
+        // Control clients that vanish mid-command, or send junk, do not disturb the data plane.
+        for _ in 0..<5 {
+            let client = try UnixSocketClient(path: lab.controlPath)
+            client.write("sta")
+        }
+        #expect(try lab.control("frobnicate")["error"] != nil)
+        #expect(lab.ping(from: "a", to: 2))
+        // Ports come and go at run time.
+        #expect(try lab.control("add-port vm:late,tag=1")["ok"] as? Bool == true)
+        #expect(FileManager.default.fileExists(atPath: lab.socketPath(port: "late")))
+        #expect(try lab.control("add-port vm:late,tag=1")["error"] != nil)
+        #expect(try lab.control("add-port vm:x,tag=5000")["error"] != nil)
+        #expect(try lab.control("del-port late")["ok"] as? Bool == true)
+        #expect(!FileManager.default.fileExists(atPath: lab.socketPath(port: "late")))
+        let ports = try lab.control("ports")["ports"] as? [[String: Any]] ?? []
+        #expect(ports.compactMap { $0["name"] as? String }.sorted() == [a, b].sorted())
+        #expect(lab.ping(from: "a", to: 2))
+    }
+}
+
+/// A control-socket client that may disappear at any moment.
+final class UnixSocketClient {
+    let fd: Int32
+    init(path: String) throws {
+        let socket = try VireoSystem.UnixSocket.connect(path: path)
+        fd = socket.release()
+    }
+    func write(_ text: String) { VireoSystem.RawDescriptorIO.writeAll(fd, Array(text.utf8)) }
+    deinit { VireoSystem.RawDescriptorIO.close(fd) }
+}
