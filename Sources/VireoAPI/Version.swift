@@ -1,0 +1,1 @@
+public enum VireoAPIVersion { public static let api = "8.2.4" }
