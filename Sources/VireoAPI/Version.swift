@@ -1,1 +1,0 @@
-public enum VireoAPIVersion { public static let api = "8.2.4" }
