@@ -23,7 +23,11 @@ func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
 /// Slow salted password hashes: PBKDF2-HMAC-SHA256 (RFC 8018 §5.2), stored as
 /// `pbkdf2-sha256$ITERATIONS$SALT_B64$KEY_B64`.
 enum PasswordHash {
-    static let iterations = 100_000
+    /// 100 000 rounds; `$VIREO_PASSWORD_ROUNDS` lowers it for test daemons (debug builds are slow).
+    /// Verification always uses the rounds stored in the hash.
+    static var iterations: Int {
+        ProcessInfo.processInfo.environment["VIREO_PASSWORD_ROUNDS"].flatMap { Int($0) }.map { max(1, $0) } ?? 100_000
+    }
 
     static func make(_ password: String, iterations: Int = iterations) -> String {
         let salt = randomBytes(16)

@@ -60,11 +60,12 @@ public struct QEMUEngine: VMEngine {
     public func start(_ spec: VMSpec, runDirectory: String, log: EngineLog) async throws -> VMProcess {
         let qmpPath = runDirectory + "/qmp.sock", serial = runDirectory + "/serial.sock"
         if accelerator == .tcg {
-            log("WARN: KVM not usable on this host (no vmx/svm, or a PVM /dev/kvm): running under TCG, slowly")
+            // Not PVE's "WARN:" prefix: that turns exitstatus into "WARNINGS: n", which Ansible 10.x treats as failure.
+            log("warning: KVM is not usable on this host (no vmx/svm, or a PVM /dev/kvm): running under TCG, slowly")
         }
         for nic in spec.nics { log("net\(nic.index): bridges are not available yet; using user-mode networking") }
         for disk in spec.disks where !disk.volume.hasPrefix("/") {
-            log("WARN: \(disk.key): storage '\(disk.volume)' is not available yet; disk not attached")
+            log("note: \(disk.key): storage '\(disk.volume)' is not available yet; disk not attached")
         }
         let process = try await launch(executable: executable, arguments: arguments(for: spec, qmp: qmpPath, serial: serial),
                                        runDirectory: runDirectory, socket: qmpPath, serial: serial, log: log)

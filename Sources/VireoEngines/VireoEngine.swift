@@ -32,7 +32,7 @@ public struct VireoEngine: VMEngine {
     public func start(_ spec: VMSpec, runDirectory: String, log: EngineLog) async throws -> VMProcess {
         let control = runDirectory + "/control.sock", serial = runDirectory + "/serial.sock"
         let arguments = try arguments(for: spec, control: control, serial: serial)
-        if !spec.nics.isEmpty || !spec.disks.isEmpty { log("WARN: vireo engine: network and disk devices are not attached yet") }
+        if !spec.nics.isEmpty || !spec.disks.isEmpty { log("note: the vireo engine does not attach network and disk devices yet") }
         return try await launch(executable: executable, arguments: arguments, runDirectory: runDirectory,
                                 socket: control, serial: serial, log: log)
     }

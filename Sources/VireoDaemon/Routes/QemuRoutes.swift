@@ -68,7 +68,7 @@ struct QemuRoutes {
             log("created VM \(vmid) (engine \(created["engine"] ?? "qemu"))")
             for key in created.keys.sorted() where VMConfigSchema.diskBuses.keys.contains(where: { VMConfigSchema.indexed(key, prefix: $0) != nil }) {
                 if let volume = created[key]?.split(separator: ",").first, !volume.hasPrefix("/") {
-                    log("WARN: \(key): storage for '\(volume)' is not available yet; the disk is recorded but not allocated")
+                    log("note: \(key): storage for '\(volume)' is not available yet; the disk is recorded but not allocated")
                 }
             }
             if start == true { try await vms.start(vmid, log: log) }
