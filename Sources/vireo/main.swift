@@ -6,7 +6,7 @@ struct Vireo: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vireo",
         abstract: "Vireo: a KVM hypervisor platform.",
-        subcommands: [Lab.self, ImgCommand.self, VMMCommand.self])
+        subcommands: [VMCommand.self, APICommand.self, ImgCommand.self, VMMCommand.self, Lab.self])
 }
 
 struct Lab: ParsableCommand {

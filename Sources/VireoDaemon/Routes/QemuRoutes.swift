@@ -1,0 +1,184 @@
+import Foundation
+import Hummingbird
+import VireoEngines
+
+/// `/nodes/{node}/qemu`: VMs, their config, power state and destruction.
+struct QemuRoutes {
+    let services: Services
+
+    /// Parameters that are part of a request but not of the config.
+    static let createOnly: Set<String> = ["vmid", "node", "start", "pool", "storage", "unique", "force"]
+    static let updateOnly: Set<String> = ["vmid", "node", "digest", "delete", "revert", "skiplock", "force"]
+    /// Config keys returned as JSON numbers.
+    static let numericKeys: Set<String> = ["memory", "cores", "sockets", "onboot", "template"]
+
+    var collection: RouteCollection<APIContext> {
+        let routes = RouteCollection(context: APIContext.self)
+        routes.get(":node/qemu") { _, context in try list(context) }
+        routes.post(":node/qemu") { _, context in try create(context) }
+        routes.get(":node/qemu/:vmid") { _, context in
+            _ = try services.checkNode(context)
+            _ = try services.vmid(context)
+            return envelope(["config", "status", "pending"].map { ["subdir": $0] })
+        }
+        routes.get(":node/qemu/:vmid/config") { _, context in try config(context) }
+        routes.put(":node/qemu/:vmid/config") { _, context in try update(context, asTask: false) }
+        routes.post(":node/qemu/:vmid/config") { _, context in try update(context, asTask: true) }
+        routes.get(":node/qemu/:vmid/status") { _, context in
+            _ = try services.checkNode(context)
+            return envelope(["current", "start", "stop", "shutdown", "reboot", "suspend", "resume"].map { ["subdir": $0] })
+        }
+        routes.get(":node/qemu/:vmid/status/current") { _, context in try current(context) }
+        routes.post(":node/qemu/:vmid/status/:action") { _, context in try power(context) }
+        routes.delete(":node/qemu/:vmid") { _, context in try destroy(context) }
+        return routes
+    }
+
+    func list(_ context: APIContext) throws -> Response {
+        _ = try services.checkNode(context)
+        let visible = try services.store.vms().filter { context.principal?.may("VM.Audit", on: "/vms/\($0.vmid)") == true }
+        return envelope(visible.map(services.vmSummary))
+    }
+
+    /// Validates config parameters; a 400 leaves the store untouched.
+    func validated(_ params: [String: String], dropping: Set<String>) throws -> [String: String] {
+        let config = params.filter { !dropping.contains($0.key) }
+        let errors = VMConfigSchema.validate(config)
+        if !errors.isEmpty { throw APIError.parameters(errors) }
+        return config
+    }
+
+    /// `POST /nodes/{node}/qemu`: the config exists (with generated MACs) before the UPID is returned.
+    func create(_ context: APIContext) throws -> Response {
+        _ = try services.checkNode(context)
+        guard let text = context.params["vmid"] else {
+            throw APIError.parameters(["vmid": "property is missing and it is not optional"])
+        }
+        guard let vmid = Int(text), (100...999_999_999).contains(vmid) else {
+            throw APIError.parameters(["vmid": "value must be an integer between 100 and 999999999"])
+        }
+        try context.require("VM.Allocate", on: "/vms/\(vmid)")
+        var config = try validated(context.params, dropping: Self.createOnly)
+        let start = parseBool(context.params["start"] ?? "0")
+        if start == nil { throw APIError.parameters(["start": "type check ('boolean') failed - got '\(context.params["start"] ?? "")'"]) }
+        VMConfigSchema.assignMACs(&config)
+        try services.store.createVM(vmid: vmid, config: config)
+        let vms = services.vms, created = config
+        let upid = try services.tasks.start(type: "qmcreate", id: String(vmid), user: context.user) { log in
+            log("created VM \(vmid) (engine \(created["engine"] ?? "qemu"))")
+            for key in created.keys.sorted() where VMConfigSchema.diskBuses.keys.contains(where: { VMConfigSchema.indexed(key, prefix: $0) != nil }) {
+                if let volume = created[key]?.split(separator: ",").first, !volume.hasPrefix("/") {
+                    log("note: \(key): storage for '\(volume)' is not available yet; the disk is recorded but not allocated")
+                }
+            }
+            if start == true { try await vms.start(vmid, log: log) }
+        }
+        return envelope(upid)
+    }
+
+    func config(_ context: APIContext) throws -> Response {
+        _ = try services.checkNode(context)
+        let vmid = try services.vmid(context)
+        try context.require("VM.Audit", on: "/vms/\(vmid)")
+        guard let record = try services.store.vm(vmid) else { throw StoreError.noSuchVM(vmid) }
+        var data: [String: Any] = [:]
+        for (key, value) in record.config {
+            data[key] = Self.numericKeys.contains(key) ? (Int(value) as Any? ?? value) : value
+        }
+        data["digest"] = configDigest(record.config)
+        return envelope(data)
+    }
+
+    /// `PUT` (synchronous, `data: null`) and `POST` (a `qmconfig` task) `…/config` [`digest`, `delete`].
+    func update(_ context: APIContext, asTask: Bool) throws -> Response {
+        _ = try services.checkNode(context)
+        let vmid = try services.vmid(context)
+        try context.require("VM.Config.Options", on: "/vms/\(vmid)")
+        let changes = try validated(context.params, dropping: Self.updateOnly)
+        let deletions = (context.params["delete"] ?? "").split(whereSeparator: { ", ;".contains($0) }).map(String.init)
+        var errors: [String: String] = [:]
+        for key in deletions where VMConfigSchema.check(for: key) == nil { errors["delete"] = "invalid configuration ID '\(key)'" }
+        for key in deletions where changes[key] != nil { errors[key] = "unable to delete and set '\(key)' in one request" }
+        if !errors.isEmpty { throw APIError.parameters(errors) }
+        try services.store.updateVM(vmid: vmid, expectedDigest: context.params["digest"]) { config in
+            for key in deletions { config.removeValue(forKey: key) }
+            config.merge(changes) { _, new in new }
+            VMConfigSchema.assignMACs(&config)
+        }
+        guard asTask else { return envelope(nil) }
+        let summary = (changes.keys.sorted().map { "\($0): \(changes[$0]!)" } + deletions.map { "delete \($0)" })
+        let upid = try services.tasks.start(type: "qmconfig", id: String(vmid), user: context.user) { log in
+            for line in summary { log("update VM \(vmid): \(line)") }
+        }
+        return envelope(upid)
+    }
+
+    func current(_ context: APIContext) throws -> Response {
+        _ = try services.checkNode(context)
+        let vmid = try services.vmid(context)
+        try context.require("VM.Audit", on: "/vms/\(vmid)")
+        guard let record = try services.store.vm(vmid) else { throw StoreError.noSuchVM(vmid) }
+        var data = services.vmSummary(record)
+        data["qmpstatus"] = data["status"]
+        data["ha"] = ["managed": 0]
+        if let agent = record.config["agent"], agent.hasPrefix("1") || agent.hasPrefix("enabled=1") { data["agent"] = 1 }
+        if let lastExit = record.lastExit, record.process == nil { data["vireo-lastexit"] = lastExit }
+        if let paused = pausedFlag(record), paused { data["qmpstatus"] = "paused" }
+        return envelope(data)
+    }
+
+    /// Whether a running VM is paused, as recorded by the last suspend/resume (no engine call on the request path).
+    private func pausedFlag(_ record: VMRecord) -> Bool? {
+        guard record.process?.isAlive == true else { return nil }
+        return record.lastExit == "paused"
+    }
+
+    func power(_ context: APIContext) throws -> Response {
+        _ = try services.checkNode(context)
+        let vmid = try services.vmid(context)
+        let action = try context.parameters.require("action")
+        let types = ["start": "qmstart", "stop": "qmstop", "shutdown": "qmshutdown", "reboot": "qmreboot",
+                     "suspend": "qmsuspend", "resume": "qmresume"]
+        guard let type = types[action] else { throw APIError(501, "Method 'POST /nodes/\(services.node)/qemu/\(vmid)/status/\(action)' not implemented") }
+        try context.require("VM.PowerMgmt", on: "/vms/\(vmid)")
+        guard try services.store.vm(vmid) != nil else { throw StoreError.noSuchVM(vmid) }
+        var errors: [String: String] = [:]
+        let timeout = context.params["timeout"].map { Int($0) } ?? 60
+        if timeout == nil || timeout! < 0 { errors["timeout"] = "type check ('integer') failed - got '\(context.params["timeout"] ?? "")'" }
+        let forceStop = parseBool(context.params["forceStop"] ?? "0")
+        if forceStop == nil { errors["forceStop"] = "type check ('boolean') failed - got '\(context.params["forceStop"] ?? "")'" }
+        if !errors.isEmpty { throw APIError.parameters(errors) }
+        let seconds = Duration.seconds(timeout ?? 60)
+        let vms = services.vms, store = services.store
+        let upid = try services.tasks.start(type: type, id: String(vmid), user: context.user) { log in
+            switch action {
+            case "start": try await vms.start(vmid, log: log)
+            case "stop": try await vms.stop(vmid, timeout: .seconds(min(timeout ?? 10, 10)), log: log)
+            case "shutdown": try await vms.shutdown(vmid, timeout: seconds, forceStop: forceStop ?? false, log: log)
+            case "reboot":
+                try await vms.shutdown(vmid, timeout: seconds, forceStop: true, log: log)
+                try await vms.start(vmid, log: log)
+            case "suspend":
+                try await vms.pause(vmid, resume: false, log: log)
+                if let process = try store.vm(vmid)?.process { try store.setProcess(vmid: vmid, process: process, lastExit: "paused") }
+            default:
+                try await vms.pause(vmid, resume: true, log: log)
+                if let process = try store.vm(vmid)?.process { try store.setProcess(vmid: vmid, process: process, lastExit: nil) }
+            }
+        }
+        return envelope(upid)
+    }
+
+    func destroy(_ context: APIContext) throws -> Response {
+        _ = try services.checkNode(context)
+        let vmid = try services.vmid(context)
+        try context.require("VM.Allocate", on: "/vms/\(vmid)")
+        guard let record = try services.store.vm(vmid) else { throw StoreError.noSuchVM(vmid) }
+        if record.process?.isAlive == true { throw APIError(500, "VM \(vmid) is running - destroy failed") }
+        let vms = services.vms
+        let upid = try services.tasks.start(type: "qmdestroy", id: String(vmid), user: context.user) { log in
+            try await vms.destroy(vmid, log: log)
+        }
+        return envelope(upid)
+    }
+}

@@ -1,0 +1,174 @@
+import Foundation
+import GRDB
+import VireoEngines
+
+/// ``Store`` on SQLite (GRDB), one file in the data directory, schema by migrations.
+public final class SQLiteStore: Store {
+    private let queue: DatabaseQueue
+
+    public init(path: String) throws {
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(5)
+        queue = try DatabaseQueue(path: path, configuration: configuration)
+        try Self.migrator.migrate(queue)
+    }
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE user (userid TEXT PRIMARY KEY NOT NULL, password_hash TEXT NOT NULL);
+                CREATE TABLE token (userid TEXT NOT NULL REFERENCES user(userid) ON DELETE CASCADE, tokenid TEXT NOT NULL,
+                    secret_hash TEXT NOT NULL, privsep INTEGER NOT NULL, comment TEXT NOT NULL DEFAULT '',
+                    PRIMARY KEY (userid, tokenid));
+                CREATE TABLE vm (vmid INTEGER PRIMARY KEY NOT NULL, config TEXT NOT NULL, process TEXT, last_exit TEXT);
+                CREATE TABLE task (upid TEXT PRIMARY KEY NOT NULL, node TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL,
+                    user TEXT NOT NULL, start_time INTEGER NOT NULL, end_time INTEGER, exit_status TEXT);
+                CREATE INDEX task_start ON task(start_time);
+                CREATE TABLE task_log (upid TEXT NOT NULL REFERENCES task(upid) ON DELETE CASCADE, n INTEGER NOT NULL,
+                    text TEXT NOT NULL, PRIMARY KEY (upid, n));
+                """)
+        }
+        return migrator
+    }
+
+    private static func encode<T: Encodable>(_ value: T) throws -> String {
+        String(decoding: try JSONEncoder().encode(value), as: UTF8.self)
+    }
+
+    private static func decode<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
+        try JSONDecoder().decode(type, from: Data(text.utf8))
+    }
+
+    public func user(_ userid: String) throws -> UserRecord? {
+        try queue.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM user WHERE userid = ?", arguments: [userid]).map {
+                UserRecord(userid: $0["userid"], passwordHash: $0["password_hash"])
+            }
+        }
+    }
+
+    public func putUser(_ user: UserRecord) throws {
+        try queue.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO user (userid, password_hash) VALUES (?, ?)",
+                           arguments: [user.userid, user.passwordHash])
+        }
+    }
+
+    public func token(userid: String, tokenid: String) throws -> TokenRecord? {
+        try queue.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM token WHERE userid = ? AND tokenid = ?", arguments: [userid, tokenid]).map {
+                TokenRecord(userid: $0["userid"], tokenid: $0["tokenid"], secretHash: $0["secret_hash"],
+                            privsep: $0["privsep"], comment: $0["comment"])
+            }
+        }
+    }
+
+    public func putToken(_ token: TokenRecord) throws {
+        try queue.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO token (userid, tokenid, secret_hash, privsep, comment) VALUES (?, ?, ?, ?, ?)",
+                           arguments: [token.userid, token.tokenid, token.secretHash, token.privsep, token.comment])
+        }
+    }
+
+    private static func vmRecord(_ row: Row) throws -> VMRecord {
+        let process: String? = row["process"]
+        return VMRecord(vmid: row["vmid"], config: try decode([String: String].self, row["config"]),
+                        process: try process.map { try decode(VMProcess.self, $0) }, lastExit: row["last_exit"])
+    }
+
+    public func vm(_ vmid: Int) throws -> VMRecord? {
+        try queue.read { db in try Row.fetchOne(db, sql: "SELECT * FROM vm WHERE vmid = ?", arguments: [vmid]).map(Self.vmRecord) }
+    }
+
+    public func vms() throws -> [VMRecord] {
+        try queue.read { db in try Row.fetchAll(db, sql: "SELECT * FROM vm ORDER BY vmid").map(Self.vmRecord) }
+    }
+
+    public func createVM(vmid: Int, config: [String: String]) throws {
+        try queue.write { db in
+            guard try Int.fetchOne(db, sql: "SELECT 1 FROM vm WHERE vmid = ?", arguments: [vmid]) == nil else {
+                throw StoreError.duplicateVM(vmid)
+            }
+            try db.execute(sql: "INSERT INTO vm (vmid, config) VALUES (?, ?)", arguments: [vmid, try Self.encode(config)])
+        }
+    }
+
+    public func updateVM(vmid: Int, expectedDigest: String?, _ change: (inout [String: String]) throws -> Void) throws {
+        try queue.write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT config FROM vm WHERE vmid = ?", arguments: [vmid]) else {
+                throw StoreError.noSuchVM(vmid)
+            }
+            var config = try Self.decode([String: String].self, row["config"])
+            if let expectedDigest, !expectedDigest.isEmpty, expectedDigest != configDigest(config) { throw StoreError.digestMismatch }
+            try change(&config)
+            try db.execute(sql: "UPDATE vm SET config = ? WHERE vmid = ?", arguments: [try Self.encode(config), vmid])
+        }
+    }
+
+    public func setProcess(vmid: Int, process: VMProcess?, lastExit: String?) throws {
+        try queue.write { db in
+            try db.execute(sql: "UPDATE vm SET process = ?, last_exit = ? WHERE vmid = ?",
+                           arguments: [try process.map(Self.encode), lastExit, vmid])
+            guard db.changesCount == 1 else { throw StoreError.noSuchVM(vmid) }
+        }
+    }
+
+    public func deleteVM(vmid: Int) throws {
+        try queue.write { db in
+            try db.execute(sql: "DELETE FROM vm WHERE vmid = ?", arguments: [vmid])
+            guard db.changesCount == 1 else { throw StoreError.noSuchVM(vmid) }
+        }
+    }
+
+    public func createTask(_ task: TaskRecord) throws {
+        try queue.write { db in
+            try db.execute(sql: "INSERT INTO task (upid, node, type, id, user, start_time) VALUES (?, ?, ?, ?, ?, ?)",
+                           arguments: [task.upid, task.node, task.type, task.id, task.user, task.startTime])
+        }
+    }
+
+    public func appendTaskLog(upid: String, line: String) throws {
+        try queue.write { db in
+            let next = try Int.fetchOne(db, sql: "SELECT COALESCE(MAX(n), 0) + 1 FROM task_log WHERE upid = ?", arguments: [upid]) ?? 1
+            try db.execute(sql: "INSERT INTO task_log (upid, n, text) VALUES (?, ?, ?)", arguments: [upid, next, line])
+        }
+    }
+
+    public func finishTask(upid: String, exitStatus: String, endTime: Int) throws {
+        try queue.write { db in
+            try db.execute(sql: "UPDATE task SET exit_status = ?, end_time = ? WHERE upid = ?", arguments: [exitStatus, endTime, upid])
+        }
+    }
+
+    private static func taskRecord(_ row: Row) -> TaskRecord {
+        TaskRecord(upid: row["upid"], node: row["node"], type: row["type"], id: row["id"], user: row["user"],
+                   startTime: row["start_time"], endTime: row["end_time"], exitStatus: row["exit_status"])
+    }
+
+    public func task(_ upid: String) throws -> TaskRecord? {
+        try queue.read { db in try Row.fetchOne(db, sql: "SELECT * FROM task WHERE upid = ?", arguments: [upid]).map(Self.taskRecord) }
+    }
+
+    public func tasks(limit: Int) throws -> [TaskRecord] {
+        try queue.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM task ORDER BY start_time DESC, rowid DESC LIMIT ?", arguments: [limit]).map(Self.taskRecord)
+        }
+    }
+
+    public func taskLog(upid: String, start: Int, limit: Int) throws -> (lines: [String], total: Int) {
+        try queue.read { db in
+            let total = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM task_log WHERE upid = ?", arguments: [upid]) ?? 0
+            let lines = try String.fetchAll(db, sql: "SELECT text FROM task_log WHERE upid = ? ORDER BY n LIMIT ? OFFSET ?",
+                                            arguments: [upid, limit, start])
+            return (lines, total)
+        }
+    }
+
+    public func abandonRunningTasks(endTime: Int) throws {
+        try queue.write { db in
+            try db.execute(sql: "UPDATE task SET exit_status = 'unexpected status', end_time = ? WHERE exit_status IS NULL",
+                           arguments: [endTime])
+        }
+    }
+}

@@ -1,0 +1,142 @@
+import Foundation
+import Logging
+import VireoEngines
+import VireoSystem
+
+/// Runs VMs through their engines and keeps the store's view of each VM's process true:
+/// VMs run in their own sessions and outlive vireod; a restarted vireod re-adopts the live ones
+/// (pid alive and /proc start time unchanged) and notices the ones that ended on their own.
+final class VMManager: Sendable {
+    let store: any Store
+    let runDirectory: String
+    let engines: [String: any VMEngine]
+    let queue = VMQueue()
+    let logger: Logger
+
+    init(store: any Store, runDirectory: String, engines: [String: any VMEngine], logger: Logger) {
+        self.store = store
+        self.runDirectory = runDirectory
+        self.engines = engines
+        self.logger = logger
+    }
+
+    func engine(for config: [String: String]) throws -> any VMEngine {
+        let name = config["engine"] ?? "qemu"
+        guard let engine = engines[name] else { throw EngineError("engine '\(name)' is not available") }
+        return engine
+    }
+
+    func record(_ vmid: Int) throws -> VMRecord {
+        guard let record = try store.vm(vmid) else { throw StoreError.noSuchVM(vmid) }
+        return record
+    }
+
+    /// The live process of a VM, nil when it is not running.
+    func liveProcess(_ vmid: Int) throws -> VMProcess? {
+        guard let process = try record(vmid).process, process.isAlive else { return nil }
+        return process
+    }
+
+    func start(_ vmid: Int, log: TaskLog) async throws {
+        try await queue.run(vmid) { [self] in
+            let record = try record(vmid)
+            if let process = record.process, process.isAlive { throw EngineError("VM \(vmid) already running") }
+            let engine = try engine(for: record.config)
+            let spec = VMConfigSchema.spec(vmid: vmid, config: record.config)
+            log("starting VM \(vmid) with engine \(engine.name)")
+            let process = try await engine.start(spec, runDirectory: "\(runDirectory)/\(vmid)", log: { log($0) })
+            try store.setProcess(vmid: vmid, process: process, lastExit: nil)
+            log("VM \(vmid) started: pid \(process.pid)")
+        }
+    }
+
+    func stop(_ vmid: Int, timeout: Duration = .seconds(10), log: TaskLog) async throws {
+        try await queue.run(vmid) { [self] in
+            let record = try record(vmid)
+            guard let process = record.process, process.isAlive else {
+                try store.setProcess(vmid: vmid, process: nil, lastExit: record.lastExit)
+                log("VM \(vmid) is not running")
+                return
+            }
+            try await engine(for: record.config).stop(process, timeout: timeout, log: { log($0) })
+            try store.setProcess(vmid: vmid, process: nil, lastExit: "stopped")
+            log("VM \(vmid) stopped")
+        }
+    }
+
+    func shutdown(_ vmid: Int, timeout: Duration, forceStop: Bool, log: TaskLog) async throws {
+        try await queue.run(vmid) { [self] in
+            let record = try record(vmid)
+            guard let process = record.process, process.isAlive else {
+                try store.setProcess(vmid: vmid, process: nil, lastExit: record.lastExit)
+                log("VM \(vmid) is not running")
+                return
+            }
+            let engine = try engine(for: record.config)
+            log("asking the guest to power off")
+            if try await engine.shutdown(process, timeout: timeout, log: { log($0) }) {
+                try store.setProcess(vmid: vmid, process: nil, lastExit: "shutdown")
+                return
+            }
+            guard forceStop else { throw EngineError("VM quit/powerdown failed - got timeout") }
+            log("WARN: the guest did not power off in time: stopping it")
+            try await engine.stop(process, timeout: .seconds(10), log: { log($0) })
+            try store.setProcess(vmid: vmid, process: nil, lastExit: "stopped")
+        }
+    }
+
+    func pause(_ vmid: Int, resume: Bool, log: TaskLog) async throws {
+        try await queue.run(vmid) { [self] in
+            let record = try record(vmid)
+            guard let process = record.process, process.isAlive else { throw EngineError("VM \(vmid) not running") }
+            let engine = try engine(for: record.config)
+            if resume { try await engine.resume(process) } else { try await engine.pause(process) }
+            log(resume ? "VM \(vmid) resumed" : "VM \(vmid) paused")
+        }
+    }
+
+    func destroy(_ vmid: Int, log: TaskLog) async throws {
+        try await queue.run(vmid) { [self] in
+            let record = try record(vmid)
+            if let process = record.process, process.isAlive { throw EngineError("VM \(vmid) is running - destroy failed") }
+            try store.deleteVM(vmid: vmid)
+            try? FileManager.default.removeItem(atPath: "\(runDirectory)/\(vmid)")
+            log("destroyed VM \(vmid)")
+        }
+    }
+
+    /// One pass over the VMs the store believes are running: reaps our exited children and records
+    /// VMs whose process is gone (exited on its own, or killed while vireod was down).
+    func reconcile() async {
+        guard let records = try? store.vms() else { return }
+        for record in records {
+            guard let process = record.process else { continue }
+            let code = ProcessControl.reap(process.pid)
+            guard code != nil || !process.isAlive else { continue }
+            _ = try? await queue.run(record.vmid) { [self] in
+                // Re-check under the VM's queue: a stop or start may have changed the record meanwhile.
+                guard let current = try store.vm(record.vmid), current.process == process, !process.isAlive else { return }
+                let how = code.map { "exited with code \($0)" } ?? "exited"
+                logger.notice("VM \(record.vmid) (pid \(process.pid)) \(how)")
+                try store.setProcess(vmid: record.vmid, process: nil, lastExit: how)
+            }
+        }
+    }
+
+    /// Logs which running VMs were re-adopted at startup.
+    func adopt() async {
+        for record in (try? store.vms()) ?? [] {
+            guard let process = record.process else { continue }
+            if process.isAlive { logger.notice("re-adopted VM \(record.vmid) (pid \(process.pid))") }
+        }
+        await reconcile()
+    }
+
+    /// Polls forever (a VM may not be our child, so waitpid cannot tell us when it ends).
+    func monitor() async {
+        while !Task.isCancelled {
+            await reconcile()
+            try? await Task.sleep(for: .milliseconds(500))
+        }
+    }
+}

@@ -1,0 +1,121 @@
+import Foundation
+import VireoSystem
+
+/// Runs a VM under `qemu-system-x86_64`, driven through QMP on a unix socket.
+public struct QEMUEngine: VMEngine {
+    public let name = "qemu"
+    public let executable: String
+    public let accelerator: Accelerator
+
+    public enum Accelerator: String, Sendable {
+        case kvm, tcg
+    }
+
+    public init(executable: String? = nil, accelerator: Accelerator? = nil) {
+        self.executable = executable ?? locateExecutable("qemu-system-x86_64", environment: "VIREO_QEMU") ?? "qemu-system-x86_64"
+        self.accelerator = accelerator ?? QEMUEngine.detectAccelerator()
+    }
+
+    /// KVM only where the CPU has VT-x/AMD-V and /dev/kvm is not PVM's (which cannot run ordinary guests at speed).
+    public static func detectAccelerator(cpuinfo: String? = ProcessControl.readSmallFile("/proc/cpuinfo"),
+                                         pvmLoaded: Bool = FileManager.default.fileExists(atPath: "/sys/module/kvm_pvm"),
+                                         kvmDevice: Bool = FileManager.default.isWritableFile(atPath: "/dev/kvm")) -> Accelerator {
+        guard kvmDevice, !pvmLoaded, let cpuinfo else { return .tcg }
+        let flags = cpuinfo.split(separator: "\n").first { $0.hasPrefix("flags") } ?? ""
+        let words = Set(flags.split(separator: " ").map(String.init))
+        return words.contains("vmx") || words.contains("svm") ? .kvm : .tcg
+    }
+
+    /// QEMU's command line for `spec` (pure: unit-tested).
+    public func arguments(for spec: VMSpec, qmp: String, serial: String, vnc: String? = nil) -> [String] {
+        var arguments = [
+            "-name", "\(spec.name),debug-threads=on",
+            "-machine", "pc,accel=\(accelerator.rawValue)",
+            "-m", "\(spec.memoryMiB)",
+            "-smp", "\(spec.cores * spec.sockets),sockets=\(spec.sockets),cores=\(spec.cores)",
+            "-nodefaults", "-no-user-config",
+            "-qmp", "unix:\(qmp),server=on,wait=off",
+            "-serial", "unix:\(serial),server=on,wait=off",
+        ]
+        if accelerator == .kvm { arguments += ["-cpu", "host"] }
+        arguments += vnc.map { ["-vnc", "unix:\($0)", "-vga", "std"] } ?? ["-display", "none"]
+        if let kernel = spec.kernel {
+            arguments += ["-kernel", kernel]
+            if let initrd = spec.initrd { arguments += ["-initrd", initrd] }
+            if let cmdline = spec.cmdline { arguments += ["-append", cmdline] }
+        }
+        for nic in spec.nics {
+            let model = ["virtio": "virtio-net-pci", "e1000": "e1000", "rtl8139": "rtl8139", "vmxnet3": "vmxnet3"][nic.model] ?? "virtio-net-pci"
+            arguments += ["-netdev", "user,id=net\(nic.index)",
+                          "-device", "\(model),netdev=net\(nic.index),mac=\(nic.mac),romfile="]
+        }
+        for disk in spec.disks where disk.volume.hasPrefix("/") {
+            let interface = disk.bus == "virtio" ? "virtio" : (disk.bus == "ide" ? "ide" : "scsi")
+            let format = disk.volume.hasSuffix(".qcow2") ? "qcow2" : "raw"
+            arguments += ["-drive", "file=\(disk.volume),if=\(interface),format=\(format),id=drive-\(disk.key)"]
+        }
+        return arguments
+    }
+
+    public func start(_ spec: VMSpec, runDirectory: String, log: EngineLog) async throws -> VMProcess {
+        let qmpPath = runDirectory + "/qmp.sock", serial = runDirectory + "/serial.sock"
+        if accelerator == .tcg {
+            // Not PVE's "WARN:" prefix: that turns exitstatus into "WARNINGS: n", which Ansible 10.x treats as failure.
+            log("warning: KVM is not usable on this host (no vmx/svm, or a PVM /dev/kvm): running under TCG, slowly")
+        }
+        for nic in spec.nics { log("net\(nic.index): bridges are not available yet; using user-mode networking") }
+        for disk in spec.disks where !disk.volume.hasPrefix("/") {
+            log("note: \(disk.key): storage '\(disk.volume)' is not available yet; disk not attached")
+        }
+        let process = try await launch(executable: executable, arguments: arguments(for: spec, qmp: qmpPath, serial: serial),
+                                       runDirectory: runDirectory, socket: qmpPath, serial: serial, log: log)
+        do {
+            _ = try await qmp(process, "query-status")
+        } catch {
+            await kill(process, log: log)
+            throw EngineError("QMP handshake failed: \(error)")
+        }
+        return process
+    }
+
+    /// One QMP exchange on a fresh connection: greeting, qmp_capabilities, then `command`.
+    private func qmp(_ process: VMProcess, _ command: String) async throws -> [String: Any] {
+        let path = process.controlSocket
+        let reply = try await offPool { () -> [String: AnySendable] in
+            let socket = try LineSocket(path: path)
+            let greeting = try socket.receive()
+            guard greeting["QMP"] != nil else { throw EngineError("no QMP greeting on \(path)") }
+            _ = try socket.command(#"{"execute":"qmp_capabilities"}"#)
+            return try socket.command(#"{"execute":"\#(command)"}"#).mapValues { AnySendable($0) }
+        }
+        return reply.mapValues(\.value)
+    }
+
+    public func stop(_ process: VMProcess, timeout: Duration, log: EngineLog) async throws {
+        guard process.isAlive else { return }
+        do { _ = try await qmp(process, "quit") } catch { log("QMP quit: \(error)") }
+        if await waitForExit(process, timeout: timeout) { return }
+        await kill(process, log: log)
+    }
+
+    public func shutdown(_ process: VMProcess, timeout: Duration, log: EngineLog) async throws -> Bool {
+        guard process.isAlive else { return true }
+        _ = try await qmp(process, "system_powerdown")
+        return await waitForExit(process, timeout: timeout)
+    }
+
+    public func pause(_ process: VMProcess) async throws { _ = try await qmp(process, "stop") }
+    public func resume(_ process: VMProcess) async throws { _ = try await qmp(process, "cont") }
+
+    public func status(_ process: VMProcess) async -> VMRunState {
+        guard process.isAlive else { return .stopped }
+        guard let reply = try? await qmp(process, "query-status"), let body = reply["return"] as? [String: Any] else { return .running }
+        return (body["status"] as? String) == "paused" ? .paused : .running
+    }
+
+    public func stats(_ process: VMProcess) async throws -> [String: Int] {
+        let reply = try await qmp(process, "query-status")
+        let running = ((reply["return"] as? [String: Any])?["running"] as? Bool) ?? false
+        return ["running": running ? 1 : 0]
+    }
+}

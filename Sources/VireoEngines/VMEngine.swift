@@ -1,0 +1,158 @@
+import Foundation
+import VireoSystem
+
+/// What an engine needs to run a VM, already validated by the control plane.
+public struct VMSpec: Sendable, Equatable {
+    public var vmid: Int
+    public var name: String
+    public var memoryMiB: Int
+    public var cores: Int
+    public var sockets: Int
+    public var kernel: String?
+    public var initrd: String?
+    public var cmdline: String?
+    /// A flat binary for `vireo-vmm --raw` (tiny test and teaching guests).
+    public var raw: RawImage?
+    public var nics: [NIC]
+    public var disks: [Disk]
+
+    public struct RawImage: Sendable, Equatable {
+        public enum Mode: String, Sendable { case real, long }
+        public var path: String
+        public var mode: Mode
+        public init(path: String, mode: Mode) { self.path = path; self.mode = mode }
+    }
+
+    public struct NIC: Sendable, Equatable {
+        public var index: Int
+        public var model: String
+        public var mac: String
+        public init(index: Int, model: String, mac: String) { self.index = index; self.model = model; self.mac = mac }
+    }
+
+    public struct Disk: Sendable, Equatable {
+        public var key: String
+        public var bus: String
+        public var volume: String
+        public init(key: String, bus: String, volume: String) { self.key = key; self.bus = bus; self.volume = volume }
+    }
+
+    public init(vmid: Int, name: String, memoryMiB: Int, cores: Int, sockets: Int, kernel: String? = nil, initrd: String? = nil,
+                cmdline: String? = nil, raw: RawImage? = nil, nics: [NIC] = [], disks: [Disk] = []) {
+        self.vmid = vmid; self.name = name; self.memoryMiB = memoryMiB; self.cores = cores; self.sockets = sockets
+        self.kernel = kernel; self.initrd = initrd; self.cmdline = cmdline; self.raw = raw; self.nics = nics; self.disks = disks
+    }
+}
+
+/// A running VM process as the control plane records it, enough to find it again after a daemon restart.
+public struct VMProcess: Codable, Sendable, Equatable {
+    public var engine: String
+    public var pid: Int32
+    /// Start time in clock ticks since boot (/proc/PID/stat field 22): tells the VM from a reused pid.
+    public var startTicks: UInt64
+    /// QMP socket (qemu) or control socket (vireo).
+    public var controlSocket: String
+    public var serialSocket: String
+    /// Wall-clock start, epoch seconds.
+    public var startedAt: Int
+
+    public init(engine: String, pid: Int32, startTicks: UInt64, controlSocket: String, serialSocket: String, startedAt: Int) {
+        self.engine = engine; self.pid = pid; self.startTicks = startTicks
+        self.controlSocket = controlSocket; self.serialSocket = serialSocket; self.startedAt = startedAt
+    }
+
+    /// True while the recorded process is alive (and not a reused pid).
+    public var isAlive: Bool { ProcessControl.isAlive(pid, startTime: startTicks) }
+}
+
+public enum VMRunState: String, Sendable, Codable {
+    case running, paused, stopped
+}
+
+public struct EngineError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Task-log sink: engines report what they decided (accelerator, skipped devices) line by line.
+public typealias EngineLog = @Sendable (String) -> Void
+
+/// The one interface the control plane drives; nothing above it knows which engine runs a VM.
+public protocol VMEngine: Sendable {
+    var name: String { get }
+    /// Starts the VM in its own session so it outlives the daemon; `runDirectory` holds its sockets and log.
+    func start(_ spec: VMSpec, runDirectory: String, log: EngineLog) async throws -> VMProcess
+    /// Ends the VM now (QMP quit / control `stop`, then SIGKILL after `timeout`).
+    func stop(_ process: VMProcess, timeout: Duration, log: EngineLog) async throws
+    /// Asks the guest to power off; returns false when it is still running after `timeout`.
+    func shutdown(_ process: VMProcess, timeout: Duration, log: EngineLog) async throws -> Bool
+    func pause(_ process: VMProcess) async throws
+    func resume(_ process: VMProcess) async throws
+    func status(_ process: VMProcess) async -> VMRunState
+    func stats(_ process: VMProcess) async throws -> [String: Int]
+}
+
+extension VMEngine {
+    /// Waits until the process is gone, polling /proc (the VM may not be our child); true if it ended in time.
+    func waitForExit(_ process: VMProcess, timeout: Duration) async -> Bool {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while clock.now < deadline {
+            _ = ProcessControl.reap(process.pid)
+            if !process.isAlive { return true }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        _ = ProcessControl.reap(process.pid)
+        return !process.isAlive
+    }
+
+    /// Sends SIGKILL if the process is still alive and waits for it to go.
+    func kill(_ process: VMProcess, log: EngineLog) async {
+        guard process.isAlive else { return }
+        log("killing pid \(process.pid)")
+        ProcessControl.signal(process.pid, SIGKILL)
+        _ = await waitForExit(process, timeout: .seconds(5))
+    }
+
+    /// Spawns `executable` detached and waits for `socket` to appear (the VMM listens on it).
+    func launch(executable: String, arguments: [String], runDirectory: String, socket: String, serial: String,
+                log: EngineLog) async throws -> VMProcess {
+        try FileManager.default.createDirectory(atPath: runDirectory, withIntermediateDirectories: true)
+        for path in [socket, serial] { try? FileManager.default.removeItem(atPath: path) }
+        let logPath = runDirectory + "/\(name).log"
+        log("exec: " + ([executable] + arguments).joined(separator: " "))
+        let pid = try ProcessControl.spawnDetached(executable: executable, arguments: arguments, logPath: logPath)
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(10)
+        var ticks: UInt64?
+        while clock.now < deadline {
+            if ticks == nil { ticks = ProcessControl.startTime(of: pid) }
+            if FileManager.default.fileExists(atPath: socket), let ticks {
+                return VMProcess(engine: name, pid: pid, startTicks: ticks, controlSocket: socket, serialSocket: serial,
+                                 startedAt: Int(Date().timeIntervalSince1970))
+            }
+            if let code = ProcessControl.reap(pid) {
+                let output = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+                throw EngineError("\(name) exited with code \(code) at start: \(output.suffix(800).trimmingCharacters(in: .whitespacesAndNewlines))")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        ProcessControl.signal(pid, SIGKILL)
+        _ = ProcessControl.reap(pid)
+        throw EngineError("\(name) did not open its control socket \(socket) within 10 s")
+    }
+}
+
+/// Finds a helper binary: an environment override, else next to the running executable, else on PATH.
+public func locateExecutable(_ name: String, environment variable: String) -> String? {
+    if let path = ProcessInfo.processInfo.environment[variable], !path.isEmpty { return path }
+    if let me = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
+        let candidate = URL(fileURLWithPath: me).deletingLastPathComponent().appendingPathComponent(name).path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+    }
+    for directory in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+        let candidate = "\(directory)/\(name)"
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+    }
+    return nil
+}

@@ -1,0 +1,82 @@
+import Foundation
+import VireoSystem
+
+/// Runs a VM under Vireo's own VMM: one `vireo-vmm` process per VM, driven through its control
+/// socket (`status`, `pause`, `resume`, `ctrl-alt-del`, `stop`, `stats`; one JSON reply per line).
+public struct VireoEngine: VMEngine {
+    public let name = "vireo"
+    public let executable: String
+
+    /// `executable` defaults to `$VIREO_VMM`, else the `vireo-vmm` next to the running binary, else PATH.
+    public init(executable: String? = nil) {
+        self.executable = executable ?? locateExecutable("vireo-vmm", environment: "VIREO_VMM") ?? "vireo-vmm"
+    }
+
+    /// vireo-vmm's arguments for `spec` (pure: unit-tested).
+    public func arguments(for spec: VMSpec, control: String, serial: String) throws -> [String] {
+        var arguments: [String]
+        if let raw = spec.raw {
+            arguments = ["--raw", raw.path, "--raw-mode", raw.mode.rawValue]
+        } else if let kernel = spec.kernel {
+            arguments = ["--kernel", kernel]
+            if let initrd = spec.initrd { arguments += ["--initrd", initrd] }
+            if let cmdline = spec.cmdline { arguments += ["--cmdline", cmdline] }
+        } else {
+            throw EngineError("engine vireo needs 'kernel' or 'raw' in the VM config")
+        }
+        arguments += ["--cpus", String(spec.cores * spec.sockets), "--memory", "\(spec.memoryMiB)M",
+                      "--serial", "unix:" + serial, "--control", "unix:" + control]
+        return arguments
+    }
+
+    public func start(_ spec: VMSpec, runDirectory: String, log: EngineLog) async throws -> VMProcess {
+        let control = runDirectory + "/control.sock", serial = runDirectory + "/serial.sock"
+        let arguments = try arguments(for: spec, control: control, serial: serial)
+        if !spec.nics.isEmpty || !spec.disks.isEmpty { log("note: the vireo engine does not attach network and disk devices yet") }
+        return try await launch(executable: executable, arguments: arguments, runDirectory: runDirectory,
+                                socket: control, serial: serial, log: log)
+    }
+
+    private func control(_ process: VMProcess, _ command: String) async throws -> [String: Any] {
+        let path = process.controlSocket
+        let reply = try await offPool { () -> [String: AnySendable] in
+            let socket = try LineSocket(path: path)
+            return (try socket.command(command)).mapValues { AnySendable($0) }
+        }
+        return reply.mapValues(\.value)
+    }
+
+    public func stop(_ process: VMProcess, timeout: Duration, log: EngineLog) async throws {
+        guard process.isAlive else { return }
+        do { _ = try await control(process, "stop") } catch { log("control socket: \(error)") }
+        if await waitForExit(process, timeout: timeout) { return }
+        await kill(process, log: log)
+    }
+
+    public func shutdown(_ process: VMProcess, timeout: Duration, log: EngineLog) async throws -> Bool {
+        guard process.isAlive else { return true }
+        // vireo-vmm has no ACPI power button yet: Ctrl-Alt-Del makes a Linux guest reboot, which ends vireo-vmm (exit 2).
+        _ = try await control(process, "ctrl-alt-del")
+        return await waitForExit(process, timeout: timeout)
+    }
+
+    public func pause(_ process: VMProcess) async throws { _ = try await control(process, "pause") }
+    public func resume(_ process: VMProcess) async throws { _ = try await control(process, "resume") }
+
+    public func status(_ process: VMProcess) async -> VMRunState {
+        guard process.isAlive else { return .stopped }
+        guard let reply = try? await control(process, "status"), let body = reply["return"] as? [String: Any] else { return .running }
+        return (body["state"] as? String) == "paused" ? .paused : .running
+    }
+
+    public func stats(_ process: VMProcess) async throws -> [String: Int] {
+        let reply = try await control(process, "stats")
+        return ((reply["return"] as? [String: Any]) ?? [:]).compactMapValues { ($0 as? NSNumber)?.intValue }
+    }
+}
+
+/// Carries a JSON value out of a detached thread (JSONSerialization values are immutable Foundation objects).
+struct AnySendable: @unchecked Sendable {
+    let value: Any
+    init(_ value: Any) { self.value = value }
+}

@@ -1,0 +1,148 @@
+import ArgumentParser
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import VireoAPI
+
+/// Where vireod is and how to authenticate (shared by `vireo api` and `vireo vm`).
+struct APIConnectionOptions: ParsableArguments {
+    @Option(help: "API base URL (default: $VIREO_URL, else http://127.0.0.1:8006).") var url: String?
+    @Option(help: "API token user@realm!tokenid=SECRET (default: $VIREO_TOKEN).") var token: String?
+    @Option(help: "User for a ticket login (default: $VIREO_USER, else root@pam).") var user: String?
+    @Option(help: "Password for a ticket login (default: $VIREO_PASSWORD).") var password: String?
+    @Option(help: "Output format: text or json.") var output: OutputFormat = .text
+
+    enum OutputFormat: String, ExpressibleByArgument { case text, json }
+
+    func client() throws -> APIClient {
+        let environment = ProcessInfo.processInfo.environment
+        var base = url ?? environment["VIREO_URL"] ?? "http://127.0.0.1:8006"
+        while base.hasSuffix("/") { base.removeLast() }
+        if !base.hasSuffix("/api2/json") { base += "/api2/json" }
+        let client = APIClient(base: base)
+        if let token = token ?? environment["VIREO_TOKEN"] {
+            client.token = token
+        } else if let password = password ?? environment["VIREO_PASSWORD"] {
+            try client.login(user: user ?? environment["VIREO_USER"] ?? "root@pam", password: password)
+        } else {
+            throw ValidationError("no credentials: pass --token or --password (or set VIREO_TOKEN / VIREO_PASSWORD)")
+        }
+        return client
+    }
+}
+
+struct APIClientError: Error, CustomStringConvertible {
+    var status: Int
+    var message: String
+    var errors: [String: String]
+    var description: String {
+        let details = errors.keys.sorted().map { "\n  \($0): \(errors[$0]!)" }.joined()
+        return "\(status) \(message.trimmingCharacters(in: .whitespacesAndNewlines))\(details)"
+    }
+}
+
+/// A small synchronous client for vireod's /api2/json (form-encoded writes, `{"data": …}` replies).
+final class APIClient: @unchecked Sendable {
+    // SAFETY (@unchecked): used from one thread (the CLI's).
+    let base: String
+    var token: String?
+    var ticket: String?
+    var csrf: String?
+
+    init(base: String) { self.base = base }
+
+    func login(user: String, password: String) throws {
+        let data = try call("POST", "/access/ticket", ["username": user, "password": password]) as? [String: Any]
+        ticket = data?["ticket"] as? String
+        csrf = data?["CSRFPreventionToken"] as? String
+    }
+
+    static func escape(_ text: String) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
+    }
+
+    /// Performs one call and returns `data` (nil for `data: null`); non-2xx throws ``APIClientError``.
+    func call(_ method: String, _ path: String, _ params: [String: String] = [:]) throws -> Any? {
+        let form = params.sorted { $0.key < $1.key }.map { "\(Self.escape($0.key))=\(Self.escape($0.value))" }.joined(separator: "&")
+        let hasBody = method == "POST" || method == "PUT"
+        var text = base + (path.hasPrefix("/") ? path : "/" + path)
+        if !hasBody, !form.isEmpty { text += "?" + form }
+        guard let url = URL(string: text) else { throw ValidationError("bad path \(path)") }
+        var request = URLRequest(url: url)
+        request.httpMethod = method
+        request.httpShouldHandleCookies = false
+        if hasBody {
+            request.setValue("application/x-www-form-urlencoded", forHTTPHeaderField: "Content-Type")
+            request.httpBody = Data(form.utf8)
+        }
+        if let token {
+            request.setValue("PVEAPIToken=\(token)", forHTTPHeaderField: "Authorization")
+        } else if let ticket {
+            request.setValue("PVEAuthCookie=\(ticket)", forHTTPHeaderField: "Cookie")
+            if method != "GET", let csrf { request.setValue(csrf, forHTTPHeaderField: "CSRFPreventionToken") }
+        }
+        let result = Locked<(Data?, URLResponse?, Error?)>((nil, nil, nil))
+        let done = DispatchSemaphore(value: 0)
+        URLSession.shared.dataTask(with: request) { data, response, error in
+            result.set((data, response, error))
+            done.signal()
+        }.resume()
+        done.wait()
+        let (data, response, error) = result.get()
+        if let error { throw ValidationError("\(method) \(text): \(error.localizedDescription)") }
+        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        let body = data.flatMap { try? JSONSerialization.jsonObject(with: $0, options: .fragmentsAllowed) } as? [String: Any] ?? [:]
+        guard (200..<300).contains(status) else {
+            throw APIClientError(status: status, message: body["message"] as? String ?? HTTPURLResponse.localizedString(forStatusCode: status),
+                                 errors: body["errors"] as? [String: String] ?? [:])
+        }
+        return body["data"] is NSNull ? nil : body["data"]
+    }
+
+    /// The node to address: the first (only) one vireod reports.
+    func defaultNode() throws -> String {
+        guard let nodes = try call("GET", "/nodes") as? [[String: Any]], let node = nodes.first?["node"] as? String else {
+            throw ValidationError("vireod reported no nodes")
+        }
+        return node
+    }
+
+    /// Polls a task until it stops; throws with the log's tail unless it ended OK or with warnings.
+    func wait(_ node: String, _ upid: String, timeout: Double = 600) throws -> [String: Any] {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let status = try call("GET", "/nodes/\(node)/tasks/\(upid)/status") as? [String: Any] ?? [:]
+            if status["status"] as? String == "stopped" {
+                let exit = status["exitstatus"] as? String ?? "unexpected status"
+                if exit == "OK" || exit.hasPrefix("WARNINGS") { return status }
+                let log = try call("GET", "/nodes/\(node)/tasks/\(upid)/log", ["start": "0", "limit": "1000"]) as? [[String: Any]] ?? []
+                throw ValidationError("task failed: \(exit)\n" + log.compactMap { $0["t"] as? String }.suffix(20).joined(separator: "\n"))
+            }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        throw ValidationError("task \(upid) still running after \(Int(timeout)) s")
+    }
+}
+
+/// A value shared between the URLSession callback thread and the caller.
+final class Locked<Value>: @unchecked Sendable {
+    // SAFETY (@unchecked): every access holds `lock`.
+    private let lock = NSLock()
+    private var value: Value
+    init(_ value: Value) { self.value = value }
+    func set(_ newValue: Value) { lock.withLock { value = newValue } }
+    func get() -> Value { lock.withLock { value } }
+}
+
+/// Prints `data` as pretty JSON.
+func printJSON(_ value: Any?) {
+    guard let value else { print("null"); return }
+    if let data = try? JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .fragmentsAllowed]) {
+        print(String(decoding: data, as: UTF8.self))
+    } else {
+        print(value)
+    }
+}

@@ -1,0 +1,75 @@
+import Testing
+@testable import VireoEngines
+
+@Suite struct EngineCommandLineTests {
+    let spec = VMSpec(vmid: 100, name: "web", memoryMiB: 256, cores: 2, sockets: 1, kernel: "/boot/vmlinuz", initrd: "/boot/initrd",
+                      cmdline: "console=ttyS0", nics: [.init(index: 0, model: "virtio", mac: "BC:24:11:00:00:01")],
+                      disks: [.init(key: "scsi0", bus: "scsi", volume: "local-lvm:8"), .init(key: "virtio1", bus: "virtio", volume: "/img/a.qcow2")])
+
+    @Test func qemuCommandLineUnderTCG() {
+        let arguments = QEMUEngine(executable: "/usr/bin/qemu", accelerator: .tcg).arguments(for: spec, qmp: "/r/qmp.sock", serial: "/r/serial.sock")
+        let line = arguments.joined(separator: " ")
+        #expect(line.contains("-machine pc,accel=tcg"))
+        #expect(!line.contains("-cpu host"))
+        #expect(line.contains("-m 256"))
+        #expect(line.contains("-smp 2,sockets=1,cores=2"))
+        #expect(line.contains("-qmp unix:/r/qmp.sock,server=on,wait=off"))
+        #expect(line.contains("-serial unix:/r/serial.sock,server=on,wait=off"))
+        #expect(line.contains("-display none"))
+        #expect(line.contains("-kernel /boot/vmlinuz -initrd /boot/initrd -append console=ttyS0"))
+        #expect(line.contains("virtio-net-pci,netdev=net0,mac=BC:24:11:00:00:01"))
+        // Only volumes that are paths are attached; storage ids wait for the storage layer.
+        #expect(line.contains("file=/img/a.qcow2,if=virtio,format=qcow2"))
+        #expect(!line.contains("local-lvm"))
+    }
+
+    @Test func qemuUsesKVMAndHostCPUWhenAvailable() {
+        let line = QEMUEngine(executable: "q", accelerator: .kvm).arguments(for: spec, qmp: "q", serial: "s", vnc: "/r/vnc.sock").joined(separator: " ")
+        #expect(line.contains("accel=kvm"))
+        #expect(line.contains("-cpu host"))
+        #expect(line.contains("-vnc unix:/r/vnc.sock"))
+    }
+
+    @Test func acceleratorDetection() {
+        let vmx = "processor : 0\nflags : fpu vme vmx sse\n"
+        #expect(QEMUEngine.detectAccelerator(cpuinfo: vmx, pvmLoaded: false, kvmDevice: true) == .kvm)
+        #expect(QEMUEngine.detectAccelerator(cpuinfo: vmx, pvmLoaded: true, kvmDevice: true) == .tcg)
+        #expect(QEMUEngine.detectAccelerator(cpuinfo: vmx, pvmLoaded: false, kvmDevice: false) == .tcg)
+        #expect(QEMUEngine.detectAccelerator(cpuinfo: "flags : fpu sse\n", pvmLoaded: false, kvmDevice: true) == .tcg)
+    }
+
+    @Test func vireoCommandLine() throws {
+        let engine = VireoEngine(executable: "/bin/vireo-vmm")
+        let kernel = try engine.arguments(for: spec, control: "/r/c.sock", serial: "/r/s.sock")
+        #expect(kernel == ["--kernel", "/boot/vmlinuz", "--initrd", "/boot/initrd", "--cmdline", "console=ttyS0", "--cpus", "2",
+                           "--memory", "256M", "--serial", "unix:/r/s.sock", "--control", "unix:/r/c.sock"])
+        var raw = spec
+        raw.raw = .init(path: "/t/spin.bin", mode: .long)
+        #expect(try engine.arguments(for: raw, control: "c", serial: "s").prefix(4) == ["--raw", "/t/spin.bin", "--raw-mode", "long"])
+        var nothing = spec
+        nothing.kernel = nil
+        #expect(throws: EngineError.self) { try engine.arguments(for: nothing, control: "c", serial: "s") }
+    }
+
+    @Test func vireoEngineLaunchesAndStopsARawGuest() async throws {
+        let engine = VireoEngine()
+        guard FileManager.default.isExecutableFile(atPath: engine.executable),
+              FileManager.default.isWritableFile(atPath: "/dev/kvm") else { return }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vireo-engine-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        _ = FileManager.default.createFile(atPath: directory + "/spin.bin", contents: Data([0xEB, 0xFE]))
+        let guest = VMSpec(vmid: 1, name: "spin", memoryMiB: 16, cores: 1, sockets: 1, raw: .init(path: directory + "/spin.bin", mode: .real))
+        let process = try await engine.start(guest, runDirectory: directory, log: { _ in })
+        #expect(process.isAlive)
+        #expect(await engine.status(process) == .running)
+        try await engine.pause(process)
+        #expect(await engine.status(process) == .paused)
+        try await engine.resume(process)
+        try await engine.stop(process, timeout: .seconds(5), log: { _ in })
+        #expect(!process.isAlive)
+        #expect(await engine.status(process) == .stopped)
+    }
+}
+
+import Foundation
