@@ -24,7 +24,13 @@ public struct ArtifactBuilder: Sendable {
         self.host = host
         self.cache = ArtifactCache(root: host.cacheDirectory)
         self.vmmPath = vmmPath
-        self.companionBinaries = companionBinaries.filter { FileManager.default.isExecutableFile(atPath: $0) }
+        // The `vireo` CLI goes into lab hosts too (scenarios use `vireo img`, `vireo vmm control`):
+        // callers other than the CLI itself (the test harness) get the one built beside vireo-vmm.
+        var companions = companionBinaries
+        if companions.isEmpty, let vmmPath {
+            companions = [((vmmPath as NSString).deletingLastPathComponent as NSString).appendingPathComponent("vireo")]
+        }
+        self.companionBinaries = companions.filter { FileManager.default.isExecutableFile(atPath: $0) }
         self.log = log
     }
 
