@@ -460,6 +460,21 @@ public final class QCOW2Image: BlockImage, @unchecked Sendable {
         }
 
         // Allocate a cluster; copy what the write does not cover from the backing file (or zeros).
+        if !whole && (zero || backing == nil) {
+            let newHost = try allocateCluster() * cs
+            if newHost >= hostFileSize {
+                // Never written: past the end of the file the cluster reads as zeros already, so only the
+                // guest data is written (the file may end inside this last cluster, as the spec allows).
+                try writeHost(data, at: newHost + UInt64(within))
+            } else {
+                var full = [UInt8](repeating: 0, count: clusterSize)
+                full.replaceSubrange(within..<(within + data.count), with: data)
+                try writeHost(full[...], at: newHost)
+            }
+            needsBarrierBeforeL2 = true
+            try setEntry(newHost | Self.copied)
+            return
+        }
         var full: [UInt8]
         if whole {
             full = Array(data)
