@@ -46,32 +46,39 @@ extension QCOW2Image {
                 guard needed * 8 <= QCOW2Header.maxL1Bytes else {
                     throw ImageError(path, .invalidArgument, "size \(newSize) needs an L1 table beyond 32 MiB")
                 }
-                let newL1 = l1 + [UInt64](repeating: 0, count: Int(needed) - l1.count)
-                let clusters = ceilDiv(needed * 8, cs)
-                let offset = try allocateContiguous(clusters) * cs
-                try writeHost([UInt8](be64Entries: newL1), at: offset)
-                try writeBackRefcountBlocks()
-                try barrier()
-                var fields = [UInt8](repeating: 0, count: 12)
-                fields.setBE32(UInt32(needed), at: 0)
-                fields.setBE64(offset, at: 4)
-                try writeHost(fields, at: 36)
-                try barrier()
-                let oldOffset = header.l1TableOffset
-                let oldClusters = ceilDiv(UInt64(header.l1Size) * 8, cs)
-                header.l1TableOffset = offset
-                header.l1Size = UInt32(needed)
-                l1 = newL1
-                if oldClusters > 0 {
-                    for c in (oldOffset / cs)..<(oldOffset / cs + oldClusters) { try adjustRefcount(c, by: -1) }
-                }
-                rebuildMetadataClusters(try readSnapshotTable())
+                try growL1Table(to: needed)
             }
             try writeHost(.be64(newSize), at: 24)
             try barrier()
             header.size = newSize
             try flushMetadata()
         }
+    }
+
+    /// Moves the active L1 table to new clusters with `entries` entries (the new ones empty): new table,
+    /// barrier, header fields, barrier, then the old table's clusters are freed. Caller holds the lock.
+    func growL1Table(to entries: UInt64) throws(ImageError) {
+        let cs = UInt64(clusterSize)
+        let newL1 = l1 + [UInt64](repeating: 0, count: Int(entries) - l1.count)
+        let clusters = ceilDiv(entries * 8, cs)
+        let offset = try allocateContiguous(clusters) * cs
+        try writeHost([UInt8](be64Entries: newL1), at: offset)
+        try writeBackRefcountBlocks()
+        try barrier()
+        var fields = [UInt8](repeating: 0, count: 12)
+        fields.setBE32(UInt32(entries), at: 0)
+        fields.setBE64(offset, at: 4)
+        try writeHost(fields, at: 36)
+        try barrier()
+        let oldOffset = header.l1TableOffset
+        let oldClusters = ceilDiv(UInt64(header.l1Size) * 8, cs)
+        header.l1TableOffset = offset
+        header.l1Size = UInt32(entries)
+        l1 = newL1
+        if oldClusters > 0 {
+            for c in (oldOffset / cs)..<(oldOffset / cs + oldClusters) { try adjustRefcount(c, by: -1) }
+        }
+        rebuildMetadataClusters(try readSnapshotTable())
     }
 
     /// Allocates every guest cluster not yet allocated (metadata), writing zeros into them (full).

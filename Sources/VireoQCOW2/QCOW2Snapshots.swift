@@ -174,14 +174,18 @@ extension QCOW2Image {
                 throw ImageError(path, .invalidArgument, "snapshot '\(idOrName)' not found")
             }
             let snapshot = table[index]
-            if let diskSize = snapshot.diskSize, diskSize != header.size {
-                throw ImageError(path, .unsupported, "snapshot '\(idOrName)' has disk size \(diskSize), the image \(header.size): resize the image first")
+            // The disk takes the snapshot's size again (as qemu does), so the L1 table may have to grow.
+            let targetSize = snapshot.diskSize ?? header.size
+            guard targetSize <= UInt64(Int64.max) else {
+                throw ImageError(path, .invalid, "snapshot '\(idOrName)' has an invalid disk size \(targetSize)")
             }
-            guard snapshot.l1Size <= header.l1Size else {
-                throw ImageError(path, .unsupported, "snapshot '\(idOrName)' has a larger L1 table than the image")
+            let needed = max(UInt64(snapshot.l1Size), QCOW2Header.l1EntriesNeeded(size: targetSize, clusterBits: header.clusterBits))
+            guard needed * 8 <= QCOW2Header.maxL1Bytes else {
+                throw ImageError(path, .invalid, "snapshot '\(idOrName)' needs an L1 table beyond 32 MiB")
             }
             quiesceDataIO()
             try flushMetadata()
+            if needed > UInt64(header.l1Size) { try growL1Table(to: needed) }
             var newL1 = snapshot.l1Size == 0 ? []
                 : try file.read(at: snapshot.l1TableOffset, count: Int(snapshot.l1Size) * 8).be64Entries()
             newL1 = newL1.map { $0 & ~Self.copied } + [UInt64](repeating: 0, count: Int(header.l1Size - snapshot.l1Size))
@@ -195,6 +199,11 @@ extension QCOW2Image {
             l1 = newL1
             l1Dirty.removeAll()
             try adjustTree(oldL1, by: -1)
+            if targetSize != header.size {
+                try writeHost(.be64(targetSize), at: 24)
+                try barrier()
+                header.size = targetSize
+            }
             try updateCopiedFlags()
             try flushMetadata()
             rebuildMetadataClusters(table)
