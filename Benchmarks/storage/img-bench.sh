@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Compares `vireo img bench` with `qemu-img bench` (same flags, identical images) and `convert` of a
-# 1 GiB image. Prints seconds for each tool and the ratio vireo/qemu (below 1: Vireo is faster).
+# Compares `vireo img bench` with `qemu-img bench` (same flags, identical images) and `convert` of the
+# whole image. Prints seconds for each tool and the ratio vireo/qemu (below 1: Vireo is faster).
 #
 #   Benchmarks/storage/img-bench.sh [WORKDIR]
 #   VIREO=path/to/vireo  COUNT4K=20000  COUNT64K=8000  SIZE=1G  Benchmarks/storage/img-bench.sh
 #
 # Build Vireo first: swift build -c release --product vireo   (the default VIREO is .build/release/vireo).
 # WORKDIR must be on a file system that supports O_DIRECT (cache=none); not tmpfs.
+# Rows: 4 KiB "random" read/write and 64 KiB sequential read/write at depth 1 and 32 with cache=none
+# (O_DIRECT) and writeback; 4 KiB random writes to a fresh image (cluster allocation); convert
+# qcow2 -> raw and raw -> qcow2.
 set -euo pipefail
 
 VIREO=${VIREO:-.build/release/vireo}
@@ -22,28 +25,31 @@ command -v qemu-img >/dev/null || { echo "qemu-img not found (apt-get install qe
 [ -x "$VIREO" ] || { echo "vireo binary not found at $VIREO (set VIREO=...)" >&2; exit 1; }
 mkdir -p "$WORK"
 echo "work dir: $WORK   vireo: $VIREO   $(qemu-img --version | head -1)"
-echo "host: $(nproc) CPUs, $(uname -r)"
+echo "host: $(nproc) CPUs, $(uname -r), load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-# One prefilled qcow2 image (64 KiB clusters), copied for each tool so both start identical.
+# One prefilled qcow2 image (64 KiB clusters); each tool works on its own identical copy. The write
+# cases only overwrite allocated clusters, so the layout both tools see stays the same throughout.
 base="$WORK/base.qcow2"
 if [ ! -f "$base" ]; then
     qemu-img create -q -f qcow2 "$base" "$SIZE"
     qemu-io -f qcow2 -c "write -P 0x5a 0 $SIZE" "$base" >/dev/null
 fi
+cp --sparse=always "$base" "$WORK/q.qcow2"
+cp --sparse=always "$base" "$WORK/v.qcow2"
+sync
 
 seconds() { sed -n 's/^Run completed in \([0-9.]*\) seconds\./\1/p'; }
 now() { date +%s.%N; }
+ratio() { awk -v a="$2" -v b="$1" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+row() { printf "%-44s %10s %10s %8s\n" "$1" "$2" "$3" "$(ratio "$2" "$3")"; }
 
 printf "%-44s %10s %10s %8s\n" "case" "qemu-img" "vireo" "ratio"
 run_case() {  # name, bench args...
     local name=$1; shift
-    cp --sparse=always "$base" "$WORK/q.qcow2"
-    cp --sparse=always "$base" "$WORK/v.qcow2"
-    sync
     local q v
     q=$(qemu-img bench -f qcow2 "$@" "$WORK/q.qcow2" | seconds)
     v=$("$VIREO" img bench -f qcow2 "$@" "$WORK/v.qcow2" | seconds)
-    printf "%-44s %10s %10s %8s\n" "$name" "$q" "$v" "$(awk -v a="$v" -v b="$q" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')"
+    row "$name" "$q" "$v"
 }
 
 for cache in none writeback; do
@@ -55,15 +61,32 @@ for cache in none writeback; do
     done
 done
 
-# convert: qcow2 -> qcow2 and qcow2 -> raw of the full 1 GiB image.
-for out in qcow2 raw; do
-    rm -f "$WORK/q.out" "$WORK/v.out"
+# Cluster allocation: 4 KiB random writes into fresh (empty) images, one new cluster per request.
+for depth in 1 32; do
+    rm -f "$WORK/fq.qcow2" "$WORK/fv.qcow2"
+    qemu-img create -q -f qcow2 "$WORK/fq.qcow2" "$SIZE"
+    qemu-img create -q -f qcow2 "$WORK/fv.qcow2" "$SIZE"
+    q=$(qemu-img bench -f qcow2 -w -c "$COUNT4K" -d "$depth" -s 4k -S "$RANDOM_STEP" -t none "$WORK/fq.qcow2" | seconds)
+    v=$("$VIREO" img bench -f qcow2 -w -c "$COUNT4K" -d "$depth" -s 4k -S "$RANDOM_STEP" -t none "$WORK/fv.qcow2" | seconds)
+    row "4k random write fresh d=$depth t=none" "$q" "$v"
+    qemu-img check -q "$WORK/fv.qcow2" || echo "  (warning: qemu-img check found problems in vireo's fresh image)"
+done
+rm -f "$WORK/fq.qcow2" "$WORK/fv.qcow2" "$WORK/q.qcow2" "$WORK/v.qcow2"
+
+# convert of the whole image: qcow2 -> raw, then raw -> qcow2 (from qemu-img's raw output).
+convert_case() {  # input format, output format, input
+    local from=$1 to=$2 input=$3 q v t0 t1 t2
+    rm -f "$WORK/cq.$to" "$WORK/cv.$to"
     sync
-    t0=$(now); qemu-img convert -f qcow2 -O "$out" "$base" "$WORK/q.out"; t1=$(now)
-    "$VIREO" img convert -f qcow2 -O "$out" "$base" "$WORK/v.out"; t2=$(now)
+    t0=$(now); qemu-img convert -f "$from" -O "$to" "$input" "$WORK/cq.$to"; t1=$(now)
+    "$VIREO" img convert -f "$from" -O "$to" "$input" "$WORK/cv.$to"; t2=$(now)
     q=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
     v=$(awk -v a="$t1" -v b="$t2" 'BEGIN { printf "%.3f", b - a }')
-    printf "%-44s %10s %10s %8s\n" "convert $SIZE qcow2 -> $out" "$q" "$v" "$(awk -v a="$v" -v b="$q" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')"
-    qemu-img compare -q "$WORK/q.out" "$WORK/v.out" || echo "  (warning: convert outputs differ)"
-done
-rm -f "$WORK/q.qcow2" "$WORK/v.qcow2" "$WORK/q.out" "$WORK/v.out"
+    row "convert $SIZE $from -> $to" "$q" "$v"
+    qemu-img compare -q -f "$to" -F "$to" "$WORK/cq.$to" "$WORK/cv.$to" || echo "  (warning: convert outputs differ)"
+}
+convert_case qcow2 raw "$base"
+mv "$WORK/cq.raw" "$WORK/in.raw"
+rm -f "$WORK/cv.raw"
+convert_case raw qcow2 "$WORK/in.raw"
+rm -f "$WORK/in.raw" "$WORK/cq.qcow2" "$WORK/cv.qcow2"

@@ -15,6 +15,15 @@ public struct CheckReport: Sendable, Equatable {
     public var imageEndOffset: UInt64 = 0
     /// Leaked clusters (index) and the number of references each really has.
     var leakedClusters: [UInt64: UInt64] = [:]
+    /// Errors outside the refcount structures and the COPIED flags (bad L1/L2/snapshot entries), which
+    /// a refcount rebuild cannot repair.
+    var tableErrors = 0
+    /// Every cluster's references from the header, L1/L2 and snapshot tables (refcount structures not
+    /// counted): what a refcount rebuild writes.
+    var referencesOutsideRefcounts: [UInt32] = []
+    /// The refcount structures themselves are broken, or a cluster in use has refcount 0: only a
+    /// rebuild repairs that (qemu-img then refuses `-r leaks` and fails the check).
+    var needsRefcountRebuild = false
 
     public var isClean: Bool { corruptions == 0 && leaks == 0 }
 
@@ -59,9 +68,11 @@ extension QCOW2Image {
         var report = CheckReport()
         report.totalClusters = ceilDiv(header.size, cs)
 
+        var inTables = true
         func error(_ message: String) {
             report.corruptions += 1
             report.messages.append("ERROR " + message)
+            if inTables { report.tableErrors += 1 }
         }
         @discardableResult
         func reference(_ offset: UInt64, _ length: UInt64, _ what: String) -> Bool {
@@ -127,21 +138,6 @@ extension QCOW2Image {
         reference(0, cs, "header")
         try countL1(offset: header.l1TableOffset, entries: Int(header.l1Size), active: true)
 
-        // Refcount structures.
-        let tableBytes = UInt64(header.refcountTableClusters) * cs
-        reference(header.refcountTableOffset, tableBytes, "refcount table")
-        let table = try file.read(at: header.refcountTableOffset, count: Int(tableBytes)).be64Entries()
-        var blocks: [Int: UInt64] = [:]
-        for (i, entry) in table.enumerated() {
-            let offset = entry & Self.refcountTableOffsetMask
-            if offset == 0 { continue }
-            guard offset % cs == 0 else {
-                error("refcount block offset \(hex(offset)) in refcount table entry \(i) is not cluster aligned")
-                continue
-            }
-            if reference(offset, cs, "refcount block \(i)") { blocks[i] = offset }
-        }
-
         // Internal snapshots: the table, and every snapshot's L1/L2/data clusters.
         if header.snapshotCount > 0 {
             var position = header.snapshotsOffset
@@ -164,6 +160,28 @@ extension QCOW2Image {
             reference(header.snapshotsOffset, position - header.snapshotsOffset, "snapshot table")
         }
 
+        // Refcount structures (counted last, so a rebuild can start from the references without them).
+        report.referencesOutsideRefcounts = references
+        inTables = false
+        let tableBytes = UInt64(header.refcountTableClusters) * cs
+        if !reference(header.refcountTableOffset, tableBytes, "refcount table") { report.needsRefcountRebuild = true }
+        let table = try file.read(at: header.refcountTableOffset, count: Int(tableBytes)).be64Entries()
+        var blocks: [Int: UInt64] = [:]
+        for (i, entry) in table.enumerated() {
+            let offset = entry & Self.refcountTableOffsetMask
+            if offset == 0 { continue }
+            guard offset % cs == 0 else {
+                error("refcount block offset \(hex(offset)) in refcount table entry \(i) is not cluster aligned")
+                report.needsRefcountRebuild = true
+                continue
+            }
+            if reference(offset, cs, "refcount block \(i)") {
+                blocks[i] = offset
+            } else {
+                report.needsRefcountRebuild = true
+            }
+        }
+
         // Compare with the stored refcounts.
         let perBlock = refcountBlockEntries
         var stored = [UInt64](repeating: 0, count: clusterCount)
@@ -183,6 +201,7 @@ extension QCOW2Image {
             let line = "cluster \(cluster) refcount=\(stored[cluster]) reference=\(references[cluster])"
             if stored[cluster] < UInt64(references[cluster]) {
                 error(line)
+                report.needsRefcountRebuild = report.needsRefcountRebuild || stored[cluster] == 0
             } else {
                 report.leaks += 1
                 report.messages.append("Leaked " + line)
@@ -200,13 +219,117 @@ extension QCOW2Image {
     }
 }
 
+/// What `check -r` repairs, as in `qemu-img check -r leaks|all`.
+public enum RepairMode: String, Sendable {
+    /// Leaked clusters only (refcounts higher than the references): never touches data in use.
+    case leaks
+    /// Also corruptions in the refcount structures (refcounts too low, broken refcount table or
+    /// blocks, wrong COPIED flags), by rebuilding all refcounts from a full walk of the metadata.
+    case all
+}
+
+/// The outcome of a repair: the check before it and what was fixed.
+public struct RepairResult: Sendable {
+    public var before: CheckReport
+    public var leaksFixed = 0
+    public var corruptionsFixed = 0
+}
+
+extension QCOW2Image {
+    /// Repairs what `mode` covers (`qemu-img check -r`); leaks are repaired in both modes, as qemu-img
+    /// does. Nothing is touched when an L1/L2/snapshot entry could not be followed (the references are
+    /// then unknown); such corruptions stay for the caller to report.
+    public func repair(_ mode: RepairMode) throws(ImageError) -> RepairResult {
+        guard isWritable else { throw ImageError(path, .readOnly, "image is opened read-only") }
+        let before = try check()
+        var result = RepairResult(before: before)
+        guard before.tableErrors == 0 else { return result }
+        if before.needsRefcountRebuild && mode == .leaks {
+            throw ImageError(path, .invalid, "the refcount structures need to be rebuilt: repair with -r all")
+        }
+        if before.corruptions > 0 && mode == .all {
+            try locked { () throws(ImageError) in
+                quiesceDataIO()
+                try rebuildRefcounts(before.referencesOutsideRefcounts)
+            }
+            result.corruptionsFixed = before.corruptions
+            result.leaksFixed = before.leaks
+        } else if before.leaks > 0 {
+            result.leaksFixed = try repairLeaks().repaired
+        }
+        return result
+    }
+
+    /// Writes a complete new refcount table and refcount blocks past the end of the file, holding
+    /// `references` (one count per existing cluster) plus the new structures themselves, then points
+    /// the header at it (qcow2 spec, "Host cluster management"). Until the header switch the old
+    /// structures stay in force, so a crash leaves the image as it was; afterwards the old refcount
+    /// clusters are simply free. COPIED flags are then made to match the new refcounts.
+    func rebuildRefcounts(_ references: [UInt32]) throws(ImageError) {
+        let cs = UInt64(clusterSize)
+        let perBlock = UInt64(refcountBlockEntries)
+        let maximum: UInt64 = refcountBits == 64 ? UInt64.max : (1 << UInt64(refcountBits)) - 1
+        if let worst = references.max(), UInt64(worst) > maximum {
+            throw ImageError(path, .unsupported, "a cluster has \(worst) references, more than \(refcountBits)-bit refcounts hold")
+        }
+        try flushMetadata()
+        let start = UInt64(references.count)
+        var blockCount: UInt64 = 0
+        var tableClusters: UInt64 = 0
+        while true {
+            let covered = start + blockCount + tableClusters
+            let blocksNeeded = ceilDiv(covered, perBlock)
+            let clustersNeeded = max(1, ceilDiv(blocksNeeded * 8, cs))
+            if blocksNeeded == blockCount && clustersNeeded == tableClusters { break }
+            blockCount = blocksNeeded
+            tableClusters = clustersNeeded
+        }
+        guard tableClusters * cs <= QCOW2Header.maxRefcountTableBytes else {
+            throw ImageError(path, .unsupported, "the rebuilt refcount table would exceed \(QCOW2Header.maxRefcountTableBytes) bytes")
+        }
+        let total = start + blockCount + tableClusters
+        var table = [UInt64](repeating: 0, count: Int(tableClusters * cs / 8))
+        for b in 0..<blockCount {
+            var block = [UInt8](repeating: 0, count: clusterSize)
+            for k in 0..<perBlock {
+                let cluster = b * perBlock + k
+                guard cluster < total else { break }
+                let value = cluster < start ? UInt64(references[Int(cluster)]) : 1
+                if value > 0 { Self.setRefcountEntry(&block, Int(k), bits: refcountBits, value) }
+            }
+            let offset = (start + b) * cs
+            try writeHost(block, at: offset)
+            table[Int(b)] = offset
+        }
+        let tableOffset = (start + blockCount) * cs
+        try writeHost([UInt8](be64Entries: table), at: tableOffset)
+        try barrier()
+        var fields = [UInt8](repeating: 0, count: 12)
+        fields.setBE64(tableOffset, at: 0)
+        fields.setBE32(UInt32(tableClusters), at: 8)
+        try writeHost(fields, at: 48)
+        try barrier()
+
+        header.refcountTableOffset = tableOffset
+        header.refcountTableClusters = UInt32(tableClusters)
+        refcountTable = table
+        refcountCache = MetadataCache(capacity: refcountCache.capacity)
+        freeHint = 0
+        allocationEnd = total
+        rebuildMetadataClusters(try readSnapshotTable())
+        try updateCopiedFlags()
+        try flushMetadata()
+    }
+}
+
 extension QCOW2Image {
     /// Sets the refcount of every leaked cluster to its real number of references (`qemu-img check
     /// -r leaks`). Returns the report before the repair and the number of clusters repaired.
     public func repairLeaks() throws(ImageError) -> (before: CheckReport, repaired: Int) {
         guard isWritable else { throw ImageError(path, .readOnly, "image is opened read-only") }
         let before = try check()
-        guard before.corruptions == 0 else { return (before, 0) }
+        // Leaks are known exactly unless an L1/L2/snapshot entry could not be followed.
+        guard before.tableErrors == 0 else { return (before, 0) }
         try locked { () throws(ImageError) in
             quiesceDataIO()
             for (cluster, references) in before.leakedClusters.sorted(by: { $0.key < $1.key }) {

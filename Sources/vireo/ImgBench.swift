@@ -6,8 +6,11 @@ import VireoSystem
 import Glibc
 #endif
 
-/// `vireo img bench`: qemu-img bench's flags and output. `depth` requests are in flight at once, one
-/// per thread (the images are thread-safe); request n goes to `offset + n * step` modulo the image size.
+/// `vireo img bench`: qemu-img bench's flags and output; request n goes to `offset + n * step` modulo
+/// the image size. `depth` requests are in flight at once: issued to a pool of worker threads doing
+/// synchronous I/O on the (thread-safe) image, like qemu's thread-pool AIO. With O_DIRECT every request
+/// in flight gets a worker, as it waits on the device; through the page cache requests are CPU-bound,
+/// so the pool has as many workers as CPUs and further requests in flight queue for them.
 struct ImgBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
@@ -61,7 +64,9 @@ struct ImgBench: ParsableCommand {
         let interval = flushInterval ?? 0
         let began = monotonicSeconds()
         var threads: [OSThread] = []
-        for t in 0..<min(depth, count) {
+        let cpus = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        let workers = min(depth, count, direct ? depth : max(2, cpus))
+        for t in 0..<workers {
             do {
                 threads.append(try OSThread(name: "bench-\(t)") {
                     while let (index, at) = state.next() {

@@ -11,7 +11,7 @@ struct ImgCommand: ParsableCommand {
         commandName: "img",
         abstract: "Create, inspect, check and convert disk images (qcow2, raw).",
         subcommands: [ImgCreate.self, ImgInfo.self, ImgCheck.self, ImgConvert.self, ImgSnapshot.self, ImgCommit.self,
-                      ImgRebase.self, ImgResize.self, ImgMap.self, ImgBench.self])
+                      ImgRebase.self, ImgResize.self, ImgMap.self, ImgBench.self, ImgIOScript.self])
 }
 
 /// Prints an image error the way the tools report failures, and exits 1.
@@ -172,6 +172,7 @@ struct ImgInfo: ParsableCommand {
 
     @Option(name: .customShort("f"), help: "Image format (probed when omitted).") var format: String?
     @Option(name: .long, help: "human (default) or json.") var output: String = "human"
+    @Flag(name: .customShort("U"), help: "Force share (accepted for compatibility).") var forceShare = false
     @Argument(help: "The image.") var file: String
 
     func run() throws {
@@ -251,28 +252,36 @@ struct ImgCheck: ParsableCommand {
     @Option(name: .customShort("f"), help: "Image format (probed when omitted).") var format: String?
     @Option(name: .long, help: "human (default) or json.") var output: String = "human"
     @Flag(name: .customShort("q"), help: "Quiet.") var quiet = false
-    @Option(name: [.customShort("r"), .customLong("repair")], help: "Repair: leaks (set leaked clusters' refcounts right).") var repair: String?
+    @Flag(name: .customShort("U"), help: "Force share (accepted for compatibility).") var forceShare = false
+    @Option(name: [.customShort("r"), .customLong("repair")], help: "Repair: leaks (leaked clusters), or all (also refcount corruptions, rebuilding the refcounts).") var repair: String?
     @Argument(help: "The image.") var file: String
 
     func run() throws {
         let format = try parseFormat(self.format)
-        if let repair, repair != "leaks" { throw ValidationError("unsupported repair mode '\(repair)' (only leaks)") }
+        let mode = try repair.map { text throws -> RepairMode in
+            guard let mode = RepairMode(rawValue: text) else { throw ValidationError("invalid repair mode '\(text)' (leaks or all)") }
+            return mode
+        }
         var report: CheckReport
         do {
-            let image = try openImage(file, options: ImageOptions(writable: repair != nil, format: format))
+            let image = try openImage(file, options: ImageOptions(writable: mode != nil, format: format))
             guard let qcow = image as? QCOW2Image else {
                 print("This image format does not support checks")
                 throw ExitCode(63)
             }
-            if repair != nil {
-                let (before, repaired) = try qcow.repairLeaks()
+            if let mode {
+                let result = try qcow.repair(mode)
                 report = try qcow.check()
-                if repaired > 0 && !quiet && output != "json" {
-                    for line in before.messages where line.hasPrefix("Leaked ") {
-                        print(line)
-                        print("Repairing " + line.dropFirst("Leaked ".count))
+                if result.leaksFixed + result.corruptionsFixed > 0 && !quiet && output != "json" {
+                    for line in result.before.messages {
+                        if line.hasPrefix("Leaked ") {
+                            print(line)
+                            print("Repairing " + line.dropFirst("Leaked ".count))
+                        } else if result.corruptionsFixed > 0, line.hasPrefix("ERROR ") {
+                            print("Repairing " + line.dropFirst("ERROR ".count))
+                        }
                     }
-                    print("The following inconsistencies were found and repaired:\n\n    \(repaired) leaked clusters\n    0 corruptions\n")
+                    print("The following inconsistencies were found and repaired:\n\n    \(result.leaksFixed) leaked clusters\n    \(result.corruptionsFixed) corruptions\n")
                     print("Double checking the fixed image now...")
                 }
             } else {
@@ -336,19 +345,30 @@ struct ImgConvert: ParsableCommand {
             let target = try openImage(output, options: ImageOptions(writable: true, format: outFormat, directIO: cache == "none"))
             let chunk: UInt64 = 2 << 20
             let report = progressPrinter(progress && !quiet)
-            let clusterSize = compress ? creation.clusterSize : Int(chunk)
+            // Zero ranges stay unallocated (sparse) in either format: like qemu-img's default `-S 4k`, runs
+            // of 4 KiB blocks holding data are written, all-zero blocks skipped. Compression goes by cluster.
+            let granule = compress ? creation.clusterSize : 4096
             var offset: UInt64 = 0
             while offset < source.size {
                 let count = Int(min(chunk, source.size - offset))
                 let bytes = try source.read(at: offset, count: count)
-                // Zero ranges stay unallocated (sparse) in either format.
-                for start in stride(from: 0, to: count, by: clusterSize) {
-                    let end = min(count, start + clusterSize)
-                    guard bytes[start..<end].contains(where: { $0 != 0 }) else { continue }
-                    if compress, let qcow = target as? QCOW2Image, end - start == clusterSize {
-                        try qcow.writeCompressed(Array(bytes[start..<end]), cluster: (offset + UInt64(start)) / UInt64(clusterSize))
-                    } else {
-                        try target.write(Array(bytes[start..<end]), at: offset + UInt64(start))
+                var runStart: Int? = nil
+                // Block starts, then `count` itself to end the last run.
+                for start in Array(stride(from: 0, to: count, by: granule)) + [count] {
+                    let end = min(count, start + granule)
+                    let data = start < count && bytes[start..<end].contains(where: { $0 != 0 })
+                    if compress {
+                        guard data else { continue }
+                        if let qcow = target as? QCOW2Image, end - start == granule {
+                            try qcow.writeCompressed(Array(bytes[start..<end]), cluster: (offset + UInt64(start)) / UInt64(granule))
+                        } else {
+                            try target.write(Array(bytes[start..<end]), at: offset + UInt64(start))
+                        }
+                    } else if data {
+                        if runStart == nil { runStart = start }
+                    } else if let first = runStart {
+                        try target.write(Array(bytes[first..<start]), at: offset + UInt64(first))
+                        runStart = nil
                     }
                 }
                 offset += UInt64(count)
@@ -358,6 +378,22 @@ struct ImgConvert: ParsableCommand {
             try source.close()
         } catch {
             throw imgFail(error)
+        }
+    }
+}
+
+extension ParsableCommand {
+    /// Runs the command line like `main()`, but with qemu-img's exit status for usage errors: 1,
+    /// where ArgumentParser uses 64 (scripts written for qemu-img test for 1).
+    static func mainExitingLikeQemuImg() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            guard exitCode(for: error).rawValue == 64 else { exit(withError: error) }
+            let message = fullMessage(for: error) + "\n"
+            _ = message.withCString { write(2, $0, strlen($0)) }
+            Glibc.exit(1)
         }
     }
 }

@@ -160,4 +160,8 @@ struct LabHostKVM: ParsableCommand {
     }
 }
 
-Vireo.main()
+if CommandLine.arguments.dropFirst().first == "img" {
+    Vireo.mainExitingLikeQemuImg()  // `vireo img` keeps qemu-img's exit codes
+} else {
+    Vireo.main()
+}

@@ -6,7 +6,7 @@ import Testing
 @discardableResult
 func tool(_ name: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
     let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/" + name)
+    process.executableURL = URL(fileURLWithPath: name.hasPrefix("/") ? name : "/usr/bin/" + name)
     process.arguments = arguments
     let pipe = Pipe()
     process.standardOutput = pipe
@@ -20,6 +20,18 @@ func tool(_ name: String, _ arguments: [String]) throws -> (status: Int32, outpu
 /// qemu-img with `-U` where it reads, so a lock held elsewhere never matters.
 func qemuImg(_ arguments: String...) throws -> (status: Int32, output: String) {
     try tool("qemu-img", arguments)
+}
+
+/// The `vireo` binary SwiftPM builds beside this test bundle (or `$VIREO`).
+let vireoBinary: String = {
+    if let path = ProcessInfo.processInfo.environment["VIREO"] { return path }
+    let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    return URL(fileURLWithPath: me).deletingLastPathComponent().path + "/vireo"
+}()
+
+/// Runs `vireo img ARGUMENTS...` and returns its exit status and combined output.
+func vireoImg(_ arguments: [String]) throws -> (status: Int32, output: String) {
+    try tool(vireoBinary, ["img"] + arguments)
 }
 
 func qemuIO(_ image: String, format: String = "qcow2", _ commands: String...) throws {
