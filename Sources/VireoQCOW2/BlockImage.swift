@@ -35,6 +35,8 @@ public struct ImageOptions: Sendable {
     public var maxChainDepth: Int
     /// Bypass the host page cache (`O_DIRECT`, qemu's cache=none) for every file of the chain.
     public var directIO = false
+    /// Skip flushes (qemu's cache=unsafe): no durability, for output that is redone after a host crash.
+    public var ignoreFlushes = false
 
     public init(writable: Bool = false, format: ImageFormat? = nil, l2CacheBytes: Int = 1 << 20, maxChainDepth: Int = 256,
                 directIO: Bool = false) {
@@ -66,7 +68,8 @@ struct ChainLink {
 }
 
 func openImage(_ path: String, options: ImageOptions, chain: [ChainLink]) throws(ImageError) -> any BlockImage {
-    let file = try PosixHostFile(path: path, writable: options.writable, direct: options.directIO)
+    let file = try PosixHostFile(path: path, writable: options.writable, direct: options.directIO,
+                                 ignoresFlushes: options.ignoreFlushes && options.writable)
     let status = try file.status()
     if let earlier = chain.firstIndex(where: { $0.device == status.device && $0.inode == status.inode }) {
         let names = chain[earlier...].map(\.path) + [path]

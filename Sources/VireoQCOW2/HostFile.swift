@@ -28,12 +28,16 @@ public final class PosixHostFile: HostFile {
     /// Opened with `O_DIRECT` (cache mode "none"): I/O goes through aligned bounce buffers, and writes
     /// that do not cover whole 4 KiB blocks read, modify and write the blocks around them.
     public let direct: Bool
+    /// Flushes are skipped (qemu's cache=unsafe, what `qemu-img convert` writes with by default): for
+    /// files that are thrown away if the host crashes.
+    public let ignoresFlushes: Bool
     static let directAlignment = 4096
 
-    public init(path: String, writable: Bool, create: Bool = false, direct: Bool = false) throws(ImageError) {
+    public init(path: String, writable: Bool, create: Bool = false, direct: Bool = false, ignoresFlushes: Bool = false) throws(ImageError) {
         self.path = path
         self.writable = writable
         self.direct = direct
+        self.ignoresFlushes = ignoresFlushes
         var flags = writable ? O_RDWR : O_RDONLY
         if create { flags |= O_CREAT | O_TRUNC }
         if direct { flags |= openDirectFlag }
@@ -90,6 +94,7 @@ public final class PosixHostFile: HostFile {
     }
 
     public func sync() throws(ImageError) {
+        if ignoresFlushes { return }
         do { try descriptor.sync() } catch { throw ImageError(path, error) }
     }
 

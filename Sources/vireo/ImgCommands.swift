@@ -325,7 +325,7 @@ struct ImgConvert: ParsableCommand {
     @Flag(name: .customShort("c"), help: "Compress the output (qcow2 only).") var compress = false
     @Flag(name: .customShort("p"), help: "Show progress.") var progress = false
     @Flag(name: .customShort("q"), help: "Quiet.") var quiet = false
-    @Option(name: .customShort("t"), help: "Output cache mode: writeback (default) or none (O_DIRECT).") var cache: String = "writeback"
+    @Option(name: .customShort("t"), help: "Output cache mode: unsafe (default, as qemu-img: no flushes), writeback, or none (O_DIRECT).") var cache: String = "unsafe"
     @Option(name: .customShort("T"), help: "Input cache mode: writeback (default) or none (O_DIRECT).") var sourceCache: String = "writeback"
     @Argument(help: "Input image.") var input: String
     @Argument(help: "Output image (replaced).") var output: String
@@ -333,16 +333,21 @@ struct ImgConvert: ParsableCommand {
     func run() throws {
         let creation = try CreationOptions(options)
         guard let outFormat = try parseFormat(outputFormat) else { return }
+        for mode in [cache, sourceCache] where !["none", "directsync", "writeback", "writethrough", "unsafe"].contains(mode) {
+            throw ValidationError("invalid cache mode '\(mode)'")
+        }
         do {
             if compress && outFormat != .qcow2 { throw ValidationError("compression needs -O qcow2") }
-            let source = try openImage(input, options: ImageOptions(format: try parseFormat(format), directIO: sourceCache == "none"))
+            let source = try openImage(input, options: ImageOptions(format: try parseFormat(format), directIO: sourceCache == "none" || sourceCache == "directsync"))
             switch outFormat {
             case .raw: try createImage(output, format: .raw, size: source.size)
             case .qcow2:
                 try QCOW2Image.create(output, size: source.size, clusterSize: creation.clusterSize,
                                       refcountBits: creation.refcountBits, version: creation.version)
             }
-            let target = try openImage(output, options: ImageOptions(writable: true, format: outFormat, directIO: cache == "none"))
+            var targetOptions = ImageOptions(writable: true, format: outFormat, directIO: cache == "none" || cache == "directsync")
+            targetOptions.ignoreFlushes = cache == "unsafe"
+            let target = try openImage(output, options: targetOptions)
             let chunk: UInt64 = 2 << 20
             let report = progressPrinter(progress && !quiet)
             // Zero ranges stay unallocated (sparse) in either format: like qemu-img's default `-S 4k`, runs
