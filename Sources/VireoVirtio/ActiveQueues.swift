@@ -22,13 +22,26 @@ public final class ActiveQueues: Sendable {
     /// the handler counts as a malformed request and fails the device too. `more` is asked before
     /// each chain is taken (a receive queue stops once the device has nothing left to deliver).
     public func drain(_ index: Int, while more: () -> Bool = { true }, _ handle: (DescriptorChain) throws(VirtqueueError) -> UInt32) {
-        guard !isBroken else { return }
+        drainUntilHeld(index, while: more, { chain throws(VirtqueueError) in try handle(chain) })
+    }
+
+    /// Like `drain(_:while:_:)`, but `handle` may return nil to hold the chain: it stays in the
+    /// available ring, unanswered, with every chain after it, and the next drain starts with it again.
+    /// Returns whether a chain was held.
+    @discardableResult
+    public func drainUntilHeld(_ index: Int, while more: () -> Bool = { true }, _ handle: (DescriptorChain) throws(VirtqueueError) -> UInt32?) -> Bool {
+        guard !isBroken else { return false }
         var used = 0
+        var held = false
         let failure: VirtqueueError? = queues.withLock { queues in
             guard index >= 0, index < queues.count, queues[index].ready else { return nil }
             do throws(VirtqueueError) {
                 while more(), let chain = try queues[index].pop(memory) {
-                    let written = try handle(chain)
+                    guard let written = try handle(chain) else {
+                        queues[index].putBack()
+                        held = true
+                        break
+                    }
                     try queues[index].pushUsed(head: chain.head, length: written, memory)
                     used += 1
                 }
@@ -40,8 +53,13 @@ public final class ActiveQueues: Sendable {
         if let failure {
             broken.store(true, ordering: .releasing)
             activation.fail("queue \(index): \(failure)")
-            return
+            return false
         }
+        notifyIfWanted(index, used: used)
+        return held
+    }
+
+    private func notifyIfWanted(_ index: Int, used: Int) {
         guard used > 0 else { return }
         let notify = queues.withLock { $0[index].needsNotification(memory) }
         if notify { activation.interrupt.notifyQueue(index) }

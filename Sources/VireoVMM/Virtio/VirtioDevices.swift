@@ -32,7 +32,8 @@ final class VirtioDevices: Sendable {
             } catch {
                 throw ConfigError.invalid("--disk \(disk.path): \(error)")
             }
-            let block = VirtioBlock(image: image, readOnly: disk.readOnly, serial: disk.serial ?? "vireo-disk\(index)", logger: logger)
+            let block = VirtioBlock(image: image, readOnly: disk.readOnly, serial: disk.serial ?? "vireo-disk\(index)",
+                                    holdOnOutOfSpace: disk.pauseOnOutOfSpace, logger: logger)
             blocks.append(block)
             devices.append(block)
         }
@@ -102,6 +103,15 @@ final class VirtioDevices: Sendable {
         }
         if !transports.isEmpty { try io.start() }
         if let console { try console.backend.startInput { [device = console.device] bytes in device.enqueueInput(bytes) } }
+    }
+
+    /// Lets every disk that holds a request for lack of host space take requests again, and has the
+    /// I/O thread retry it (by signalling the queue's ioeventfd, as a guest notification would).
+    func retryHeldRequests() {
+        for block in blocks where block.resumeHeld() {
+            guard let index = transports.firstIndex(where: { $0.device === block }) else { continue }
+            for event in notifiers[index].events { try? event.signal() }
+        }
     }
 
     /// Stops the I/O thread, then flushes and closes the disks.
