@@ -31,8 +31,8 @@ struct PCIDriver {
     func setCommon(_ offset: UInt64, _ size: Int, _ value: UInt64) { transport.writeBar(0, offset: offset, size: size, value: value) }
     var status: UInt8 { UInt8(common(0x14, 1)) }
 
-    /// Reset, ACKNOWLEDGE|DRIVER, features, FEATURES_OK, queue 0 setup, MSI-X vector 1 for it, DRIVER_OK.
-    func initialise(features: UInt64? = nil, enableQueue: Bool = true) {
+    /// Reset, ACKNOWLEDGE|DRIVER, features, FEATURES_OK, setup of `queue` (0) on the fake driver's rings, MSI-X vector 1 for it, DRIVER_OK.
+    func initialise(features: UInt64? = nil, enableQueue: Bool = true, queue: UInt64 = 0) {
         setCommon(0x14, 1, 0)
         setCommon(0x14, 1, 3)
         setCommon(0x00, 4, 0)
@@ -49,7 +49,7 @@ struct PCIDriver {
         transport.writeBar(1, offset: 24, size: 4, value: 0x41)
         transport.writeBar(1, offset: 28, size: 4, value: 0)
         enableMSIX()
-        setCommon(0x16, 2, 0)
+        setCommon(0x16, 2, queue)
         setCommon(0x18, 2, UInt64(driver.size))
         setCommon(0x1A, 2, 1)
         setCommon(0x20, 8, driver.table.raw)

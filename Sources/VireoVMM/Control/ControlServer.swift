@@ -9,6 +9,7 @@ import VireoSystem
 /// | command        | effect                                              |
 /// |----------------|-----------------------------------------------------|
 /// | `status`       | `{"return":{"state":"running","cpus":N,"memory":B}}`; paused adds `"reason"` |
+/// | `balloon-stats [N]` | guest memory statistics from the balloon (asks for fresh ones); N sets polling every N s (0: off) |
 /// | `events`       | this connection also receives event lines, `{"event":"io-error",…}` |
 /// | `pause`        | parks every vCPU; returns once all are parked        |
 /// | `resume`       | lets parked vCPUs run again                          |
@@ -83,6 +84,14 @@ public final class ControlServer: Sendable {
             return #"{"return":{"state":"\#(machine.state.rawValue)","cpus":\#(machine.config.cpuCount),"memory":\#(machine.config.memorySize)\#(reason)}}"#
         case "events":
             return #"{"return":{}}"#
+        case "balloon-stats":
+            if let argument = line.split(separator: " ").dropFirst().first {
+                guard let seconds = UInt32(argument), seconds <= 86_400 else { return #"{"error":"balloon-stats takes a polling interval in seconds"}"# }
+                guard machine.setBalloonStatsInterval(seconds) else { return #"{"error":"this VM has no balloon (--balloon)"}"# }
+            }
+            guard let (statistics, fresh) = machine.balloonStatistics(refresh: true) else { return #"{"error":"this VM has no balloon (--balloon)"}"# }
+            let fields = statistics.values.sorted { $0.key < $1.key }.map { #""\#($0.key)":\#($0.value)"# }
+            return #"{"return":{"fresh":\#(fresh),"generation":\#(statistics.generation),"stats":{\#(fields.joined(separator: ","))}}}"#
         case "pause":
             machine.pause()
             return #"{"return":{"state":"\#(machine.state.rawValue)"}}"#
@@ -110,7 +119,7 @@ public final class ControlServer: Sendable {
             return #"{"return":{\#(fields.joined(separator: ","))}}"#
         default:
             let escaped = command.filter { $0.isLetter || $0.isNumber || $0 == "-" }
-            return #"{"error":"unknown command '\#(escaped)'; try status, pause, resume, ctrl-alt-del, stop, stats, balloon, events"}"#
+            return #"{"error":"unknown command '\#(escaped)'; try status, pause, resume, ctrl-alt-del, stop, stats, balloon, balloon-stats, events"}"#
         }
     }
 }

@@ -300,6 +300,23 @@ public final class VirtualMachine: Sendable {
         return (UInt64(balloon.targetPages) * VirtioBalloon.pageSize, UInt64(balloon.actualPages) * VirtioBalloon.pageSize)
     }
 
+    /// The guest's balloon statistics (§5.5.6.3), nil without `--balloon`. With `refresh`, asks the driver
+    /// for new figures first and waits up to `timeout` seconds for them; `fresh` says whether they came.
+    public func balloonStatistics(refresh: Bool, timeout: Double = 2) -> (statistics: VirtioBalloon.Statistics, fresh: Bool)? {
+        guard let balloon = virtio.balloon else { return nil }
+        let before = balloon.statistics.current
+        guard refresh, balloon.requestStatistics() else { return (before, false) }
+        if let after = balloon.statistics.wait(until: { $0.generation > before.generation }, timeout: timeout) { return (after, true) }
+        return (balloon.statistics.current, false)
+    }
+
+    /// Sets the balloon statistics polling interval in seconds (0: off); false without `--balloon`.
+    public func setBalloonStatsInterval(_ seconds: UInt32) -> Bool {
+        guard let poller = virtio.balloonPoller else { return false }
+        poller.interval = seconds
+        return true
+    }
+
     /// Presses Ctrl-Alt-Del on the emulated keyboard: the guest's graceful-reboot/shutdown path.
     public func sendCtrlAltDel() {
         platform.keyboard.sendCtrlAltDel()

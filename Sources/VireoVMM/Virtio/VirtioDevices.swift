@@ -1,4 +1,6 @@
 import Logging
+import Synchronization
+import VireoSystem
 import VireoDevices
 import VireoKVM
 import VireoMemory
@@ -19,6 +21,7 @@ final class VirtioDevices: Sendable {
     /// The virtio-console and its host side, with `--console`.
     let console: (device: VirtioConsole, backend: ConsoleBackend)?
     let balloon: VirtioBalloon?
+    let balloonPoller: BalloonStatsPoller?
     let notifiers: [QueueNotifiers]
     let nets: [VirtioNet]
 
@@ -47,11 +50,14 @@ final class VirtioDevices: Sendable {
             console = nil
         }
         if let bytes = config.balloonTarget {
-            let device = VirtioBalloon(targetPages: UInt32(min(bytes / VirtioBalloon.pageSize, UInt64(UInt32.max))), logger: logger)
+            let device = VirtioBalloon(targetPages: UInt32(min(bytes / VirtioBalloon.pageSize, UInt64(UInt32.max))),
+                                       deflateOnOOM: config.balloonDeflateOnOOM, logger: logger)
             balloon = device
+            balloonPoller = BalloonStatsPoller(balloon: device, interval: config.balloonStatsInterval)
             devices.append(device)
         } else {
             balloon = nil
+            balloonPoller = nil
         }
 
         var nets: [VirtioNet] = []
@@ -102,6 +108,7 @@ final class VirtioDevices: Sendable {
             if let fd = net.backend.pollDescriptor { try io.watch(descriptor: fd) { [net] in net.backendReadable() } }
         }
         if !transports.isEmpty { try io.start() }
+        try balloonPoller?.start()
         if let console { try console.backend.startInput { [device = console.device] bytes in device.enqueueInput(bytes) } }
     }
 
@@ -116,10 +123,53 @@ final class VirtioDevices: Sendable {
 
     /// Stops the I/O thread, then flushes and closes the disks.
     func shutdown() {
+        balloonPoller?.stop()
         io.stop()
         for net in nets { io.logger.notice("virtio-net \(NetConfig.format(net.mac)): \(net.counters)") }
         for block in blocks { block.close() }
         console?.backend.close()
+    }
+}
+
+/// Asks the balloon for fresh guest statistics every `interval` seconds (QEMU's
+/// guest-stats-polling-interval); 0 stops polling. The interval can change at run time.
+final class BalloonStatsPoller: Sendable {
+    let balloon: VirtioBalloon
+    private let state: WaitableState<(interval: UInt32, stopped: Bool)>
+    private let thread = Mutex<OSThread?>(nil)
+
+    init(balloon: VirtioBalloon, interval: UInt32) {
+        self.balloon = balloon
+        state = WaitableState((interval, false))
+    }
+
+    var interval: UInt32 {
+        get { state.current.interval }
+        set { state.update { $0.interval = newValue } }
+    }
+
+    func start() throws {
+        let started = try OSThread(name: "balloon-stats") { [self] in
+            while true {
+                let current = state.current
+                if current.stopped { return }
+                if current.interval == 0 {
+                    // Idle until polling is turned on (or the VM stops).
+                    _ = state.wait { $0.stopped || $0.interval != 0 }
+                    continue
+                }
+                // A timeout is the poll tick; a change of interval or a stop ends the wait early.
+                if state.wait(until: { $0.stopped || $0.interval != current.interval }, timeout: Double(current.interval)) == nil {
+                    balloon.requestStatistics()
+                }
+            }
+        }
+        thread.withLock { $0 = started }
+    }
+
+    func stop() {
+        state.update { $0.stopped = true }
+        thread.withLock { $0 }?.join()
     }
 }
 

@@ -118,14 +118,14 @@ public final class VirtioBlock: VirtioDevice {
     public func queueNotified(_ index: Int) {
         guard let active = queues.withLock({ $0 }) else { return }
         var stalled: ImageError?
-        active.drainUntilHeld(index, while: { stall.withLock { $0 == nil } }, { chain throws(VirtqueueError) in
+        active.process(index, while: { stall.withLock { $0 == nil } }, { chain throws(VirtqueueError) in
             switch try handle(chain, active) {
             case .completed(let length):
-                return length
+                return .used(length)
             case .outOfSpace(let error):
                 stall.withLock { $0 = error }
                 stalled = error
-                return nil
+                return .putBack
             }
         })
         if let stalled {
