@@ -41,17 +41,18 @@ import VireoMemory
         #expect(VirtioBalloon(deflateOnOOM: true, logger: Logger(label: "t")).features & VirtioBalloon.Feature.deflateOnOOM != 0)
         #expect(balloon.requestStatistics() == false)  // nothing offered yet
         let pci = try PCIDriver(balloon)
-        pci.initialise(queue: 2)
-        func offer(free: UInt64, total: UInt64) throws {
+        func offer(free: UInt64, total: UInt64, notify: Bool = true) throws {
             var stats = ByteWriter()
             stats.append(UInt16(4)); stats.append(free)  // VIRTIO_BALLOON_S_MEMFREE
             stats.append(UInt16(5)); stats.append(total)  // VIRTIO_BALLOON_S_MEMTOT
             stats.append(UInt16(99)); stats.append(UInt64(7))  // unknown tag: skipped
             try pci.driver.chain(at: 0, [(stats.bytes, 30, false)])
             try pci.driver.makeAvailable(0)
-            pci.notify(2)
+            if notify { pci.notify(2) }
         }
-        try offer(free: 100 << 20, total: 256 << 20)
+        // Like Linux: the first buffer is queued before DRIVER_OK; activation picks it up.
+        try offer(free: 100 << 20, total: 256 << 20, notify: false)
+        pci.initialise(queue: 2)
         #expect(pci.driver.usedIndex == 0)  // kept
         #expect(balloon.statistics.current.generation == 1)
         #expect(balloon.statistics.current.values == ["free-memory": 100 << 20, "total-memory": 256 << 20])

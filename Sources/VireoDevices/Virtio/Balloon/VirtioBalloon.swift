@@ -105,6 +105,9 @@ public final class VirtioBalloon: VirtioDevice {
     public func activate(_ activation: VirtioActivation) {
         heldStatsHead.withLock { $0 = nil }
         queues.withLock { $0 = ActiveQueues(activation) }
+        // Linux queues its first statistics buffer and notifies before DRIVER_OK (virtio_balloon's
+        // init_vqs), when there was no device to hear it; pick that buffer up now, as QEMU does.
+        if activation.features & Feature.statsVQ != 0 { queueNotified(Self.statsQueue) }
     }
 
     public func reset() {
