@@ -2,7 +2,7 @@ import Synchronization
 import VireoBoot
 import VireoDevices
 
-/// PCI segment 0 as the guest sees it: configuration mechanism #1 over `bus`, the host bridge at
+/// PCI segment 0 as the guest sees it: configuration mechanism #1 and ECAM (MCFG) over `bus`, the host bridge at
 /// 00:00.0, and the 32-bit memory window of the DSDT's `PCI0._CRS` registered once on the MMIO bus.
 /// Devices get the next free slot and naturally aligned BARs from the window.
 final class PCIRoot: Sendable {
@@ -15,6 +15,7 @@ final class PCIRoot: Sendable {
         allocation = Mutex((PCIBarAllocator(base: X86Layout.pciMMIO32Base, length: X86Layout.pciMMIO32Size), 1))
         try bus.register(PCIHostBridge(), device: 0)
         try mmioBus.register(window, at: window.base, length: window.length)
+        try mmioBus.register(PCIECAM(bus: bus), at: X86Layout.pciECAMBase, length: X86Layout.pciECAMSize)
     }
 
     /// A slot on bus 0 for the next function.
