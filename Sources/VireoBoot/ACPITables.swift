@@ -176,8 +176,9 @@ public enum ACPITables {
     /// The PCI host bridge (PCI Firmware spec 3.0 §4.1; ACPI §6.1, §6.4.3.5): a PNP0A03 root
     /// bridge for segment 0, buses 0–255, whose `_CRS` gives the windows it forwards:
     /// the configuration ports 0xCF8–0xCFF, I/O 0x0000–0x0CF7 and 0x0D00–0xFFFF, the 32-bit memory
-    /// window (``X86Layout/pciMMIO32Base``, up to the ECAM region) and a 64-bit window above RAM. There
-    /// is no `_PRT`: Vireo's PCI functions interrupt through MSI-X only.
+    /// window (``X86Layout/pciMMIO32Base``, up to the ECAM region) and a 64-bit window above RAM; and
+    /// whose `_PRT` (§6.2.13) wires INTA–INTD of slots 1–31 straight to IOAPIC GSIs
+    /// (``X86Layout/pciINTxGSI(slot:pin:)``), for drivers that do not use MSI-X.
     static func pciHostBridge(ramEnd: UInt64) -> [UInt8] {
         let window64 = X86Layout.pciMMIO64Window(ramEnd: ramEnd)
         let resources =
@@ -193,7 +194,17 @@ public enum ACPITables {
             "PCI0",
             AML.name("_HID", AML.eisaID("PNP0A03")) + AML.name("_UID", AML.integer(0))
                 + AML.name("_SEG", AML.integer(0)) + AML.name("_BBN", AML.integer(0))
-                + AML.name("_CRS", AML.buffer(resources)))
+                + AML.name("_CRS", AML.buffer(resources))
+                + AML.name("_PRT", AML.package(of: pciRoutingTable())))
+    }
+
+    /// `_PRT` entries: {address 0xSSSS_FFFF (slot, any function), pin, source 0 (a GSI), GSI}.
+    static func pciRoutingTable() -> [[UInt32]] {
+        (1...31).flatMap { (slot: UInt8) in
+            (0...3).map { (pin: UInt8) in
+                [UInt32(slot) << 16 | 0xFFFF, UInt32(pin), 0, X86Layout.pciINTxGSI(slot: slot, pin: pin)]
+            }
+        }
     }
 
     /// MCFG (PCI Firmware spec 3.0 §4.1.2): one allocation for segment 0, buses 0–255, at

@@ -59,7 +59,7 @@ public final class VirtualMachine: Sendable {
         lifecycle = Lifecycle()
         ioBus = Bus(name: "pio", logger: logger)
         mmioBus = Bus(name: "mmio", logger: logger)
-        pci = try PCIRoot(mmioBus: mmioBus)
+        pci = try PCIRoot(mmioBus: mmioBus, ramEnd: memory.regions.last?.end ?? 0, vm: vm, logger: logger)
         platform = try PlatformDevices(config: config, vm: vm, memory: memory, ioBus: ioBus, pciBus: pci.bus, lifecycle: lifecycle, logger: logger)
         threads = WaitableState([])
         virtio = try VirtioDevices(config: config, vm: vm, memory: memory, pci: pci, logger: logger)

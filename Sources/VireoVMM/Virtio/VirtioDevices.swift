@@ -11,7 +11,7 @@ import VireoVirtio
 /// order, so the first is /dev/vda), a virtio-rng with `--rng`, a virtio-console with `--console`,
 /// a virtio-balloon with `--balloon`, a virtio-net per `--net` (on a host tap whose fd the I/O
 /// thread polls for received frames). Each gets the next PCI slot and
-/// its two BARs from the host bridge's 32-bit window; MSI-X vectors are irqfds on GSIs routed as MSIs
+/// its two 64-bit BARs from the host bridge's 64-bit window above RAM; MSI-X vectors are irqfds on GSIs routed as MSIs
 /// (`KVM_SET_GSI_ROUTING`, falling back to `KVM_SIGNAL_MSI`);
 /// queue notifications arrive on the I/O thread through ioeventfds (or, as a fallback, by MMIO exits).
 final class VirtioDevices: Sendable {
@@ -83,7 +83,7 @@ final class VirtioDevices: Sendable {
         for device in devices {
             let slot = try pci.nextSlot()
             let bar0 = try pci.allocateBar(size: VirtioPCIDevice.bar0Size)
-            let bar1 = try pci.allocateBar(size: VirtioPCIDevice.bar1Size)
+            let msixBar = try pci.allocateBar(size: VirtioPCIDevice.msixBarSize)
             let vectors = device.queueMaxSizes.count + 1
             let msi: any MSIController
             do {
@@ -92,7 +92,8 @@ final class VirtioDevices: Sendable {
                 logger.warning("virtio-\(device.deviceType): no irqfd MSI-X (\(error)); using KVM_SIGNAL_MSI")
                 msi = signalMSI
             }
-            let transport = VirtioPCIDevice(device: device, memory: memory, msi: msi, bar0: bar0, bar1: bar1, logger: logger)
+            let transport = VirtioPCIDevice(device: device, memory: memory, msi: msi, bar0: bar0, msixBar: msixBar,
+                                            intx: pci.intxLine(slot: slot), logger: logger)
             try pci.add(transport, slot: slot)
             transports.append(transport)
             notifiers.append(try QueueNotifiers(transport: transport, vm: vm, io: io, logger: logger))
