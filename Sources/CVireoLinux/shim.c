@@ -11,6 +11,7 @@
 #include <net/if.h>
 #include <linux/if_tun.h>
 #include <unistd.h>
+#include <linux/falloc.h>
 
 _Static_assert(sizeof(struct kvm_regs) == 144, "kvm_regs ABI");
 _Static_assert(sizeof(struct kvm_sregs) == 312, "kvm_sregs ABI");
@@ -253,3 +254,7 @@ int vireo_unix_connect(const char *path, int type) {
 }
 
 int vireo_accept_nonblocking(int listener) { return accept4(listener, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK); }
+
+int vireo_punch_hole(int fd, int64_t offset, int64_t length) {
+    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length);
+}

@@ -1,6 +1,6 @@
 import VireoMemory
 
-/// Vireo's ACPI 6.0 tables for a hardware-reduced platform: RSDP → XSDT → {FADT → DSDT, MADT}.
+/// Vireo's ACPI 6.0 tables for a hardware-reduced platform: RSDP → XSDT → {FADT → DSDT, MADT, MCFG}.
 ///
 /// Hardware-reduced ACPI (§4.1) avoids emulating the PM1 event/control blocks, GPEs and the SCI:
 /// power-off and reset become single byte writes to ports the VMM traps
@@ -176,8 +176,9 @@ public enum ACPITables {
     /// The PCI host bridge (PCI Firmware spec 3.0 §4.1; ACPI §6.1, §6.4.3.5): a PNP0A03 root
     /// bridge for segment 0, buses 0–255, whose `_CRS` gives the windows it forwards:
     /// the configuration ports 0xCF8–0xCFF, I/O 0x0000–0x0CF7 and 0x0D00–0xFFFF, the 32-bit memory
-    /// window (``X86Layout/pciMMIO32Base``, up to the IOAPIC) and a 64-bit window above RAM. There
-    /// is no `_PRT`: Vireo's PCI functions interrupt through MSI-X only.
+    /// window (``X86Layout/pciMMIO32Base``, up to the ECAM region) and a 64-bit window above RAM; and
+    /// whose `_PRT` (§6.2.13) wires INTA–INTD of slots 1–31 straight to IOAPIC GSIs
+    /// (``X86Layout/pciINTxGSI(slot:pin:)``), for drivers that do not use MSI-X.
     static func pciHostBridge(ramEnd: UInt64) -> [UInt8] {
         let window64 = X86Layout.pciMMIO64Window(ramEnd: ramEnd)
         let resources =
@@ -193,7 +194,30 @@ public enum ACPITables {
             "PCI0",
             AML.name("_HID", AML.eisaID("PNP0A03")) + AML.name("_UID", AML.integer(0))
                 + AML.name("_SEG", AML.integer(0)) + AML.name("_BBN", AML.integer(0))
-                + AML.name("_CRS", AML.buffer(resources)))
+                + AML.name("_CRS", AML.buffer(resources))
+                + AML.name("_PRT", AML.package(of: pciRoutingTable())))
+    }
+
+    /// `_PRT` entries: {address 0xSSSS_FFFF (slot, any function), pin, source 0 (a GSI), GSI}.
+    static func pciRoutingTable() -> [[UInt32]] {
+        (1...31).flatMap { (slot: UInt8) in
+            (0...3).map { (pin: UInt8) in
+                [UInt32(slot) << 16 | 0xFFFF, UInt32(pin), 0, X86Layout.pciINTxGSI(slot: slot, pin: pin)]
+            }
+        }
+    }
+
+    /// MCFG (PCI Firmware spec 3.0 §4.1.2): one allocation for segment 0, buses 0–255, at
+    /// ``X86Layout/pciECAMBase``.
+    public static func mcfg() -> [UInt8] {
+        var table = header(signature: "MCFG", revision: 1)
+        table.append(UInt64(0))  // reserved
+        table.append(X86Layout.pciECAMBase)
+        table.append(UInt16(0))  // PCI segment group
+        table.append(UInt8(0))  // start bus
+        table.append(UInt8(UInt64(X86Layout.pciECAMSize >> 20) - 1))  // end bus
+        table.append(UInt32(0))  // reserved
+        return finish(table)
     }
 
     /// DSDT, revision 2 (64-bit AML integers), §5.2.11.1.
@@ -209,6 +233,7 @@ public enum ACPITables {
         public var dsdt: GuestAddress
         public var fadt: GuestAddress
         public var madt: GuestAddress
+        public var mcfg: GuestAddress
         public var xsdt: GuestAddress
     }
 
@@ -231,9 +256,10 @@ public enum ACPITables {
         let dsdt = dsdt(ramEnd: memory.regions.last?.end ?? 0)
         let fadtTable: [UInt8]
         let madt = madt(cpuCount: cpuCount)
+        let mcfg = mcfg()
         let layout = Layout(
             rsdp: place(rsdpSize), dsdt: place(dsdt.count), fadt: place(fadtSize), madt: place(madt.count),
-            xsdt: place(headerSize + 2 * 8))
+            mcfg: place(mcfg.count), xsdt: place(headerSize + 3 * 8))
         fadtTable = fadt(dsdtAddress: layout.dsdt)
         guard cursor <= X86Layout.biosAreaEnd else {
             throw .unsupportedMemoryLayout("ACPI tables for \(cpuCount) CPUs run past 1 MiB")
@@ -242,7 +268,8 @@ public enum ACPITables {
         try memory.store(dsdt, at: layout.dsdt)
         try memory.store(fadtTable, at: layout.fadt)
         try memory.store(madt, at: layout.madt)
-        try memory.store(xsdt(entries: [layout.fadt, layout.madt]), at: layout.xsdt)
+        try memory.store(mcfg, at: layout.mcfg)
+        try memory.store(xsdt(entries: [layout.fadt, layout.madt, layout.mcfg]), at: layout.xsdt)
         return layout
     }
 }

@@ -54,6 +54,12 @@ enum AML {
         return [packageOp] + pkgLength(payload: body.count) + body
     }
 
+    /// DefPackage whose elements are packages of constant integers (a `_PRT`).
+    static func package(of packages: [[UInt32]]) -> [UInt8] {
+        let body = [UInt8(packages.count)] + packages.flatMap { package($0) }
+        return [packageOp] + pkgLength(payload: body.count) + body
+    }
+
     /// DefBuffer with an initialiser: BufferOp PkgLength BufferSize bytes.
     static func buffer(_ bytes: [UInt8]) -> [UInt8] {
         let body = integer(UInt32(bytes.count)) + bytes

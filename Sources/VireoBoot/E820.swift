@@ -39,7 +39,8 @@ public struct E820Entry: Equatable, Sendable, CustomStringConvertible {
 extension LinuxBoot {
     /// The e820 map for `memory`: conventional memory up to the EBDA, the EBDA (MP table) and the
     /// BIOS area (ACPI tables) as reserved, then RAM from 1 MiB to the end of each region. The
-    /// 0xA0000–0xDFFFF VGA/ROM hole and the 3–4 GiB MMIO hole are simply absent.
+    /// 0xA0000–0xDFFFF VGA/ROM hole and the 3–4 GiB MMIO hole are absent, except the PCI ECAM
+    /// region in that hole, which is reserved.
     public static func e820Map(memory: GuestMemory) -> [E820Entry] {
         var entries: [E820Entry] = []
         for region in memory.regions {
@@ -62,6 +63,8 @@ extension LinuxBoot {
                         address: X86Layout.kernelAddress, size: region.end - X86Layout.biosAreaEnd, type: .ram))
             }
         }
+        let ecam = E820Entry(address: GuestAddress(X86Layout.pciECAMBase), size: X86Layout.pciECAMSize, type: .reserved)
+        entries.insert(ecam, at: entries.firstIndex { $0.address.raw > ecam.address.raw } ?? entries.endIndex)
         return entries
     }
 }

@@ -65,9 +65,25 @@ public enum X86Layout {
     public static let s5SleepType: UInt8 = 5
 
     /// The PCI host bridge's 32-bit memory window (DSDT `PCI0._CRS`): from the start of the MMIO
-    /// hole up to the IOAPIC. The VMM places BARs here.
+    /// hole up to the ECAM region. The VMM places BARs here.
     public static let pciMMIO32Base: UInt64 = mmioHoleStart
-    public static let pciMMIO32Size: UInt64 = ioapicAddress - mmioHoleStart
+    public static let pciMMIO32Size: UInt64 = pciECAMBase - mmioHoleStart
+    /// The IOAPIC inputs PCI INTx lines are wired to: GSIs 16–23 (above the ISA IRQs), level-triggered
+    /// and active-low as ACPI `_PRT` GSI entries are (ACPI 6.x §6.2.13).
+    public static let pciINTxFirstGSI: UInt32 = 16
+    public static let pciINTxGSICount: UInt32 = 8
+
+    /// The GSI that INTx `pin` (0 = INTA … 3 = INTD) of the device in `slot` of bus 0 raises: the
+    /// usual swizzle, (slot + pin) mod 8, over ``pciINTxFirstGSI``.
+    public static func pciINTxGSI(slot: UInt8, pin: UInt8) -> UInt32 {
+        pciINTxFirstGSI + (UInt32(slot) + UInt32(pin)) % pciINTxGSICount
+    }
+
+    /// PCI Express enhanced configuration access (ECAM, PCIe base spec §7.2.2): 4 KiB of configuration
+    /// space per function, 1 MiB per bus, buses 0–255. The MCFG table points at it and the e820 map
+    /// reserves it (Linux uses MMCONFIG only where firmware reserved it).
+    public static let pciECAMBase: UInt64 = 0xE000_0000
+    public static let pciECAMSize: UInt64 = 256 * mib
     /// Size of the 64-bit memory window that starts at the first 1 GiB boundary above RAM.
     public static let pciMMIO64Size: UInt64 = 16 * gib
 

@@ -188,6 +188,8 @@ public struct ArtifactBuilder: Sendable {
         }
         if needs.contains(.qemu) { manifest.addFileStat(host.qemu) }
         if needs.contains(.l2Kernel) { manifest.addFileStat(host.kernel) }
+        let e2fsprogs = needs.contains(.e2fsprogs) ? try Self.e2fsprogsTools() : []
+        for tool in e2fsprogs { manifest.addFileStat(tool) }
         return try cache.entry(kind: "l1-base", manifest: manifest) { dir in
             var archive = CpioArchive()
             try commonTree(into: &archive, modules: LabModules.l1)
@@ -206,6 +208,9 @@ public struct ArtifactBuilder: Sendable {
             }
             if needs.contains(.l2Kernel) {
                 try archive.addFile(InitScripts.L1Paths.l2Kernel, from: host.kernel, mode: 0o644)
+            }
+            for tool in e2fsprogs {
+                try addWithLibraries(tool, as: "/usr/sbin/" + (tool as NSString).lastPathComponent, into: &archive)
             }
             try archive.write(to: dir + "/l1-base.cpio")
         }
@@ -283,6 +288,16 @@ public struct ArtifactBuilder: Sendable {
     }
 
     // MARK: Helpers
+
+    /// `e2fsck` and `mke2fs` of the build host (Debian's e2fsprogs).
+    static func e2fsprogsTools() throws -> [String] {
+        try ["e2fsck", "mke2fs"].map { name in
+            guard let path = ["/usr/sbin/", "/sbin/"].map({ $0 + name }).first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+                throw LabError.missingTool("this scenario needs \(name) (install e2fsprogs)")
+            }
+            return path
+        }
+    }
 
     /// Adds `binary` at `destination` plus every library `ldd` lists (at the path ldd prints) and the loader.
     public func addWithLibraries(_ binary: String, as destination: String, into archive: inout CpioArchive) throws {

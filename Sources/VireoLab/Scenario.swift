@@ -80,6 +80,9 @@ public enum Need: String, CaseIterable, Sendable, Hashable, Comparable {
     case l2Initramfs = "l2-initramfs"
     case qemu
     case rootfs
+    /// The build host's `e2fsck` and `mke2fs` (e2fsprogs) in the L1 host's /usr/sbin (call them by that path: busybox has its own mke2fs): scenarios that make
+    /// or check ext4 images there.
+    case e2fsprogs
 
     public static func < (a: Need, b: Need) -> Bool { a.rawValue < b.rawValue }
 }

@@ -15,6 +15,11 @@ public protocol BlockImage: AnyObject, Sendable {
     func write(_ bytes: [UInt8], at offset: UInt64) throws(ImageError)
     /// Makes every write completed before the call durable (metadata included).
     func flush() throws(ImageError)
+    /// The guest no longer needs `length` bytes at `offset`: the image may release their host space;
+    /// they read as zeros afterwards.
+    func discard(at offset: UInt64, length: UInt64) throws(ImageError)
+    /// Makes `length` bytes at `offset` read as zeros; `unmap` lets the image release their host space.
+    func writeZeroes(at offset: UInt64, length: UInt64, unmap: Bool) throws(ImageError)
     /// Flushes and releases the image; later calls fail.
     func close() throws(ImageError)
 }
@@ -49,6 +54,16 @@ public struct ImageOptions: Sendable {
 }
 
 extension BlockImage {
+    /// Writes zeros, in 1 MiB pieces.
+    func writeZeroBytes(at offset: UInt64, length: UInt64) throws(ImageError) {
+        var done: UInt64 = 0
+        while done < length {
+            let count = Int(min(length - done, 1 << 20))
+            try write([UInt8](repeating: 0, count: count), at: offset + done)
+            done += UInt64(count)
+        }
+    }
+
     func checkRange(_ offset: UInt64, _ count: Int) throws(ImageError) {
         guard count >= 0, offset <= size, UInt64(count) <= size - offset else {
             throw ImageError(path, .outOfRange, "access of \(count) bytes at guest offset \(offset) is beyond the end of the disk (\(size) bytes)")
@@ -144,6 +159,25 @@ public final class RawImage: BlockImage, @unchecked Sendable {
     public func flush() throws(ImageError) {
         try checkOpen()
         if isWritable { try file.sync() }
+    }
+
+    /// Punches a hole in the file (`fallocate(PUNCH_HOLE|KEEP_SIZE)`), so the host space is freed.
+    public func discard(at offset: UInt64, length: UInt64) throws(ImageError) {
+        try writeZeroes(at: offset, length: length, unmap: true)
+    }
+
+    /// With `unmap`, punches a hole; otherwise writes zeros, keeping the space allocated (as a later
+    /// write into it must not fail for lack of space).
+    public func writeZeroes(at offset: UInt64, length: UInt64, unmap: Bool) throws(ImageError) {
+        try checkOpen()
+        guard isWritable else { throw ImageError(path, .readOnly, "image is opened read-only") }
+        guard length <= UInt64(Int.max) else { throw ImageError(path, .outOfRange, "zero range of \(length) bytes is too long") }
+        try checkRange(offset, Int(length))
+        if unmap {
+            try file.deallocate(at: offset, length: length)
+        } else {
+            try writeZeroBytes(at: offset, length: length)
+        }
     }
 
     public func close() throws(ImageError) {

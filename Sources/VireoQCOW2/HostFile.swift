@@ -18,6 +18,20 @@ public protocol HostFile: AnyObject {
     func sync() throws(ImageError)
     func size() throws(ImageError) -> UInt64
     func truncate(to size: UInt64) throws(ImageError)
+    /// Deallocates `length` bytes at `offset` on the host; they read as zeros afterwards and the size stays.
+    /// The default writes zeros (for files that cannot punch holes).
+    func deallocate(at offset: UInt64, length: UInt64) throws(ImageError)
+}
+
+extension HostFile {
+    public func deallocate(at offset: UInt64, length: UInt64) throws(ImageError) {
+        var done: UInt64 = 0
+        while done < length {
+            let count = Int(min(length - done, 1 << 20))
+            try write([UInt8](repeating: 0, count: count)[...], at: offset + done)
+            done += UInt64(count)
+        }
+    }
 }
 
 /// A regular file or block device opened with `open(2)`.
@@ -108,5 +122,21 @@ public final class PosixHostFile: HostFile {
 
     public func truncate(to size: UInt64) throws(ImageError) {
         do { try descriptor.truncate(to: size) } catch { throw ImageError(path, error) }
+    }
+
+    /// Punches a hole (`fallocate(PUNCH_HOLE|KEEP_SIZE)`); where the file system cannot (EOPNOTSUPP), writes zeros.
+    public func deallocate(at offset: UInt64, length: UInt64) throws(ImageError) {
+        do {
+            try descriptor.punchHole(at: offset, length: length)
+        } catch where error.errno == EOPNOTSUPP {
+            var done: UInt64 = 0
+            while done < length {
+                let count = Int(min(length - done, 1 << 20))
+                try write([UInt8](repeating: 0, count: count)[...], at: offset + done)
+                done += UInt64(count)
+            }
+        } catch {
+            throw ImageError(path, error)
+        }
     }
 }

@@ -1,4 +1,7 @@
 import VireoSystem
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Every failure of the storage layer: which image, what kind of problem, and a sentence saying what is wrong.
 ///
@@ -24,16 +27,23 @@ public struct ImageError: Error, CustomStringConvertible, Equatable, Sendable {
     public let path: String
     public let kind: Kind
     public let message: String
+    /// The errno of the failed system call behind an `.io` error, when there is one.
+    public let errno: Int32?
 
-    public init(_ path: String, _ kind: Kind, _ message: String) {
+    public init(_ path: String, _ kind: Kind, _ message: String, errno: Int32? = nil) {
         self.path = path
         self.kind = kind
         self.message = message
+        self.errno = errno
     }
 
     init(_ path: String, _ error: SystemError) {
-        self.init(path, .io, error.description)
+        self.init(path, .io, error.description, errno: error.errno)
     }
+
+    /// The host file system is full (ENOSPC) or the user's quota is spent (EDQUOT): the condition
+    /// QEMU's `werror=enospc` stops the VM for, because freeing space on the host fixes it.
+    public var isOutOfSpace: Bool { errno == ENOSPC || errno == EDQUOT }
 
     public var description: String { "\(path): \(message)" }
 }

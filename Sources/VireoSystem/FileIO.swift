@@ -1,3 +1,4 @@
+import CVireoLinux
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -65,6 +66,15 @@ extension FileDescriptor {
     /// `ftruncate(2)`.
     public func truncate(to size: UInt64) throws(SystemError) {
         _ = try retryingInterrupts("ftruncate to \(size)") { Glibc.ftruncate(rawValue, off_t(size)) }
+    }
+
+    /// `fallocate(2)` with `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`: the range is deallocated on the
+    /// host and reads as zeros; the file size stays. Throws EOPNOTSUPP where the file system cannot do it.
+    public func punchHole(at offset: UInt64, length: UInt64) throws(SystemError) {
+        guard length > 0 else { return }
+        _ = try retryingInterrupts("fallocate(PUNCH_HOLE) \(length) bytes at \(offset)") {
+            vireo_punch_hole(rawValue, Int64(offset), Int64(length))
+        }
     }
 
     /// `fstat(2)`, with the size of block devices taken from `lseek(SEEK_END)`.

@@ -110,4 +110,22 @@ public final class WaitableState<Value: Sendable>: @unchecked Sendable {
         while !predicate(value) { unsafe pthread_cond_wait(condition, mutex) }
         return value
     }
+
+    /// Blocks until `predicate` holds or `seconds` have passed (`pthread_cond_timedwait` on
+    /// CLOCK_REALTIME); returns the value, or nil on timeout.
+    public func wait(until predicate: (Value) -> Bool, timeout seconds: Double) -> Value? {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        let whole = Int(max(0, seconds))
+        var nanoseconds = now.tv_nsec + Int(max(0, seconds - Double(whole)) * 1e9)
+        var deadline = timespec(tv_sec: now.tv_sec + whole + nanoseconds / 1_000_000_000, tv_nsec: 0)
+        nanoseconds %= 1_000_000_000
+        deadline.tv_nsec = nanoseconds
+        unsafe pthread_mutex_lock(mutex)
+        defer { unsafe pthread_mutex_unlock(mutex) }
+        while !predicate(value) {
+            if unsafe pthread_cond_timedwait(condition, mutex, &deadline) == ETIMEDOUT { return predicate(value) ? value : nil }
+        }
+        return value
+    }
 }

@@ -22,16 +22,64 @@ public final class ActiveQueues: Sendable {
     /// the handler counts as a malformed request and fails the device too. `more` is asked before
     /// each chain is taken (a receive queue stops once the device has nothing left to deliver).
     public func drain(_ index: Int, while more: () -> Bool = { true }, _ handle: (DescriptorChain) throws(VirtqueueError) -> UInt32) {
-        guard !isBroken else { return }
+        process(index, while: more, { chain throws(VirtqueueError) in .used(try handle(chain)) })
+    }
+
+    /// What a device does with a chain it has taken.
+    public enum Disposition: Sendable {
+        /// Returned to the driver as used, with the number of bytes written into it.
+        case used(UInt32)
+        /// Left in the available ring, with every chain after it, for the next drain (a virtio-blk
+        /// request that cannot complete while the host disk is full).
+        case putBack
+        /// Kept by the device, which returns it later with `returnUsed` (the balloon's statistics buffer).
+        case kept
+    }
+
+    /// Like `drain(_:while:_:)`, but `handle` decides each chain's fate (`Disposition`). Returns
+    /// whether a chain was put back.
+    @discardableResult
+    public func process(_ index: Int, while more: () -> Bool = { true }, _ handle: (DescriptorChain) throws(VirtqueueError) -> Disposition) -> Bool {
+        guard !isBroken else { return false }
         var used = 0
+        var held = false
         let failure: VirtqueueError? = queues.withLock { queues in
             guard index >= 0, index < queues.count, queues[index].ready else { return nil }
             do throws(VirtqueueError) {
                 while more(), let chain = try queues[index].pop(memory) {
-                    let written = try handle(chain)
-                    try queues[index].pushUsed(head: chain.head, length: written, memory)
-                    used += 1
+                    switch try handle(chain) {
+                    case .used(let written):
+                        try queues[index].pushUsed(head: chain.head, length: written, memory)
+                        used += 1
+                    case .kept:
+                        continue
+                    case .putBack:
+                        queues[index].putBack()
+                        held = true
+                    }
+                    if held { break }
                 }
+                return nil
+            } catch {
+                return error
+            }
+        }
+        if let failure {
+            broken.store(true, ordering: .releasing)
+            activation.fail("queue \(index): \(failure)")
+            return false
+        }
+        notifyIfWanted(index, used: used)
+        return held
+    }
+
+    /// Returns a chain the device kept (`Disposition.kept`) to the driver, and interrupts it if it asked to be.
+    public func returnUsed(_ index: Int, head: UInt16, length: UInt32) {
+        guard !isBroken else { return }
+        let failure: VirtqueueError? = queues.withLock { queues in
+            guard index >= 0, index < queues.count, queues[index].ready else { return nil }
+            do throws(VirtqueueError) {
+                try queues[index].pushUsed(head: head, length: length, memory)
                 return nil
             } catch {
                 return error
@@ -42,6 +90,10 @@ public final class ActiveQueues: Sendable {
             activation.fail("queue \(index): \(failure)")
             return
         }
+        notifyIfWanted(index, used: 1)
+    }
+
+    private func notifyIfWanted(_ index: Int, used: Int) {
         guard used > 0 else { return }
         let notify = queues.withLock { $0[index].needsNotification(memory) }
         if notify { activation.interrupt.notifyQueue(index) }

@@ -90,6 +90,12 @@ public struct SplitQueue: Sendable {
             head: head, table: descriptorTable, queueSize: size, indirectAllowed: indirect, memory: memory)
     }
 
+    /// Undoes the last `pop`: that chain is taken again by the next `pop`. For a device that cannot
+    /// complete a request now and keeps it in the ring (virtio-blk on a full host disk).
+    public mutating func putBack() {
+        nextAvail &-= 1
+    }
+
     /// Returns a used chain to the driver (§2.7.8): the element first, then (after a fence) the index.
     public mutating func pushUsed(head: UInt16, length: UInt32, _ memory: GuestMemory) throws(VirtqueueError) {
         let slot = UInt64(nextUsed % size)

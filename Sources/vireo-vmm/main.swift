@@ -32,7 +32,7 @@ struct VireoVMMCommand: ParsableCommand {
     @Option(name: .customLong("disk"), help: "virtio-blk disk: path=FILE[,readonly=on|off][,format=raw|qcow2][,serial=ID] (repeatable; the first is /dev/vda).") var disks: [String] = []
     @Flag(help: "Add a virtio-rng device (host getrandom).") var rng = false
     @Option(help: "Add a virtio-console (guest hvc0): stdio, file:PATH, unix:PATH or none.") var console: String?
-    @Option(help: "Add a virtio-balloon with this initial size (e.g. 0 or 64M); change it with the control socket's `balloon MiB`.") var balloon: String?
+    @Option(help: "Add a virtio-balloon: SIZE[,stats=SECONDS][,deflate-on-oom=on|off], SIZE its initial size (e.g. 0 or 64M); change it with the control socket's `balloon MiB`, read the guest's statistics with `balloon-stats` (polled every SECONDS with stats=).") var balloon: String?
     @Option(name: .customLong("net"), help: "virtio-net on a host tap: tap=NAME[,mac=52:54:00:12:34:56] (repeatable; the tap is created if missing; default MAC random, locally administered).") var nets: [String] = []
     @Option(help: .hidden) var kvmDevice: String = "/dev/kvm"
 
@@ -70,7 +70,7 @@ struct VireoVMMCommand: ParsableCommand {
         config.disks = try disks.map { text throws(ConfigError) in try DiskConfig.parse(text) }
         config.rng = rng
         config.nets = try nets.map { text throws(ConfigError) in try NetConfig.parse(text) }
-        if let balloon { config.balloonTarget = balloon == "0" ? 0 : try VMConfig.parseMemorySize(balloon) }
+        if let balloon { try config.parseBalloon(balloon) }
         if let console {
             guard !(console == "stdio" && serial == "stdio") else { throw .invalid("--console stdio needs --serial other than stdio") }
             config.virtioConsole = try consoleBackend(console, option: "console")

@@ -104,7 +104,7 @@ import VireoMemory
         #expect(tables.rsdp.ascii(9, 6) == "VIREO ")
 
         #expect(tables.xsdt.ascii(0, 4) == "XSDT")
-        #expect(tables.xsdt.count == 36 + 16)
+        #expect(tables.xsdt.count == 36 + 24)
         #expect(tables.fadt.ascii(0, 4) == "FACP")
         #expect(tables.madt.ascii(0, 4) == "APIC")
         #expect(tables.dsdt.ascii(0, 4) == "DSDT")
@@ -119,6 +119,21 @@ import VireoMemory
         for address in [tables.layout.rsdp, tables.layout.xsdt, tables.layout.fadt, tables.layout.madt, tables.layout.dsdt] {
             #expect(address.raw >= 0xE_0000 && address.raw < 0x10_0000 && address.raw % 16 == 0)
         }
+    }
+
+    /// PCI Firmware spec 3.0 §4.1.2: one ECAM allocation for segment 0, buses 0–255, which the e820 map reserves.
+    @Test func mcfgPointsAtTheReservedECAMRegion() throws {
+        let tables = try load(cpuCount: 1)
+        let mcfg = try tables.memory.table(at: try #require(tables.xsdt.u64(52)))
+        #expect(mcfg.ascii(0, 4) == "MCFG" && mcfg.byteSum == 0)
+        #expect(mcfg.count == 36 + 8 + 16)
+        #expect(mcfg.u64(44) == X86Layout.pciECAMBase)
+        #expect(mcfg.u16(52) == 0 && mcfg.u8(54) == 0 && mcfg.u8(55) == 0xFF)
+        let map = LinuxBoot.e820Map(memory: tables.memory)
+        #expect(map.contains(E820Entry(address: GuestAddress(X86Layout.pciECAMBase), size: 256 << 20, type: .reserved)))
+        // The ECAM region lies in the MMIO hole, outside the host bridge's 32-bit BAR window.
+        #expect(X86Layout.pciECAMBase >= X86Layout.pciMMIO32Base + X86Layout.pciMMIO32Size)
+        #expect(X86Layout.pciECAMBase + X86Layout.pciECAMSize <= X86Layout.ioapicAddress)
     }
 
     @Test func fadtFlagsAndRegisters() throws {

@@ -24,26 +24,31 @@ import VireoMemory
         #expect(map[3] == E820Entry(address: GuestAddress(Self.mib), size: lowEnd - Self.mib, type: .ram))
     }
 
+    let ecam = E820Entry(address: GuestAddress(X86Layout.pciECAMBase), size: X86Layout.pciECAMSize, type: .reserved)
+
     @Test func e820For64MiB() throws {
         let map = LinuxBoot.e820Map(memory: try makeMemory(64 * Self.mib))
-        #expect(map.count == 4)
+        #expect(map.count == 5)
         expectLowMap(map, lowEnd: 64 * Self.mib)
+        #expect(map[4] == ecam)
     }
 
     @Test func e820For3GiB() throws {
         let map = LinuxBoot.e820Map(memory: try makeMemory(3 * Self.gib))
-        #expect(map.count == 4)
+        #expect(map.count == 5)
         expectLowMap(map, lowEnd: 3 * Self.gib)
+        #expect(map[4] == ecam)
     }
 
     @Test func e820For4GiBHasTwoRAMRanges() throws {
         let map = LinuxBoot.e820Map(memory: try makeMemory(4 * Self.gib))
-        #expect(map.count == 5)
+        #expect(map.count == 6)
         expectLowMap(map, lowEnd: 3 * Self.gib)
-        #expect(map[4] == E820Entry(address: GuestAddress(4 * Self.gib), size: Self.gib, type: .ram))
-        // Nothing claims the MMIO hole, and entries are sorted and disjoint.
+        #expect(map[4] == ecam)
+        #expect(map[5] == E820Entry(address: GuestAddress(4 * Self.gib), size: Self.gib, type: .ram))
+        // Only the ECAM region claims the MMIO hole, and entries are sorted and disjoint.
         for (previous, next) in zip(map, map.dropFirst()) { #expect(previous.end <= next.address.raw) }
-        #expect(!map.contains { $0.address.raw < 4 * Self.gib && $0.end > X86Layout.mmioHoleStart })
+        #expect(!map.contains { $0 != ecam && $0.address.raw < 4 * Self.gib && $0.end > X86Layout.mmioHoleStart })
     }
 
     @Test func e820EntryWireFormat() {

@@ -146,3 +146,29 @@ final class FakePCIFunction: PCIDevice {
         _ = device.read(offset: .max, size: 8)
     }
 }
+
+/// ECAM (PCIe base spec §7.2.2): bus in offset bits 27–20, device 19–15, function 14–12, register 11–0.
+@Suite struct PCIECAMTests {
+    @Test func routesByOffsetAndRejectsBadAccesses() throws {
+        let bus = PCIBus()
+        let function = FakePCIFunction()
+        try bus.register(function, device: 3)
+        let ecam = PCIECAM(bus: bus)
+        let base: UInt64 = 3 << 15
+        #expect(ecam.read(offset: base, size: 4) == 0x1237_8086)
+        #expect(ecam.read(offset: base + 2, size: 2) == 0x1237)
+        ecam.write(offset: base + 0x3C, size: 1, value: 0x0B)
+        #expect(function.readConfig(offset: 0x3C, size: 1) == 0x0B)
+        // Crossing a dword, odd sizes, other functions, buses and out-of-window offsets: all ones.
+        #expect(ecam.read(offset: base + 2, size: 4) == 0xFFFF_FFFF)
+        #expect(ecam.read(offset: base, size: 8) == UInt64.max)
+        #expect(ecam.read(offset: base | 1 << 12, size: 4) == 0xFFFF_FFFF)
+        #expect(ecam.read(offset: base | 1 << 20, size: 4) == 0xFFFF_FFFF)
+        #expect(ecam.read(offset: 1 << 28, size: 2) == 0xFFFF)
+        for _ in 0..<2000 {
+            let offset = UInt64.random(in: 0...UInt64.max)
+            ecam.write(offset: offset, size: [1, 2, 3, 4, 8].randomElement()!, value: .random(in: 0...UInt64.max))
+            _ = ecam.read(offset: offset, size: [1, 2, 4, 8, 0].randomElement()!)
+        }
+    }
+}

@@ -32,4 +32,40 @@ import VireoMemory
         #expect(pci.transport.readBar(0, offset: 0x2000, size: 4) == 32)
         #expect(pci.msi.count == before + 1)
     }
+
+    /// §5.5.6.3: the driver's statistics buffer is kept until the host asks, then returned, refilled and read again.
+    @Test func statisticsQueueKeepsTheBufferUntilAsked() throws {
+        let balloon = VirtioBalloon(logger: Logger(label: "t"))
+        #expect(balloon.features & VirtioBalloon.Feature.statsVQ != 0)
+        #expect(balloon.features & VirtioBalloon.Feature.deflateOnOOM == 0)
+        #expect(VirtioBalloon(deflateOnOOM: true, logger: Logger(label: "t")).features & VirtioBalloon.Feature.deflateOnOOM != 0)
+        #expect(balloon.requestStatistics() == false)  // nothing offered yet
+        let pci = try PCIDriver(balloon)
+        func offer(free: UInt64, total: UInt64, notify: Bool = true) throws {
+            var stats = ByteWriter()
+            stats.append(UInt16(4)); stats.append(free)  // VIRTIO_BALLOON_S_MEMFREE
+            stats.append(UInt16(5)); stats.append(total)  // VIRTIO_BALLOON_S_MEMTOT
+            stats.append(UInt16(99)); stats.append(UInt64(7))  // unknown tag: skipped
+            try pci.driver.chain(at: 0, [(stats.bytes, 30, false)])
+            try pci.driver.makeAvailable(0)
+            if notify { pci.notify(2) }
+        }
+        // Like Linux: the first buffer is queued before DRIVER_OK; activation picks it up.
+        try offer(free: 100 << 20, total: 256 << 20, notify: false)
+        pci.initialise(queue: 2)
+        #expect(pci.driver.usedIndex == 0)  // kept
+        #expect(balloon.statistics.current.generation == 1)
+        #expect(balloon.statistics.current.values == ["free-memory": 100 << 20, "total-memory": 256 << 20])
+        // The host asks: the buffer is returned used, with an interrupt.
+        let before = pci.msi.count
+        #expect(balloon.requestStatistics())
+        #expect(pci.driver.usedIndex == 1)
+        #expect(try pci.driver.usedElement(0).id == 0)
+        #expect(pci.msi.count == before + 1)
+        #expect(balloon.requestStatistics() == false)  // until the driver sends it back
+        try offer(free: 50 << 20, total: 256 << 20)
+        #expect(balloon.statistics.current.generation == 2)
+        #expect(balloon.statistics.current.values["free-memory"] == 50 << 20)
+        #expect(pci.status & 0x40 == 0)
+    }
 }

@@ -32,6 +32,25 @@ import Testing
         #expect(space.barAddress(3) == nil)
     }
 
+    /// §6.2.5.1: a 64-bit memory BAR spans two registers; sizing writes all ones to both.
+    @Test func sixtyFourBitBarSizingAndAddress() {
+        var space = PCIConfigSpace(vendorID: 0x1AF4, deviceID: 0x1041, classCode: 0)
+        space.addMemoryBar64(index: 0, size: 0x4000, address: 0x4_0000_8000)
+        #expect(space.read(offset: 0x10, size: 4) == 0x8004)
+        #expect(space.read(offset: 0x14, size: 4) == 4)
+        #expect(space.barAddress(0) == 0x4_0000_8000)
+        #expect(space.barAddress(1) == nil)
+        space.write(offset: 0x10, size: 4, value: 0xFFFF_FFFF)
+        space.write(offset: 0x14, size: 4, value: 0xFFFF_FFFF)
+        #expect(space.read(offset: 0x10, size: 4) == 0xFFFF_C004)  // type bits stay
+        #expect(space.read(offset: 0x14, size: 4) == 0xFFFF_FFFF)
+        space.write(offset: 0x10, size: 4, value: 0xE000_4000)
+        space.write(offset: 0x14, size: 4, value: 0x1)
+        #expect(space.barAddress(0) == 0x1_E000_4000)
+        space.write(offset: 0x10, size: 1, value: 0xFF)  // low bits are hard-wired
+        #expect(space.read(offset: 0x10, size: 4) == 0xE000_4004)
+    }
+
     @Test func barAllocatorAlignsAndStopsAtTheEnd() {
         var allocator = PCIBarAllocator(base: 0xC000_0000, length: 0x1_0000)
         #expect(allocator.allocate(size: 0x1000) == 0xC000_0000)

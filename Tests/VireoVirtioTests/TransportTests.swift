@@ -22,17 +22,18 @@ struct PCIDriver {
     let driver: FakeDriver
     let msi = RecordingMSI()
 
-    init(_ device: any VirtioDevice, queueSize: UInt16 = 16) throws {
+    init(_ device: any VirtioDevice, queueSize: UInt16 = 16, intx: (any InterruptLine)? = nil) throws {
         driver = try FakeDriver(size: queueSize)
-        transport = VirtioPCIDevice(device: device, memory: driver.memory, msi: msi, bar0: 0xC000_0000, bar1: 0xC000_4000, logger: Logger(label: "test"))
+        transport = VirtioPCIDevice(device: device, memory: driver.memory, msi: msi, bar0: 0xC000_0000, msixBar: 0xC000_4000,
+                                    intx: intx, logger: Logger(label: "test"))
     }
 
     func common(_ offset: UInt64, _ size: Int) -> UInt64 { transport.readBar(0, offset: offset, size: size) }
     func setCommon(_ offset: UInt64, _ size: Int, _ value: UInt64) { transport.writeBar(0, offset: offset, size: size, value: value) }
     var status: UInt8 { UInt8(common(0x14, 1)) }
 
-    /// Reset, ACKNOWLEDGE|DRIVER, features, FEATURES_OK, queue 0 setup, MSI-X vector 1 for it, DRIVER_OK.
-    func initialise(features: UInt64? = nil, enableQueue: Bool = true) {
+    /// Reset, ACKNOWLEDGE|DRIVER, features, FEATURES_OK, setup of `queue` (0) on the fake driver's rings, MSI-X vector 1 for it, DRIVER_OK.
+    func initialise(features: UInt64? = nil, enableQueue: Bool = true, queue: UInt64 = 0) {
         setCommon(0x14, 1, 0)
         setCommon(0x14, 1, 3)
         setCommon(0x00, 4, 0)
@@ -45,11 +46,11 @@ struct PCIDriver {
         setCommon(0x08, 4, 1); setCommon(0x0C, 4, wanted >> 32)
         setCommon(0x14, 1, 0x0B)
         // MSI-X: enable in the capability, program vector 1, unmask.
-        transport.writeBar(1, offset: 16, size: 4, value: 0xFEE0_0000)
-        transport.writeBar(1, offset: 24, size: 4, value: 0x41)
-        transport.writeBar(1, offset: 28, size: 4, value: 0)
+        transport.writeBar(VirtioPCIDevice.msixBar, offset: 16, size: 4, value: 0xFEE0_0000)
+        transport.writeBar(VirtioPCIDevice.msixBar, offset: 24, size: 4, value: 0x41)
+        transport.writeBar(VirtioPCIDevice.msixBar, offset: 28, size: 4, value: 0)
         enableMSIX()
-        setCommon(0x16, 2, 0)
+        setCommon(0x16, 2, queue)
         setCommon(0x18, 2, UInt64(driver.size))
         setCommon(0x1A, 2, 1)
         setCommon(0x20, 8, driver.table.raw)
@@ -86,9 +87,18 @@ struct PCIDriver {
             cap = Int(pci.transport.readConfig(offset: cap + 1, size: 1))
         }
         #expect(types == [1, 2, 3, 4, 5])
-        // BAR sizing: all ones reads back the size mask.
-        pci.transport.writeConfig(offset: 0x10, size: 4, value: 0xFFFF_FFFF)
-        #expect(pci.transport.readConfig(offset: 0x10, size: 4) == ~UInt32(VirtioPCIDevice.bar0Size - 1))
+        // BAR sizing: all ones reads back the size mask; both BARs are 64-bit (type 10b), the upper halves all writable.
+        for (register, size) in [(0x10, VirtioPCIDevice.bar0Size), (0x18, VirtioPCIDevice.msixBarSize)] {
+            pci.transport.writeConfig(offset: register, size: 4, value: 0xFFFF_FFFF)
+            pci.transport.writeConfig(offset: register + 4, size: 4, value: 0xFFFF_FFFF)
+            #expect(pci.transport.readConfig(offset: register, size: 4) == ~UInt32(size - 1) | 0x4)
+            #expect(pci.transport.readConfig(offset: register + 4, size: 4) == 0xFFFF_FFFF)
+        }
+        // MSI-X table and PBA live in BAR 2 (BIR 2).
+        var msix = Int(pci.transport.readConfig(offset: 0x34, size: 1))
+        while msix != 0, pci.transport.readConfig(offset: msix, size: 1) != 0x11 { msix = Int(pci.transport.readConfig(offset: msix + 1, size: 1)) }
+        #expect(pci.transport.readConfig(offset: msix + 4, size: 4) == 2)
+        #expect(pci.transport.readConfig(offset: msix + 8, size: 4) == 0x802)
     }
 
     /// §4.1.4.9: the VIRTIO_PCI_CAP_PCI_CFG window reaches BAR 0 through configuration space.
@@ -120,6 +130,14 @@ struct PCIDriver {
         pci.transport.writeConfig(offset: 0x10, size: 4, value: 0xC100_0000)
         #expect(window.read(offset: 0x12, size: 2) == 0xFFFF)
         #expect(window.read(offset: 0x0100_0012, size: 2) == 1)
+        // Moved above 4 GiB through the upper BAR register: a 64-bit window there decodes it.
+        let high = PCIMemoryWindow(base: 0x1_0000_0000, length: 0x4_0000_0000)
+        high.attach(pci.transport)
+        pci.transport.writeConfig(offset: 0x14, size: 4, value: 0x2)
+        #expect(window.read(offset: 0x0100_0012, size: 2) == 0xFFFF)
+        #expect(high.read(offset: 0x1_C100_0012, size: 2) == 1)
+        #expect(pci.transport.decodedBar(0)?.base == 0x2_C100_0000)
+        #expect(pci.transport.decodedBar(1) == nil)  // the upper half is no BAR of its own
     }
 
     @Test func rngFillsBuffersAndInterrupts() throws {
@@ -132,6 +150,38 @@ struct PCIDriver {
         #expect(pci.driver.usedIndex == 1)
         #expect(try pci.driver.usedElement(0) == (0, 64))
         #expect(pci.msi.messages.withLock { $0 } == [MSIMessage(address: 0xFEE0_0000, data: 0x41)])
+    }
+
+    /// Without MSI-X (Linux `pci=nomsi`), INTA stays asserted while the ISR is non-zero; reading it releases the line.
+    @Test func intxWhenMSIXIsOff() throws {
+        let line = LevelRecorder()
+        let pci = try PCIDriver(VirtioRng(), intx: line)
+        #expect(pci.transport.readConfig(offset: 0x3D, size: 1) == 1)  // interrupt pin INTA
+        #expect(try PCIDriver(VirtioRng()).transport.readConfig(offset: 0x3D, size: 1) == 0)
+        pci.initialise()
+        var cap = Int(pci.transport.readConfig(offset: 0x34, size: 1))
+        while pci.transport.readConfig(offset: cap, size: 1) != 0x11 { cap = Int(pci.transport.readConfig(offset: cap + 1, size: 1)) }
+        pci.transport.writeConfig(offset: cap + 2, size: 2, value: 0)  // MSI-X off
+        try pci.driver.chain(at: 0, [([], 64, true)])
+        try pci.driver.makeAvailable(0)
+        pci.notify()
+        #expect(pci.driver.usedIndex == 1)
+        #expect(line.levels == [true])
+        #expect(pci.msi.count == 0)
+        #expect(pci.transport.readBar(0, offset: 0x1000, size: 1) == 1)  // ISR: queue interrupt
+        #expect(line.levels == [true, false])
+        // Interrupt Disable (command bit 10) holds the line low; clearing it raises the pending interrupt.
+        pci.transport.writeConfig(offset: 4, size: 2, value: 0x406)
+        try pci.driver.setUsedEvent(1)  // event index: interrupt after the next used buffer
+        try pci.driver.chain(at: 1, [([], 16, true)])
+        try pci.driver.makeAvailable(1)
+        pci.notify()
+        #expect(line.levels == [true, false])
+        pci.transport.writeConfig(offset: 4, size: 2, value: 0x006)
+        #expect(line.levels == [true, false, true])
+        // Enabling MSI-X releases INTx; a device reset does too.
+        pci.transport.writeConfig(offset: cap + 2, size: 2, value: 0x8000)
+        #expect(line.levels == [true, false, true, false])
     }
 
     @Test func featuresWithoutVersion1AreRefused() throws {
@@ -169,13 +219,13 @@ struct PCIDriver {
     @Test func maskedVectorIsPendingUntilUnmasked() throws {
         let pci = try PCIDriver(VirtioRng())
         pci.initialise()
-        pci.transport.writeBar(1, offset: 28, size: 4, value: 1)  // mask vector 1
+        pci.transport.writeBar(VirtioPCIDevice.msixBar, offset: 28, size: 4, value: 1)  // mask vector 1
         try pci.driver.chain(at: 0, [([], 8, true)])
         try pci.driver.makeAvailable(0)
         pci.notify()
         #expect(pci.msi.count == 0)
-        #expect(pci.transport.readBar(1, offset: 0x800, size: 8) == 2)
-        pci.transport.writeBar(1, offset: 28, size: 4, value: 0)
+        #expect(pci.transport.readBar(VirtioPCIDevice.msixBar, offset: 0x800, size: 8) == 2)
+        pci.transport.writeBar(VirtioPCIDevice.msixBar, offset: 28, size: 4, value: 0)
         #expect(pci.msi.count == 1)
     }
 }
@@ -250,4 +300,11 @@ struct PCIDriver {
         pci.notify()
         #expect(pci.status & 0x40 != 0)
     }
+}
+
+/// Records the levels a device drives on its INTx line.
+final class LevelRecorder: InterruptLine {
+    private let calls = Mutex<[Bool]>([])
+    func setLevel(_ asserted: Bool) { calls.withLock { $0.append(asserted) } }
+    var levels: [Bool] { calls.withLock { $0 } }
 }

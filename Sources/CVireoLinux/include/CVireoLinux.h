@@ -141,4 +141,10 @@ int vireo_unix_connect(const char *path, int type);
 /// accept4(listener, SOCK_CLOEXEC|SOCK_NONBLOCK).
 int vireo_accept_nonblocking(int listener);
 
+// MARK: files
+/// fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length): deallocates the range
+/// (it reads as zeros) without changing the file size. Returns 0 or -1 with errno (EOPNOTSUPP where the
+/// file system cannot punch holes).
+int vireo_punch_hole(int fd, int64_t offset, int64_t length);
+
 #endif

@@ -33,8 +33,12 @@ public struct PCIConfigSpace: Sendable {
 
     public private(set) var bytes: [UInt8]
     private var writeMask: [UInt8]
-    /// Size of each of the six BARs; 0 when the BAR is not implemented.
+    /// Size of each of the six BARs; 0 when the BAR is not implemented (or is the upper half of a 64-bit BAR).
     public private(set) var barSizes: [UInt64] = Array(repeating: 0, count: 6)
+    /// Which BARs are 64-bit (their address continues in the next BAR register).
+    public private(set) var barIs64Bit: [Bool] = Array(repeating: false, count: 6)
+    /// BAR memory type "64-bit" (bits 2:1 = 10b, §6.2.5.1).
+    public static let barType64: UInt32 = 0x4
     private var nextCapability = 0x40
 
     public init(vendorID: UInt16, deviceID: UInt16, classCode: UInt32, revision: UInt8 = 0,
@@ -69,6 +73,30 @@ public struct PCIConfigSpace: Sendable {
         let mask = ~UInt32(size - 1)
         for byte in 0..<4 { writeMask[offset + byte] = UInt8(truncatingIfNeeded: mask >> (8 * byte)) }
     }
+
+    /// Declares BARs `index` and `index + 1` as one 64-bit, non-prefetchable memory BAR of `size` bytes
+    /// (a power of two, at least 16) currently at `address` (§6.2.5.1: type 10b; the next register holds
+    /// the upper 32 address bits, all writable, so sizing reads back all ones there).
+    public mutating func addMemoryBar64(index: Int, size: UInt64, address: UInt64) {
+        precondition((0..<5).contains(index) && size >= 16 && size & (size - 1) == 0)
+        barSizes[index] = size
+        barIs64Bit[index] = true
+        let offset = Offset.bar0 + 4 * index
+        let aligned = address & ~(size - 1)
+        put32(UInt32(truncatingIfNeeded: aligned) | Self.barType64, at: offset)
+        put32(UInt32(truncatingIfNeeded: aligned >> 32), at: offset + 4)
+        let mask = ~(size - 1)
+        for byte in 0..<8 { writeMask[offset + byte] = UInt8(truncatingIfNeeded: mask >> (8 * byte)) }
+        writeMask[offset] &= 0xF0  // type bits stay read-only
+    }
+
+    /// Declares that the function raises INTx `pin` (1 = INTA … 4 = INTD; §6.2.4, Interrupt Pin).
+    public mutating func setInterruptPin(_ pin: UInt8) {
+        bytes[Offset.interruptPin] = pin
+    }
+
+    /// The command register's Interrupt Disable bit (§6.2.2): the function must not assert INTx.
+    public static let commandInterruptDisable: UInt16 = 1 << 10
 
     /// Appends a capability (§6.7): `body` starts after the ID and next-pointer bytes. `writable`
     /// gives write masks for the body bytes (missing bytes are read-only). Returns the capability's offset.
@@ -128,7 +156,9 @@ public struct PCIConfigSpace: Sendable {
     /// The guest-physical address BAR `index` decodes, or nil when it is not implemented.
     public func barAddress(_ index: Int) -> UInt64? {
         guard (0..<6).contains(index), barSizes[index] != 0 else { return nil }
-        return UInt64(read(offset: Offset.bar0 + 4 * index, size: 4) & ~UInt32(barSizes[index] - 1))
+        let low = UInt64(read(offset: Offset.bar0 + 4 * index, size: 4) & 0xFFFF_FFF0)
+        let high = barIs64Bit[index] ? UInt64(read(offset: Offset.bar0 + 4 * index + 4, size: 4)) << 32 : 0
+        return (high | low) & ~(barSizes[index] - 1)
     }
 
     func read16(_ offset: Int) -> UInt16 { UInt16(read(offset: offset, size: 2)) }

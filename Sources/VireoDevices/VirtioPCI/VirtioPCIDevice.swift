@@ -5,7 +5,7 @@ import VireoVirtio
 
 /// The virtio-pci modern transport (virtio 1.2 §4.1) around one `VirtioDevice`.
 ///
-/// BAR 0 (32-bit memory, 16 KiB) holds the structures the vendor capabilities (§4.1.4) point at:
+/// BAR 0 (64-bit memory, 16 KiB; registers 0–1) holds the structures the vendor capabilities (§4.1.4) point at:
 ///
 /// | BAR 0 offset | structure |
 /// |---|---|
@@ -14,17 +14,23 @@ import VireoVirtio
 /// | 0x2000 | device-specific configuration (§4.1.4.6) |
 /// | 0x3000 | notifications: queue *n* at 0x3000 + n × ``notifyOffsetMultiplier`` (§4.1.4.4) |
 ///
-/// BAR 1 (4 KiB) holds the MSI-X table at 0 and the pending bit array at 0x800 (PCI 3.0 §6.8.2).
+/// BAR 2 (64-bit memory, 4 KiB; registers 2–3) holds the MSI-X table at 0 and the pending bit array at
+/// 0x800 (PCI 3.0 §6.8.2). Both are 64-bit so the VMM may place them above 4 GiB.
 /// The device status machine (§2.1, §3.1.1): writing 0 resets; FEATURES_OK is kept only when the
 /// driver accepted a subset of the offered features including VIRTIO_F_VERSION_1; DRIVER_OK
 /// validates every enabled queue and activates the device; a malformed queue sets
 /// DEVICE_NEEDS_RESET and sends a configuration-change interrupt (§2.1.2).
+///
+/// Interrupts go through MSI-X when the driver enabled it; otherwise (§4.1.4.5) through the legacy
+/// INTA line, held asserted while the ISR status is non-zero and released when the driver reads it.
 public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
     public static let vendorID: UInt16 = 0x1AF4
     /// §4.1.2.1: 0x1040 + device type.
     public static let deviceIDBase: UInt16 = 0x1040
     public static let bar0Size: UInt64 = 0x4000
-    public static let bar1Size: UInt64 = 0x1000
+    public static let msixBarSize: UInt64 = 0x1000
+    /// The BAR register index of the MSI-X BAR.
+    public static let msixBar = 2
     public static let commonOffset: UInt64 = 0x0000
     public static let isrOffset: UInt64 = 0x1000
     public static let deviceConfigOffset: UInt64 = 0x2000
@@ -52,6 +58,8 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
         var pciConfigCapability = 0
         /// Set while the device is active (DRIVER_OK accepted, not failed).
         var active = false
+        /// The INTx level last given to the line.
+        var intxAsserted = false
     }
 
     public let device: any VirtioDevice
@@ -66,11 +74,16 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
     private let notifyForwarder = Mutex<(@Sendable (Int) -> Void)?>(nil)
     /// MSI-X vectors: one per queue plus one for configuration changes.
     public let vectorCount: Int
+    /// INTA, when the platform wires one (interrupt pin 1 in config space); nil leaves the pin at 0.
+    let intx: (any InterruptLine)?
 
     /// - Parameters:
-    ///   - bar0, bar1: initial guest-physical addresses (the guest may move them).
-    public init(device: any VirtioDevice, memory: GuestMemory, msi: any MSIController, bar0: UInt64, bar1: UInt64, logger: Logger) {
+    ///   - bar0, msixBar: initial guest-physical addresses of BAR 0 and the MSI-X BAR (the guest may move them).
+    ///   - intx: the line INTA drives, for drivers without MSI-X.
+    public init(device: any VirtioDevice, memory: GuestMemory, msi: any MSIController, bar0: UInt64, msixBar: UInt64,
+                intx: (any InterruptLine)? = nil, logger: Logger) {
         self.device = device
+        self.intx = intx
         self.memory = memory
         self.msi = msi
         self.logger = logger
@@ -80,8 +93,9 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
         var config = PCIConfigSpace(
             vendorID: Self.vendorID, deviceID: Self.deviceIDBase + type.rawValue, classCode: Self.classCode(type),
             revision: 1, subsystemVendorID: Self.vendorID, subsystemID: 0x40)
-        config.addMemoryBar(index: 0, size: Self.bar0Size, address: bar0)
-        config.addMemoryBar(index: 1, size: Self.bar1Size, address: bar1)
+        if intx != nil { config.setInterruptPin(1) }
+        config.addMemoryBar64(index: 0, size: Self.bar0Size, address: bar0)
+        config.addMemoryBar64(index: Self.msixBar, size: Self.msixBarSize, address: msixBar)
         func virtioCap(_ type: CapabilityType, offset: UInt64, length: UInt32, extra: [UInt8] = []) -> [UInt8] {
             let capLength = UInt8(16 + extra.count)
             return [capLength, type.rawValue, 0, 0, 0, 0] + le(UInt32(offset)) + le(length) + extra
@@ -97,9 +111,10 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
         let pciConfigCap = config.addCapability(
             id: 0x09, body: virtioCap(.pciConfig, offset: 0, length: 0, extra: [0, 0, 0, 0]),
             writable: [0, 0, 0xFF, 0, 0, 0] + [UInt8](repeating: 0xFF, count: 8) + [0xFF, 0xFF, 0xFF, 0xFF])
-        // MSI-X (PCI 3.0 §6.8.2): Message Control (table size - 1; bits 14-15 writable), table in BAR 1 at 0, PBA at 0x800.
+        // MSI-X (PCI 3.0 §6.8.2): Message Control (table size - 1; bits 14-15 writable), table in the MSI-X BAR at 0, PBA at 0x800.
+        let bir = UInt32(Self.msixBar)
         let msixCap = config.addCapability(
-            id: 0x11, body: le(UInt16(vectorCount - 1)) + le(UInt32(1)) + le(UInt32(UInt32(Self.pbaOffset) | 1)),
+            id: 0x11, body: le(UInt16(vectorCount - 1)) + le(bir) + le(UInt32(Self.pbaOffset) | bir),
             writable: [0x00, 0xC0])
         state = Mutex(State(config: config, queues: device.queueMaxSizes.map(SplitQueue.init(maxSize:)),
                             msix: MSIXTable(vectors: vectorCount), msixCapability: msixCap, pciConfigCapability: pciConfigCap))
@@ -130,7 +145,7 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
         let bar = Int(s.config.read(offset: cap + 4, size: 1))
         let barOffset = UInt64(s.config.read(offset: cap + 8, size: 4))
         let length = Int(s.config.read(offset: cap + 12, size: 4))
-        guard bar <= 1, [1, 2, 4].contains(length), barOffset % UInt64(length) == 0 else { return nil }
+        guard bar == 0 || bar == Self.msixBar, [1, 2, 4].contains(length), barOffset % UInt64(length) == 0 else { return nil }
         return (bar, barOffset, length)
     }
 
@@ -141,6 +156,7 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
         }
         let notifyBefore = notifyAddress
         defer {
+            updateINTx()  // MSI-X enable and Interrupt Disable both gate INTx
             let notifyAfter = notifyAddress
             if notifyAfter != notifyBefore, let observer = notifyObserver.withLock({ $0 }) { observer(notifyAfter) }
         }
@@ -184,7 +200,7 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
     // MARK: BARs
 
     public func readBar(_ index: Int, offset: UInt64, size: Int) -> UInt64 {
-        if index == 1 {
+        if index == Self.msixBar {
             return state.withLock { state in
                 offset >= Self.pbaOffset ? state.msix.readPBA(offset: offset - Self.pbaOffset, size: size) : state.msix.readTable(offset: offset, size: size)
             }
@@ -193,8 +209,11 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
         case Self.commonOffset..<(Self.commonOffset + 0x38):
             return state.withLock { readCommon(&$0, offset: Int(offset - Self.commonOffset), size: size) }
         case Self.isrOffset..<(Self.isrOffset + 4):
-            // §4.1.4.5.1: reading the ISR clears it.
-            return offset == Self.isrOffset ? UInt64(isr.exchange(0, ordering: .acquiringAndReleasing)) : 0
+            // §4.1.4.5.1: reading the ISR clears it (and releases INTx).
+            guard offset == Self.isrOffset else { return 0 }
+            let value = isr.exchange(0, ordering: .acquiringAndReleasing)
+            updateINTx()
+            return UInt64(value)
         case Self.deviceConfigOffset..<(Self.deviceConfigOffset + 0x1000):
             return device.readConfig(offset: Int(offset - Self.deviceConfigOffset), size: size)
         default:
@@ -203,7 +222,7 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
     }
 
     public func writeBar(_ index: Int, offset: UInt64, size: Int, value: UInt64) {
-        if index == 1 {
+        if index == Self.msixBar {
             let deliver: [(Int, MSIMessage)] = state.withLock { state in
                 guard offset < Self.pbaOffset else { return [] }
                 _ = state.msix.writeTable(offset: offset, size: size, value: value)
@@ -301,6 +320,10 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
                     s.queueSelect = 0
                     for index in s.queues.indices { s.queues[index].reset() }
                     isr.store(0, ordering: .releasing)
+                    if s.intxAsserted {
+                        s.intxAsserted = false
+                        intx?.setLevel(false)
+                    }
                     break
                 }
                 var accepted = new | s.status & VirtioStatus.deviceNeedsReset
@@ -382,6 +405,10 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
     }
 
     private func raise(vector: UInt16) {
+        if intx != nil, !state.withLock({ $0.msix.enabled }) {
+            updateINTx()
+            return
+        }
         let message: (Int, MSIMessage)? = state.withLock { s in
             let index = Int(vector)
             guard vector != Self.noVector, index < s.msix.entries.count else { return nil }
@@ -392,6 +419,19 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
             return (index, s.msix.message(index))
         }
         if let (index, message) = message { msi.signal(vector: index, message: message) }
+    }
+
+    /// Drives INTA to "ISR non-zero, MSI-X off, interrupts not disabled"; the line changes under the lock,
+    /// so concurrent raises and ISR reads cannot reorder the levels.
+    private func updateINTx() {
+        guard let intx else { return }
+        state.withLock { s in
+            let level = isr.load(ordering: .acquiring) != 0 && !s.msix.enabled
+                && s.config.command & PCIConfigSpace.commandInterruptDisable == 0
+            guard level != s.intxAsserted else { return }
+            s.intxAsserted = level
+            intx.setLevel(level)
+        }
     }
 
     private func takeDeliverable(_ s: inout State) -> [(Int, MSIMessage)] {

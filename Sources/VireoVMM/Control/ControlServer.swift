@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 import VireoSystem
 
 /// The VMM's control socket (`--control unix:PATH`): the role QMP plays for QEMU.
@@ -7,7 +8,9 @@ import VireoSystem
 ///
 /// | command        | effect                                              |
 /// |----------------|-----------------------------------------------------|
-/// | `status`       | `{"return":{"state":"running","cpus":N,"memory":B}}` |
+/// | `status`       | `{"return":{"state":"running","cpus":N,"memory":B}}`; paused adds `"reason"` |
+/// | `balloon-stats [N]` | guest memory statistics from the balloon (asks for fresh ones); N sets polling every N s (0: off) |
+/// | `events`       | this connection also receives event lines, `{"event":"io-error",…}` |
 /// | `pause`        | parks every vCPU; returns once all are parked        |
 /// | `resume`       | lets parked vCPUs run again                          |
 /// | `ctrl-alt-del` | presses Ctrl-Alt-Del on the guest's keyboard         |
@@ -15,6 +18,10 @@ import VireoSystem
 /// | `stats`        | KVM counters, `{"return":{"vcpu0.exits":N,…}}`       |
 ///
 /// Unknown commands get `{"error":"…"}`; the connection stays usable.
+///
+/// A paused VM's status says why: `"reason":"pause"` (the `pause` command) or
+/// `"reason":"io-error","disk":N,"error":"enospc"` (a disk's host file system is full, `werror=enospc`;
+/// free space, then `resume` retries the held requests). Events (after `events`): `io-error`, `resume`.
 public final class ControlServer: Sendable {
     let machine: VirtualMachine
     let listener: Int32
@@ -37,14 +44,26 @@ public final class ControlServer: Sendable {
     public func close() { RawDescriptorIO.shutdown(listener) }
 
     private func serve(_ fd: Int32) {
-        defer { RawDescriptorIO.close(fd) }
+        // Replies and event lines share the socket; the lock keeps each line whole.
+        let writeLock = Mutex(())
+        var subscription: UInt64?
+        defer {
+            if let subscription { machine.unsubscribeEvents(subscription) }
+            writeLock.withLock { _ in RawDescriptorIO.close(fd) }
+        }
         var pending: [UInt8] = []
         while let bytes = RawDescriptorIO.readSome(fd) {
             pending += bytes
             while let newline = pending.firstIndex(of: 0x0A) {
                 let line = String(decoding: pending[..<newline], as: UTF8.self)
                 pending.removeSubrange(...newline)
-                guard RawDescriptorIO.writeAll(fd, Array((handle(line) + "\n").utf8)) else { return }
+                let reply = handle(line)
+                guard writeLock.withLock({ _ in RawDescriptorIO.writeAll(fd, Array((reply + "\n").utf8)) }) else { return }
+                if line == "events", subscription == nil {
+                    subscription = machine.subscribeEvents { event in
+                        _ = writeLock.withLock { _ in RawDescriptorIO.writeAll(fd, Array((event + "\n").utf8)) }
+                    }
+                }
             }
             if pending.count > 4096 { return }  // a line this long is not a command
         }
@@ -55,7 +74,24 @@ public final class ControlServer: Sendable {
         let command = line.split(separator: " ").first.map(String.init) ?? ""
         switch command {
         case "status":
-            return #"{"return":{"state":"\#(machine.state.rawValue)","cpus":\#(machine.config.cpuCount),"memory":\#(machine.config.memorySize)}}"#
+            var reason = ""
+            switch machine.pauseReason {
+            case nil: break
+            case .requested: reason = #","reason":"pause""#
+            case .outOfSpace(let disk, let errno, _):
+                reason = #","reason":"io-error","disk":\#(disk),"error":"\#(VirtualMachine.errnoName(errno))""#
+            }
+            return #"{"return":{"state":"\#(machine.state.rawValue)","cpus":\#(machine.config.cpuCount),"memory":\#(machine.config.memorySize)\#(reason)}}"#
+        case "events":
+            return #"{"return":{}}"#
+        case "balloon-stats":
+            if let argument = line.split(separator: " ").dropFirst().first {
+                guard let seconds = UInt32(argument), seconds <= 86_400 else { return #"{"error":"balloon-stats takes a polling interval in seconds"}"# }
+                guard machine.setBalloonStatsInterval(seconds) else { return #"{"error":"this VM has no balloon (--balloon)"}"# }
+            }
+            guard let (statistics, fresh) = machine.balloonStatistics(refresh: true) else { return #"{"error":"this VM has no balloon (--balloon)"}"# }
+            let fields = statistics.values.sorted { $0.key < $1.key }.map { #""\#($0.key)":\#($0.value)"# }
+            return #"{"return":{"fresh":\#(fresh),"generation":\#(statistics.generation),"stats":{\#(fields.joined(separator: ","))}}}"#
         case "pause":
             machine.pause()
             return #"{"return":{"state":"\#(machine.state.rawValue)"}}"#
@@ -83,7 +119,7 @@ public final class ControlServer: Sendable {
             return #"{"return":{\#(fields.joined(separator: ","))}}"#
         default:
             let escaped = command.filter { $0.isLetter || $0.isNumber || $0 == "-" }
-            return #"{"error":"unknown command '\#(escaped)'; try status, pause, resume, ctrl-alt-del, stop, stats, balloon"}"#
+            return #"{"error":"unknown command '\#(escaped)'; try status, pause, resume, ctrl-alt-del, stop, stats, balloon, balloon-stats, events"}"#
         }
     }
 }

@@ -9,6 +9,8 @@ final class Lifecycle: Sendable {
         var runState: VMRunState = .created
         /// vCPUs currently parked outside `KVM_RUN` because the VM is paused.
         var parked = 0
+        /// Why the VM is paused (nil unless `runState == .paused`).
+        var pauseReason: PauseReason?
         /// Set once, by the first stop request.
         var exit: VMExit?
     }

@@ -52,6 +52,10 @@ public struct VMConfig: Sendable {
     public var virtioConsole: SerialBackend?
     /// A virtio-balloon and its initial target in bytes (`--balloon [SIZE]`); nil: no balloon.
     public var balloonTarget: UInt64?
+    /// Seconds between balloon statistics requests (`--balloon SIZE,stats=N`); 0: only on demand.
+    public var balloonStatsInterval: UInt32 = 0
+    /// Offer VIRTIO_BALLOON_F_DEFLATE_ON_OOM (`--balloon SIZE,deflate-on-oom=on`).
+    public var balloonDeflateOnOOM = false
     /// virtio-net devices (`--net`), in PCI slot order.
     public var nets: [NetConfig] = []
 
@@ -73,6 +77,28 @@ public struct VMConfig: Sendable {
         }
         guard memorySize % 4096 == 0 else { throw .invalid("--memory must be a multiple of 4 KiB") }
         guard memorySize <= 1 << 40 else { throw .invalid("--memory larger than 1 TiB is not supported") }
+    }
+
+    /// Parses `--balloon SIZE[,stats=SECONDS][,deflate-on-oom=on|off]` into this config.
+    public mutating func parseBalloon(_ text: String) throws(ConfigError) {
+        let items = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        balloonTarget = items[0] == "0" ? 0 : try Self.parseMemorySize(items[0])
+        for item in items.dropFirst() {
+            let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { throw .invalid("--balloon: expected key=value, got '\(item)'") }
+            switch parts[0] {
+            case "stats":
+                guard let seconds = UInt32(parts[1]), seconds <= 86_400 else { throw .invalid("--balloon: stats takes seconds (0-86400), got '\(parts[1])'") }
+                balloonStatsInterval = seconds
+            case "deflate-on-oom":
+                switch parts[1] {
+                case "on": balloonDeflateOnOOM = true
+                case "off": balloonDeflateOnOOM = false
+                default: throw .invalid("--balloon: deflate-on-oom must be on or off, got '\(parts[1])'")
+                }
+            default: throw .invalid("--balloon: unknown key '\(parts[0])' (stats, deflate-on-oom)")
+            }
+        }
     }
 
     /// Parses sizes the way QEMU's `-m` does: a number with an optional K/M/G/T suffix (binary units); a bare number means MiB.

@@ -37,3 +37,12 @@ public enum VMExit: Equatable, Sendable, CustomStringConvertible {
 public enum VMRunState: String, Sendable {
     case created, running, paused, stopping, stopped
 }
+
+/// Why a paused VM is paused.
+public enum PauseReason: Sendable, Equatable {
+    /// The control socket's `pause`.
+    case requested
+    /// virtio-blk disk `disk` (0 is /dev/vda) could not write because the host file system is full
+    /// (`werror=enospc`): the request is held and retried on resume.
+    case outOfSpace(disk: Int, errno: Int32, message: String)
+}

@@ -1,8 +1,13 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
+import Synchronization
 import VireoBoot
 import VireoDevices
 import VireoKVM
 import VireoMemory
+import VireoQCOW2
 import VireoSystem
 
 /// One running guest: KVM VM, guest RAM, vCPU threads, and the legacy platform devices.
@@ -25,6 +30,8 @@ public final class VirtualMachine: Sendable {
     let virtio: VirtioDevices
     let lifecycle: Lifecycle
     let threads: WaitableState<[OSThread]>
+    private let eventSubscribers = Mutex<[UInt64: @Sendable (String) -> Void]>([:])
+    private let nextSubscriber = Atomic<UInt64>(1)
 
     /// Guest-physical addresses KVM's VMX backend needs for real-mode support; inside the MMIO hole, below the IOAPIC.
     static let tssAddress: UInt64 = 0xFFFB_D000
@@ -52,7 +59,7 @@ public final class VirtualMachine: Sendable {
         lifecycle = Lifecycle()
         ioBus = Bus(name: "pio", logger: logger)
         mmioBus = Bus(name: "mmio", logger: logger)
-        pci = try PCIRoot(mmioBus: mmioBus)
+        pci = try PCIRoot(mmioBus: mmioBus, ramEnd: memory.regions.last?.end ?? 0, vm: vm, logger: logger)
         platform = try PlatformDevices(config: config, vm: vm, memory: memory, ioBus: ioBus, pciBus: pci.bus, lifecycle: lifecycle, logger: logger)
         threads = WaitableState([])
         virtio = try VirtioDevices(config: config, vm: vm, memory: memory, pci: pci, logger: logger)
@@ -70,6 +77,9 @@ public final class VirtualMachine: Sendable {
         }
         self.vcpus = vcpus
         try loadPayload()
+        for (index, block) in virtio.blocks.enumerated() {
+            block.onOutOfSpace { [weak self] error in self?.pauseForOutOfSpace(disk: index, error: error) }
+        }
     }
 
     // MARK: Payload
@@ -185,6 +195,12 @@ public final class VirtualMachine: Sendable {
 
     public var state: VMRunState { lifecycle.state.current.runState }
 
+    /// Why the VM is paused; nil while it is not.
+    public var pauseReason: PauseReason? {
+        let current = lifecycle.state.current
+        return current.runState == .paused ? current.pauseReason : nil
+    }
+
     /// Starts one thread per vCPU and the console's input side.
     public func start() throws {
         try OSThread.installKickHandler()
@@ -221,16 +237,59 @@ public final class VirtualMachine: Sendable {
         guard lifecycle.state.update({ state -> Bool in
             guard state.runState == .running else { return false }
             state.runState = .paused
+            state.pauseReason = .requested
             return true
         }) else { return }
         kickAll()
         _ = lifecycle.state.wait { $0.parked == vcpus.count || $0.exit != nil }
     }
 
+    /// Lets parked vCPUs run again, and retries the disk requests held for lack of host space
+    /// (they fail again, and pause the VM again, while the host is still full).
     public func resume() {
-        lifecycle.state.update { state in
-            if state.runState == .paused { state.runState = .running }
+        let resumed = lifecycle.state.update { state -> Bool in
+            guard state.runState == .paused else { return false }
+            state.runState = .running
+            state.pauseReason = nil
+            return true
         }
+        guard resumed else { return }
+        emit(#"{"event":"resume"}"#)
+        virtio.retryHeldRequests()
+    }
+
+    /// The I/O thread's reaction to a disk request that failed with ENOSPC/EDQUOT: pause the VM (without
+    /// waiting for the vCPUs, which may be waiting on this very disk) and say why.
+    func pauseForOutOfSpace(disk: Int, error: ImageError) {
+        let errno = error.errno ?? ENOSPC
+        let paused = lifecycle.state.update { state -> Bool in
+            guard state.runState == .running || state.runState == .paused, state.exit == nil else { return false }
+            state.runState = .paused
+            state.pauseReason = .outOfSpace(disk: disk, errno: errno, message: error.description)
+            return true
+        }
+        guard paused else { return }
+        kickAll()
+        logger.error("disk \(disk): host out of space (\(error)); VM paused until `resume` on the control socket")
+        emit(#"{"event":"io-error","disk":\#(disk),"error":"\#(Self.errnoName(errno))","action":"pause"}"#)
+    }
+
+    static func errnoName(_ errno: Int32) -> String { errno == EDQUOT ? "edquot" : errno == ENOSPC ? "enospc" : "errno-\(errno)" }
+
+    /// Calls `handler` with each event line (one JSON object, QMP-style) until `unsubscribe`; returns the subscription.
+    public func subscribeEvents(_ handler: @escaping @Sendable (String) -> Void) -> UInt64 {
+        let id = nextSubscriber.add(1, ordering: .relaxed).newValue
+        eventSubscribers.withLock { $0[id] = handler }
+        return id
+    }
+
+    public func unsubscribeEvents(_ id: UInt64) {
+        _ = eventSubscribers.withLock { $0.removeValue(forKey: id) }
+    }
+
+    private func emit(_ event: String) {
+        logger.notice("event \(event)")
+        for handler in eventSubscribers.withLock({ Array($0.values) }) { handler(event) }
     }
 
     /// The balloon's (target, actual) size in bytes, after setting the target to `bytes` when given;
@@ -239,6 +298,23 @@ public final class VirtualMachine: Sendable {
         guard let balloon = virtio.balloon else { return nil }
         if let bytes { balloon.setTarget(pages: UInt32(min(bytes / VirtioBalloon.pageSize, UInt64(UInt32.max)))) }
         return (UInt64(balloon.targetPages) * VirtioBalloon.pageSize, UInt64(balloon.actualPages) * VirtioBalloon.pageSize)
+    }
+
+    /// The guest's balloon statistics (§5.5.6.3), nil without `--balloon`. With `refresh`, asks the driver
+    /// for new figures first and waits up to `timeout` seconds for them; `fresh` says whether they came.
+    public func balloonStatistics(refresh: Bool, timeout: Double = 2) -> (statistics: VirtioBalloon.Statistics, fresh: Bool)? {
+        guard let balloon = virtio.balloon else { return nil }
+        let before = balloon.statistics.current
+        guard refresh, balloon.requestStatistics() else { return (before, false) }
+        if let after = balloon.statistics.wait(until: { $0.generation > before.generation }, timeout: timeout) { return (after, true) }
+        return (balloon.statistics.current, false)
+    }
+
+    /// Sets the balloon statistics polling interval in seconds (0: off); false without `--balloon`.
+    public func setBalloonStatsInterval(_ seconds: UInt32) -> Bool {
+        guard let poller = virtio.balloonPoller else { return false }
+        poller.interval = seconds
+        return true
     }
 
     /// Presses Ctrl-Alt-Del on the emulated keyboard: the guest's graceful-reboot/shutdown path.

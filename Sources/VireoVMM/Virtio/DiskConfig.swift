@@ -1,6 +1,6 @@
 import VireoQCOW2
 
-/// One `--disk path=FILE[,readonly=on|off][,format=raw|qcow2][,serial=ID]`: a virtio-blk device.
+/// One `--disk path=FILE[,readonly=on|off][,format=raw|qcow2][,serial=ID][,werror=enospc|report]`: a virtio-blk device.
 public struct DiskConfig: Sendable, Equatable {
     public var path: String
     public var readOnly: Bool
@@ -8,8 +8,12 @@ public struct DiskConfig: Sendable, Equatable {
     public var format: ImageFormat?
     /// VIRTIO_BLK_T_GET_ID answer (≤ 20 bytes); defaults to `vireo-diskN`.
     public var serial: String?
+    /// `werror=enospc` (the default, as QEMU's): a write that finds the host file system full pauses the
+    /// VM and is retried on resume. `werror=report`: the guest gets an I/O error.
+    public var pauseOnOutOfSpace: Bool
 
-    public init(path: String, readOnly: Bool = false, format: ImageFormat? = nil, serial: String? = nil) {
+    public init(path: String, readOnly: Bool = false, format: ImageFormat? = nil, serial: String? = nil, pauseOnOutOfSpace: Bool = true) {
+        self.pauseOnOutOfSpace = pauseOnOutOfSpace
         self.path = path
         self.readOnly = readOnly
         self.format = format
@@ -22,6 +26,7 @@ public struct DiskConfig: Sendable, Equatable {
         var readOnly = false
         var format: ImageFormat?
         var serial: String?
+        var pauseOnOutOfSpace = true
         for (index, item) in text.split(separator: ",", omittingEmptySubsequences: false).enumerated() {
             let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
             if parts.count == 1, index == 0 {
@@ -43,10 +48,16 @@ public struct DiskConfig: Sendable, Equatable {
             case "serial":
                 guard parts[1].utf8.count <= 20 else { throw .invalid("--disk: serial is at most 20 bytes") }
                 serial = parts[1]
-            default: throw .invalid("--disk: unknown key '\(parts[0])' (path, readonly, format, serial)")
+            case "werror":
+                switch parts[1] {
+                case "enospc": pauseOnOutOfSpace = true
+                case "report": pauseOnOutOfSpace = false
+                default: throw .invalid("--disk: werror must be enospc or report, got '\(parts[1])'")
+                }
+            default: throw .invalid("--disk: unknown key '\(parts[0])' (path, readonly, format, serial, werror)")
             }
         }
         guard let path, !path.isEmpty else { throw .invalid("--disk needs path=FILE") }
-        return DiskConfig(path: path, readOnly: readOnly, format: format, serial: serial)
+        return DiskConfig(path: path, readOnly: readOnly, format: format, serial: serial, pauseOnOutOfSpace: pauseOnOutOfSpace)
     }
 }

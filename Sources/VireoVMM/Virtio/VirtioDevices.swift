@@ -1,4 +1,6 @@
 import Logging
+import Synchronization
+import VireoSystem
 import VireoDevices
 import VireoKVM
 import VireoMemory
@@ -9,7 +11,7 @@ import VireoVirtio
 /// order, so the first is /dev/vda), a virtio-rng with `--rng`, a virtio-console with `--console`,
 /// a virtio-balloon with `--balloon`, a virtio-net per `--net` (on a host tap whose fd the I/O
 /// thread polls for received frames). Each gets the next PCI slot and
-/// its two BARs from the host bridge's 32-bit window; MSI-X vectors are irqfds on GSIs routed as MSIs
+/// its two 64-bit BARs from the host bridge's 64-bit window above RAM; MSI-X vectors are irqfds on GSIs routed as MSIs
 /// (`KVM_SET_GSI_ROUTING`, falling back to `KVM_SIGNAL_MSI`);
 /// queue notifications arrive on the I/O thread through ioeventfds (or, as a fallback, by MMIO exits).
 final class VirtioDevices: Sendable {
@@ -19,6 +21,7 @@ final class VirtioDevices: Sendable {
     /// The virtio-console and its host side, with `--console`.
     let console: (device: VirtioConsole, backend: ConsoleBackend)?
     let balloon: VirtioBalloon?
+    let balloonPoller: BalloonStatsPoller?
     let notifiers: [QueueNotifiers]
     let nets: [VirtioNet]
 
@@ -32,7 +35,8 @@ final class VirtioDevices: Sendable {
             } catch {
                 throw ConfigError.invalid("--disk \(disk.path): \(error)")
             }
-            let block = VirtioBlock(image: image, readOnly: disk.readOnly, serial: disk.serial ?? "vireo-disk\(index)", logger: logger)
+            let block = VirtioBlock(image: image, readOnly: disk.readOnly, serial: disk.serial ?? "vireo-disk\(index)",
+                                    holdOnOutOfSpace: disk.pauseOnOutOfSpace, logger: logger)
             blocks.append(block)
             devices.append(block)
         }
@@ -46,11 +50,14 @@ final class VirtioDevices: Sendable {
             console = nil
         }
         if let bytes = config.balloonTarget {
-            let device = VirtioBalloon(targetPages: UInt32(min(bytes / VirtioBalloon.pageSize, UInt64(UInt32.max))), logger: logger)
+            let device = VirtioBalloon(targetPages: UInt32(min(bytes / VirtioBalloon.pageSize, UInt64(UInt32.max))),
+                                       deflateOnOOM: config.balloonDeflateOnOOM, logger: logger)
             balloon = device
+            balloonPoller = BalloonStatsPoller(balloon: device, interval: config.balloonStatsInterval)
             devices.append(device)
         } else {
             balloon = nil
+            balloonPoller = nil
         }
 
         var nets: [VirtioNet] = []
@@ -76,7 +83,7 @@ final class VirtioDevices: Sendable {
         for device in devices {
             let slot = try pci.nextSlot()
             let bar0 = try pci.allocateBar(size: VirtioPCIDevice.bar0Size)
-            let bar1 = try pci.allocateBar(size: VirtioPCIDevice.bar1Size)
+            let msixBar = try pci.allocateBar(size: VirtioPCIDevice.msixBarSize)
             let vectors = device.queueMaxSizes.count + 1
             let msi: any MSIController
             do {
@@ -85,7 +92,8 @@ final class VirtioDevices: Sendable {
                 logger.warning("virtio-\(device.deviceType): no irqfd MSI-X (\(error)); using KVM_SIGNAL_MSI")
                 msi = signalMSI
             }
-            let transport = VirtioPCIDevice(device: device, memory: memory, msi: msi, bar0: bar0, bar1: bar1, logger: logger)
+            let transport = VirtioPCIDevice(device: device, memory: memory, msi: msi, bar0: bar0, msixBar: msixBar,
+                                            intx: pci.intxLine(slot: slot), logger: logger)
             try pci.add(transport, slot: slot)
             transports.append(transport)
             notifiers.append(try QueueNotifiers(transport: transport, vm: vm, io: io, logger: logger))
@@ -101,15 +109,68 @@ final class VirtioDevices: Sendable {
             if let fd = net.backend.pollDescriptor { try io.watch(descriptor: fd) { [net] in net.backendReadable() } }
         }
         if !transports.isEmpty { try io.start() }
+        try balloonPoller?.start()
         if let console { try console.backend.startInput { [device = console.device] bytes in device.enqueueInput(bytes) } }
+    }
+
+    /// Lets every disk that holds a request for lack of host space take requests again, and has the
+    /// I/O thread retry it (by signalling the queue's ioeventfd, as a guest notification would).
+    func retryHeldRequests() {
+        for block in blocks where block.resumeHeld() {
+            guard let index = transports.firstIndex(where: { $0.device === block }) else { continue }
+            for event in notifiers[index].events { try? event.signal() }
+        }
     }
 
     /// Stops the I/O thread, then flushes and closes the disks.
     func shutdown() {
+        balloonPoller?.stop()
         io.stop()
         for net in nets { io.logger.notice("virtio-net \(NetConfig.format(net.mac)): \(net.counters)") }
         for block in blocks { block.close() }
         console?.backend.close()
+    }
+}
+
+/// Asks the balloon for fresh guest statistics every `interval` seconds (QEMU's
+/// guest-stats-polling-interval); 0 stops polling. The interval can change at run time.
+final class BalloonStatsPoller: Sendable {
+    let balloon: VirtioBalloon
+    private let state: WaitableState<(interval: UInt32, stopped: Bool)>
+    private let thread = Mutex<OSThread?>(nil)
+
+    init(balloon: VirtioBalloon, interval: UInt32) {
+        self.balloon = balloon
+        state = WaitableState((interval, false))
+    }
+
+    var interval: UInt32 {
+        get { state.current.interval }
+        set { state.update { $0.interval = newValue } }
+    }
+
+    func start() throws {
+        let started = try OSThread(name: "balloon-stats") { [self] in
+            while true {
+                let current = state.current
+                if current.stopped { return }
+                if current.interval == 0 {
+                    // Idle until polling is turned on (or the VM stops).
+                    _ = state.wait { $0.stopped || $0.interval != 0 }
+                    continue
+                }
+                // A timeout is the poll tick; a change of interval or a stop ends the wait early.
+                if state.wait(until: { $0.stopped || $0.interval != current.interval }, timeout: Double(current.interval)) == nil {
+                    balloon.requestStatistics()
+                }
+            }
+        }
+        thread.withLock { $0 = started }
+    }
+
+    func stop() {
+        state.update { $0.stopped = true }
+        thread.withLock { $0 }?.join()
     }
 }
 

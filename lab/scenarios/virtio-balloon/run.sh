@@ -1,7 +1,51 @@
 #!/bin/sh
-timeout 120 "$VIREO_VMM" --kernel "$L2_KERNEL" --initrd "$L2_INITRD" \
-  --cmdline "console=ttyS0 panic=-1 quiet" --cpus 1 --memory 256M --serial stdio --balloon 64M </dev/null
+# virtio-balloon through the control socket: inflating gives guest pages back to the host (the VMM's
+# VmRSS drops), the statistics queue reports the guest's memory, deflating lets the guest use (and the
+# VMM's RSS grow with) that memory again.
+set -u
+CONSOLE=/tmp/console.log SOCKET=/tmp/control.sock
+fail() { echo "VIREO-LAB: FAIL $*"; cat "$CONSOLE"; kill -9 "$vmm" 2>/dev/null; exit 1; }
+"$VIREO_VMM" --kernel "$L2_KERNEL" --initrd "$L2_INITRD" --cmdline "console=ttyS0 panic=-1 quiet" \
+  --cpus 1 --memory 256M --serial "file:$CONSOLE" --control "unix:$SOCKET" --balloon 0,stats=1 </dev/null &
+vmm=$!
+# Wait (bounded) for a line in the guest console.
+await() {
+  i=0
+  while ! grep -q "$1" "$CONSOLE" 2>/dev/null; do
+    i=$((i + 1)); [ $i -gt 1200 ] && fail "no '$1' in the guest console"
+    grep -q "CHECK FAILED" "$CONSOLE" 2>/dev/null && fail "guest check failed"
+    sleep 0.1
+  done
+}
+rss() { awk '/^VmRSS:/ { print $2 }' /proc/$vmm/status; }
+await "VIREO-GUEST: touched and freed"
+r1=$(rss)
+echo "VMM VmRSS after the guest touched 160 MiB: $r1 kB"
+echo "control: $(vireo vmm control "$SOCKET" 'balloon 128')"
+await "VIREO-GUEST: balloon inflated"
+i=0
+until vireo vmm control "$SOCKET" balloon | grep -q '"actual_mib":128'; do
+  i=$((i + 1)); [ $i -gt 300 ] && fail "the balloon did not reach 128 MiB"
+  sleep 0.2
+done
+r2=$(rss)
+echo "VMM VmRSS with a 128 MiB balloon: $r2 kB"
+[ $((r1 - r2)) -ge 65536 ] || fail "inflating 128 MiB lowered VmRSS by only $((r1 - r2)) kB"
+echo "balloon inflation returned $((r1 - r2)) kB to the host"
+stats=$(vireo vmm control "$SOCKET" balloon-stats)
+echo "control: balloon-stats $stats"
+echo "$stats" | grep -q '"free-memory":[0-9]' || fail "no free-memory in the balloon statistics"
+echo "$stats" | grep -q '"total-memory":[0-9]' || fail "no total-memory in the balloon statistics"
+echo "control: $(vireo vmm control "$SOCKET" 'balloon 0')"
+await "VIREO-GUEST: touched 160 MiB again"
+r3=$(rss)
+echo "VMM VmRSS after deflating and touching 160 MiB again: $r3 kB"
+[ $((r3 - r2)) -ge 65536 ] || fail "VmRSS grew by only $((r3 - r2)) kB after the deflate"
+echo "VmRSS grew back by $((r3 - r2)) kB"
+vireo vmm control "$SOCKET" stop >/dev/null
+wait $vmm
 rc=$?
+grep "VIREO-GUEST" "$CONSOLE"
 echo "vireo-vmm exited with status $rc"
-[ "$rc" -eq 0 ] || { echo "VIREO-LAB: FAIL vireo-vmm exited with status $rc"; exit 1; }
+[ "$rc" -eq 4 ] || fail "vireo-vmm exited with status $rc (expected 4 after stop)"
 echo "VIREO-LAB: PASS"

@@ -9,6 +9,14 @@ for b in vda vdb vdc; do echo "VIREO-GUEST: $b size $(cat /sys/block/$b/size 2>/
 echo "VIREO-GUEST: interrupts: $(grep virtio /proc/interrupts | awk '{ print $1, $2, $3, $NF }' | tr '\n' ';')"
 grep -q "PCI-MSI.*virtio0-req" /proc/interrupts || fail "virtio0 has no per-queue MSI-X vector"
 echo "VIREO-GUEST: msix vectors $(grep -c 'PCI-MSI.*virtio' /proc/interrupts)"
+# ECAM (MCFG + e820-reserved region): Linux keeps MMCONFIG (it lists the region in /proc/iomem only then).
+grep -q "PCI MMCONFIG" /proc/iomem || fail "no PCI MMCONFIG region in /proc/iomem"
+dmesg | grep -q "not using MMCONFIG" && fail "Linux rejected MMCONFIG: $(dmesg | grep -i mmconfig | tr '\n' ';')"
+# 64-bit BARs above 4 GiB (the 64-bit window of PCI0._CRS).
+bar0=$(head -1 /sys/bus/pci/devices/0000:00:01.0/resource | cut -d' ' -f1)
+[ $((bar0)) -ge 4294967296 ] || fail "BAR 0 of 00:01.0 is at $bar0, not above 4 GiB"
+echo "VIREO-GUEST: BAR0 of 00:01.0 at $bar0"
+echo "VIREO-GUEST: ECAM used:$(grep 'PCI MMCONFIG' /proc/iomem | head -1)"
 mkdir -p /mnt
 if [ "$PHASE" = 1 ]; then
   [ "$(cat /sys/class/misc/hw_random/rng_current 2>/dev/null)" = "virtio_rng.0" ] || fail "rng_current is $(cat /sys/class/misc/hw_random/rng_current 2>/dev/null)"

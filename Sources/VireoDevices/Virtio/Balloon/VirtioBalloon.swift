@@ -1,6 +1,7 @@
 import Logging
 import Synchronization
 import VireoMemory
+import VireoSystem
 import VireoVirtio
 
 /// virtio-balloon (virtio 1.2 §5.5), the traditional inflate/deflate interface: the host sets a
@@ -8,26 +9,70 @@ import VireoVirtio
 /// queue (0) as arrays of little-endian u32 page frame numbers, and takes them back on the deflate
 /// queue (1). Inflated pages are returned to the host with `GuestMemory.discard` (MADV_DONTNEED);
 /// deflating needs nothing, since a discarded page comes back zeroed when the guest touches it.
-/// No feature bits are offered (so Linux also lowers its MemTotal while inflated).
+///
+/// VIRTIO_BALLOON_F_STATS_VQ (§5.5.6.3): the driver puts one buffer of statistics on queue 2; the device
+/// keeps it and returns it (used) when the host wants fresh figures, and the driver sends it back refilled.
+/// VIRTIO_BALLOON_F_DEFLATE_ON_OOM (§5.5.6.1), when enabled, lets the guest take pages back from the
+/// balloon before its OOM killer runs (Linux then keeps MemTotal unchanged while inflated).
 public final class VirtioBalloon: VirtioDevice {
     public static let pageSize: UInt64 = 4096
     static let inflateQueue = 0
     static let deflateQueue = 1
+    static let statsQueue = 2
+
+    /// Feature bits (§5.5.3).
+    public enum Feature {
+        public static let statsVQ: UInt64 = 1 << 1
+        public static let deflateOnOOM: UInt64 = 1 << 2
+    }
+
+    /// The statistics the driver reports (§5.5.6.3.1), by tag; values as the driver sent them (bytes, or counts).
+    public struct Statistics: Sendable, Equatable {
+        /// Tag names in tag order (0 = VIRTIO_BALLOON_S_SWAP_IN …).
+        public static let names = [
+            "swap-in", "swap-out", "major-faults", "minor-faults", "free-memory", "total-memory",
+            "available-memory", "disk-caches", "hugetlb-allocations", "hugetlb-failures",
+        ]
+        public var values: [String: UInt64] = [:]
+        /// How many times the driver has reported (0: never).
+        public var generation: UInt64 = 0
+    }
 
     let logger: Logger
     private let queues = Mutex<ActiveQueues?>(nil)
     private let target = Atomic<UInt32>(0)
     private let actual = Atomic<UInt32>(0)
     private let discarded = Atomic<UInt64>(0)
+    public let deflateOnOOM: Bool
+    /// The driver's latest statistics; waiters use it to see a refresh arrive.
+    public let statistics = WaitableState(Statistics())
+    /// The statistics buffer the device holds until the host wants new figures.
+    private let heldStatsHead = Mutex<UInt16?>(nil)
 
-    public init(targetPages: UInt32 = 0, logger: Logger) {
+    public init(targetPages: UInt32 = 0, deflateOnOOM: Bool = false, logger: Logger) {
         self.logger = logger
+        self.deflateOnOOM = deflateOnOOM
         target.store(targetPages, ordering: .relaxed)
     }
 
     public var deviceType: VirtioDeviceType { .balloon }
-    public var features: UInt64 { VirtioFeature.ringIndirectDesc | VirtioFeature.ringEventIdx }
-    public var queueMaxSizes: [UInt16] { [256, 256] }
+    public var features: UInt64 {
+        VirtioFeature.ringIndirectDesc | VirtioFeature.ringEventIdx | Feature.statsVQ | (deflateOnOOM ? Feature.deflateOnOOM : 0)
+    }
+    public var queueMaxSizes: [UInt16] { [256, 256, 16] }
+
+    /// Asks the driver for fresh statistics by returning the buffer it left on the statistics queue;
+    /// `statistics` changes when the refilled buffer comes back. Returns false when the driver has not
+    /// (or not yet) offered a buffer.
+    @discardableResult
+    public func requestStatistics() -> Bool {
+        guard let active = queues.withLock({ $0 }), let head = heldStatsHead.withLock({ held in
+            defer { held = nil }
+            return held
+        }) else { return false }
+        active.returnUsed(Self.statsQueue, head: head, length: 0)
+        return true
+    }
 
     /// The balloon size the host asks for, in pages.
     public var targetPages: UInt32 { target.load(ordering: .relaxed) }
@@ -57,12 +102,34 @@ public final class VirtioBalloon: VirtioDevice {
         actual.store(UInt32(truncatingIfNeeded: value), ordering: .relaxed)
     }
 
-    public func activate(_ activation: VirtioActivation) { queues.withLock { $0 = ActiveQueues(activation) } }
+    public func activate(_ activation: VirtioActivation) {
+        heldStatsHead.withLock { $0 = nil }
+        queues.withLock { $0 = ActiveQueues(activation) }
+        // Linux queues its first statistics buffer and notifies before DRIVER_OK (virtio_balloon's
+        // init_vqs), when there was no device to hear it; pick that buffer up now, as QEMU does.
+        if activation.features & Feature.statsVQ != 0 { queueNotified(Self.statsQueue) }
+    }
 
-    public func reset() { queues.withLock { $0 = nil } }
+    public func reset() {
+        queues.withLock { $0 = nil }
+        heldStatsHead.withLock { $0 = nil }
+    }
 
     public func queueNotified(_ index: Int) {
         guard let active = queues.withLock({ $0 }) else { return }
+        if index == Self.statsQueue {
+            active.process(index) { chain throws(VirtqueueError) in
+                try receiveStatistics(chain, active.memory)
+                // Keep the newest buffer; an older one (a driver that sent two) goes back at once.
+                let previous = heldStatsHead.withLock { held in
+                    defer { held = chain.head }
+                    return held
+                }
+                if let previous { active.returnUsed(index, head: previous, length: 0) }
+                return .kept
+            }
+            return
+        }
         active.drain(index) { chain throws(VirtqueueError) in
             var reader = chain.reader(active.memory)
             guard index == Self.inflateQueue else { return 0 }
@@ -77,6 +144,21 @@ public final class VirtioBalloon: VirtioDevice {
                 }
             }
             return 0
+        }
+    }
+
+    /// Reads {tag u16, value u64} entries (10 bytes each, §5.5.6.3); unknown tags are skipped.
+    private func receiveStatistics(_ chain: DescriptorChain, _ memory: GuestMemory) throws(VirtqueueError) {
+        var reader = chain.reader(memory)
+        var values: [String: UInt64] = [:]
+        while reader.remaining >= 10 {
+            let tag = Int(try reader.readInteger(UInt16.self))
+            let value = try reader.readInteger(UInt64.self)
+            if tag < Statistics.names.count { values[Statistics.names[tag]] = value }
+        }
+        statistics.update { current in
+            current.values = values
+            current.generation += 1
         }
     }
 }

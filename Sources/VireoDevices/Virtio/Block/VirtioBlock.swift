@@ -11,6 +11,11 @@ import VireoVirtio
 /// before any I/O, as firecracker's `Request::parse` does: header present, status byte present, data in
 /// whole 512-byte sectors, sector range inside the disk. A bad request gets VIRTIO_BLK_S_IOERR (or
 /// UNSUPP) in its status byte; only a request without room for a status byte fails the device.
+///
+/// Error policy (QEMU's `werror=enospc`): a write, flush, discard or write-zeroes that fails because
+/// the host file system is full (ENOSPC, EDQUOT) is not answered. The request stays in the ring, the
+/// device stops taking requests and reports the stall through `onOutOfSpace` (the VMM pauses the VM);
+/// after `resumeHeld()` the next notification retries it. Other errors reach the guest as IOERR.
 public final class VirtioBlock: VirtioDevice {
     public static let sectorSize: UInt64 = 512
     /// Largest data transfer handled in one piece; longer requests are split.
@@ -37,6 +42,8 @@ public final class VirtioBlock: VirtioDevice {
 
     static let maxDiscardSectors: UInt32 = 1 << 22
     static let maxSegments: UInt32 = 1
+    /// 4 KiB: the host file system block, the smallest range a punched hole frees.
+    static let discardAlignmentSectors: UInt32 = 8
 
     final class Disk: @unchecked Sendable {
         // SAFETY: only touched while holding `VirtioBlock.disk`'s lock.
@@ -47,15 +54,22 @@ public final class VirtioBlock: VirtioDevice {
     public let readOnly: Bool
     public let capacitySectors: UInt64
     public let serial: String
+    /// The `werror=enospc` policy; without it an out-of-space error is an IOERR like any other.
+    public let holdOnOutOfSpace: Bool
     let logger: Logger
     private let disk: Mutex<Disk>
     private let queues = Mutex<ActiveQueues?>(nil)
+    /// The out-of-space error a request is held for, until `resumeHeld()`.
+    private let stall = Mutex<ImageError?>(nil)
+    private let outOfSpaceHandler = Mutex<(@Sendable (ImageError) -> Void)?>(nil)
     private let configBytes: [UInt8]
 
     /// - Parameters:
     ///   - image: the opened image; writes fail with IOERR when it is not writable.
     ///   - serial: what VIRTIO_BLK_T_GET_ID returns (at most 20 bytes).
-    public init(image: any BlockImage, readOnly: Bool, serial: String, logger: Logger) {
+    ///   - holdOnOutOfSpace: hold requests that fail with ENOSPC/EDQUOT instead of failing them.
+    public init(image: any BlockImage, readOnly: Bool, serial: String, holdOnOutOfSpace: Bool = true, logger: Logger) {
+        self.holdOnOutOfSpace = holdOnOutOfSpace
         self.readOnly = readOnly || !image.isWritable
         capacitySectors = image.size / Self.sectorSize
         self.serial = serial
@@ -73,10 +87,10 @@ public final class VirtioBlock: VirtioDevice {
         put(UInt16(1), 34)  // num_queues
         put(Self.maxDiscardSectors, 36)
         put(Self.maxSegments, 40)
-        put(UInt32(1), 44)  // discard_sector_alignment
+        put(Self.discardAlignmentSectors, 44)  // discard_sector_alignment
         put(Self.maxDiscardSectors, 48)  // max_write_zeroes_sectors
         put(Self.maxSegments, 52)
-        config[56] = 0  // write_zeroes_may_unmap
+        config[56] = 1  // write_zeroes_may_unmap: VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP deallocates
         configBytes = config
     }
 
@@ -91,13 +105,51 @@ public final class VirtioBlock: VirtioDevice {
 
     public func readConfig(offset: Int, size: Int) -> UInt64 { VirtioConfigBytes.read(configBytes, offset: offset, size: size) }
 
-    public func activate(_ activation: VirtioActivation) { queues.withLock { $0 = ActiveQueues(activation) } }
+    public func activate(_ activation: VirtioActivation) {
+        stall.withLock { $0 = nil }
+        queues.withLock { $0 = ActiveQueues(activation) }
+    }
 
-    public func reset() { queues.withLock { $0 = nil } }
+    public func reset() {
+        queues.withLock { $0 = nil }
+        stall.withLock { $0 = nil }
+    }
 
     public func queueNotified(_ index: Int) {
         guard let active = queues.withLock({ $0 }) else { return }
-        active.drain(index) { chain throws(VirtqueueError) in try handle(chain, active) }
+        var stalled: ImageError?
+        active.process(index, while: { stall.withLock { $0 == nil } }, { chain throws(VirtqueueError) in
+            switch try handle(chain, active) {
+            case .completed(let length):
+                return .used(length)
+            case .outOfSpace(let error):
+                stall.withLock { $0 = error }
+                stalled = error
+                return .putBack
+            }
+        })
+        if let stalled {
+            logger.warning("virtio-blk \(serial): host out of space, request held until resume: \(stalled)")
+            outOfSpaceHandler.withLock { $0 }?(stalled)
+        }
+    }
+
+    /// Called (on the I/O thread) when a request is held because the host disk is full.
+    public func onOutOfSpace(_ handler: @escaping @Sendable (ImageError) -> Void) {
+        outOfSpaceHandler.withLock { $0 = handler }
+    }
+
+    /// The error a request is held for, nil when none is.
+    public var heldError: ImageError? { stall.withLock { $0 } }
+
+    /// Lets the device take requests again after a stall; the caller then notifies queue 0 so the
+    /// held request is retried. Returns whether a request was held.
+    @discardableResult
+    public func resumeHeld() -> Bool {
+        stall.withLock { held in
+            defer { held = nil }
+            return held != nil
+        }
     }
 
     /// Flushes and closes the image (VMM shutdown).
@@ -109,7 +161,21 @@ public final class VirtioBlock: VirtioDevice {
 
     // MARK: Requests
 
-    private func handle(_ chain: DescriptorChain, _ active: ActiveQueues) throws(VirtqueueError) -> UInt32 {
+    /// What became of a request: answered (with the used length), or held for lack of host space.
+    enum Outcome {
+        case completed(UInt32)
+        case outOfSpace(ImageError)
+    }
+
+    /// A status, or the out-of-space error that holds the request.
+    enum Result {
+        case status(Status)
+        case outOfSpace(ImageError)
+
+        init(_ error: ImageError, hold: Bool) { self = hold && error.isOutOfSpace ? .outOfSpace(error) : .status(.ioError) }
+    }
+
+    private func handle(_ chain: DescriptorChain, _ active: ActiveQueues) throws(VirtqueueError) -> Outcome {
         let memory = active.memory
         // §5.2.6.1: the status byte is the last writable byte; without it nothing can be reported.
         guard let lastWritable = chain.writable.last else { throw .malformedRequest("block request \(chain.head) has no status byte") }
@@ -118,33 +184,40 @@ public final class VirtioBlock: VirtioDevice {
         var writer = chain.writer(memory)
         let dataIn = chain.writableLength - 1  // bytes the device may write before the status byte
 
-        let status: Status
+        let result: Result
         if reader.remaining < 16 {
-            status = .ioError
+            result = .status(.ioError)
         } else {
             let type = try reader.readInteger(UInt32.self)
             _ = try reader.readInteger(UInt32.self)
             let sector = try reader.readInteger(UInt64.self)
             switch RequestType(rawValue: type) {
             case .read:
-                status = try read(sector: sector, length: dataIn, into: &writer)
+                result = .status(try read(sector: sector, length: dataIn, into: &writer))
             case .write:
-                status = try write(sector: sector, from: &reader)
+                result = try write(sector: sector, from: &reader)
             case .flush:
-                status = flush()
+                result = flush()
             case .getID:
                 let id = Array(serial.utf8.prefix(20))
                 let bytes = id + [UInt8](repeating: 0, count: 20 - id.count)
                 try writer.write(Array(bytes.prefix(Int(min(dataIn, 20)))))
-                status = .ok
-            case .discard, .writeZeroes:
-                status = try zeroRanges(from: &reader)
+                result = .status(.ok)
+            case .discard:
+                result = try zeroRanges(from: &reader, discard: true)
+            case .writeZeroes:
+                result = try zeroRanges(from: &reader, discard: false)
             case nil:
-                status = .unsupported
+                result = .status(.unsupported)
             }
         }
+        let status: Status
+        switch result {
+        case .status(let value): status = value
+        case .outOfSpace(let error): return .outOfSpace(error)
+        }
         do { try memory.writeInteger(status.rawValue, at: statusAddress) } catch { throw .memory(error) }
-        return min(writer.written, UInt32(truncatingIfNeeded: dataIn)) + 1
+        return .completed(min(writer.written, UInt32(truncatingIfNeeded: dataIn)) + 1)
     }
 
     /// The byte range of `sectors` sectors at `sector`, or nil when it leaves the disk.
@@ -173,61 +246,62 @@ public final class VirtioBlock: VirtioDevice {
         return .ok
     }
 
-    private func write(sector: UInt64, from reader: inout ChainReader) throws(VirtqueueError) -> Status {
-        guard !readOnly else { return .ioError }
+    private func write(sector: UInt64, from reader: inout ChainReader) throws(VirtqueueError) -> Result {
+        guard !readOnly else { return .status(.ioError) }
         let length = reader.remaining
-        guard let offset = range(sector: sector, bytes: length) else { return .ioError }
+        guard let offset = range(sector: sector, bytes: length) else { return .status(.ioError) }
         var done: UInt64 = 0
         while done < length {
             let bytes = try reader.read(Int(min(UInt64(Self.chunk), length - done)))
             do {
                 try disk.withLock { disk throws(ImageError) in try disk.image.write(bytes, at: offset + done) }
             } catch {
-                logger.error("virtio-blk write: \(error)")
-                return .ioError
+                if !(holdOnOutOfSpace && error.isOutOfSpace) { logger.error("virtio-blk write: \(error)") }
+                return Result(error, hold: holdOnOutOfSpace)
             }
             done += UInt64(bytes.count)
         }
-        return .ok
+        return .status(.ok)
     }
 
-    private func flush() -> Status {
+    private func flush() -> Result {
         do {
             try disk.withLock { disk throws(ImageError) in try disk.image.flush() }
-            return .ok
+            return .status(.ok)
         } catch {
-            logger.error("virtio-blk flush: \(error)")
-            return .ioError
+            if !(holdOnOutOfSpace && error.isOutOfSpace) { logger.error("virtio-blk flush: \(error)") }
+            return Result(error, hold: holdOnOutOfSpace)
         }
     }
 
-    /// DISCARD and WRITE_ZEROES (§5.2.6): segments of {sector u64, num_sectors u32, flags u32}. Both
-    /// write zeros (the `BlockImage` protocol has no deallocation yet), which is what a discard that
-    /// reads back as zeros (and WRITE_ZEROES) promises.
-    private func zeroRanges(from reader: inout ChainReader) throws(VirtqueueError) -> Status {
-        guard !readOnly else { return .ioError }
-        guard reader.remaining % 16 == 0, reader.remaining / 16 <= UInt64(Self.maxSegments) else { return .unsupported }
+    /// DISCARD and WRITE_ZEROES (§5.2.6): segments of {sector u64, num_sectors u32, flags u32}. A
+    /// discard releases the range's host space (a raw file gets a hole punched, a qcow2 image frees or
+    /// zero-flags its clusters); WRITE_ZEROES does too when the driver sets the UNMAP flag (bit 0,
+    /// allowed by `write_zeroes_may_unmap`), else it writes zeros and keeps the space. Both read back as zeros.
+    private func zeroRanges(from reader: inout ChainReader, discard: Bool) throws(VirtqueueError) -> Result {
+        guard !readOnly else { return .status(.ioError) }
+        guard reader.remaining % 16 == 0, reader.remaining / 16 <= UInt64(Self.maxSegments) else { return .status(.unsupported) }
         while reader.remaining >= 16 {
             let sector = try reader.readInteger(UInt64.self)
             let count = try reader.readInteger(UInt32.self)
             let flags = try reader.readInteger(UInt32.self)
-            guard flags & ~1 == 0, count <= Self.maxDiscardSectors else { return .unsupported }
+            // §5.2.6.2: a discard with UNMAP set, or any unknown flag, is unsupported.
+            guard flags & ~1 == 0, !(discard && flags != 0), count <= Self.maxDiscardSectors else { return .status(.unsupported) }
             let bytes = UInt64(count) * Self.sectorSize
-            guard let offset = range(sector: sector, bytes: bytes) else { return .ioError }
-            var done: UInt64 = 0
-            while done < bytes {
-                let piece = min(UInt64(Self.chunk), bytes - done)
-                do {
-                    try disk.withLock { disk throws(ImageError) in
-                        try disk.image.write([UInt8](repeating: 0, count: Int(piece)), at: offset + done)
+            guard let offset = range(sector: sector, bytes: bytes) else { return .status(.ioError) }
+            do {
+                try disk.withLock { disk throws(ImageError) in
+                    if discard {
+                        try disk.image.discard(at: offset, length: bytes)
+                    } else {
+                        try disk.image.writeZeroes(at: offset, length: bytes, unmap: flags & 1 != 0)
                     }
-                } catch {
-                    logger.error("virtio-blk write-zeroes: \(error)")
-                    return .ioError
                 }
-                done += piece
+            } catch {
+                if !(holdOnOutOfSpace && error.isOutOfSpace) { logger.error("virtio-blk \(discard ? "discard" : "write-zeroes"): \(error)") }
+                return Result(error, hold: holdOnOutOfSpace)
             }
         }
-        return .ok
+        return .status(.ok)
     }
 }
