@@ -19,6 +19,7 @@ public final class TapDevice: @unchecked Sendable {
         public static let checksum = Offloads(rawValue: vireo_tun_f_csum())
         public static let tso4 = Offloads(rawValue: vireo_tun_f_tso4())
         public static let tso6 = Offloads(rawValue: vireo_tun_f_tso6())
+        public static let tsoECN = Offloads(rawValue: vireo_tun_f_tso_ecn())
     }
 
     public init(name: String, offloads: Offloads = []) throws(SystemError) {
