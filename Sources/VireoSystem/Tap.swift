@@ -47,6 +47,17 @@ public final class TapDevice: @unchecked Sendable {
         }
     }
 
+    /// Reads one frame (vnet header included) into `buffer` (up to its count); returns its
+    /// length, or nil when none is waiting. Lets a caller reuse one buffer for every frame.
+    public func read(into buffer: inout [UInt8]) -> Int? {
+        while true {
+            let got = unsafe buffer.withUnsafeMutableBytes { unsafe Glibc.read(descriptor.rawValue, $0.baseAddress, $0.count) }
+            if got > 0 { return got }
+            if got < 0, errno == EINTR { continue }
+            return nil
+        }
+    }
+
     /// Reads one frame (vnet header included) of at most `maxLength` bytes; nil when none is waiting.
     public func read(maxLength: Int = 65_562) -> [UInt8]? {
         var buffer = [UInt8](repeating: 0, count: maxLength)

@@ -1,3 +1,4 @@
+import Synchronization
 import VireoSystem
 
 /// Offloads a ``NetBackend`` can carry (virtio 1.2 §5.1.6.2, §5.1.6.4): packets whose header asks
@@ -51,13 +52,21 @@ extension NetBackend {
 /// offload (`TUNSETOFFLOAD` decides which ones it may hand us).
 public final class TapBackend: NetBackend {
     public let tap: TapDevice
+    /// One frame-sized buffer reused by every ``receive()`` (a fresh 64 KiB array per frame costs
+    /// more than the frame for small ones).
+    private let scratch = Mutex([UInt8](repeating: 0, count: VirtioNet.maxPacket))
 
     public init(name: String) throws(SystemError) {
         tap = try TapDevice(name: name)
     }
 
     public func send(_ packet: [UInt8]) -> Bool { tap.write(packet) }
-    public func receive() -> [UInt8]? { tap.read() }
+    public func receive() -> [UInt8]? {
+        scratch.withLock { buffer in
+            guard let length = tap.read(into: &buffer) else { return nil }
+            return Array(buffer[..<length])
+        }
+    }
     public var pollDescriptor: Int32? { tap.rawValue }
     public var offloads: NetOffloads { .all }
 
