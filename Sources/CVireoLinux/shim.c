@@ -77,6 +77,7 @@ int vireo_tap_set_offload(int fd, unsigned int offloads) { return ioctl(fd, TUNS
 unsigned int vireo_tun_f_csum(void) { return TUN_F_CSUM; }
 unsigned int vireo_tun_f_tso4(void) { return TUN_F_TSO4; }
 unsigned int vireo_tun_f_tso6(void) { return TUN_F_TSO6; }
+unsigned int vireo_tun_f_tso_ecn(void) { return TUN_F_TSO_ECN; }
 
 // MARK: Virtual switch helpers (vireo-switchd).
 #include <errno.h>

@@ -19,6 +19,7 @@ public final class TapDevice: @unchecked Sendable {
         public static let checksum = Offloads(rawValue: vireo_tun_f_csum())
         public static let tso4 = Offloads(rawValue: vireo_tun_f_tso4())
         public static let tso6 = Offloads(rawValue: vireo_tun_f_tso6())
+        public static let tsoECN = Offloads(rawValue: vireo_tun_f_tso_ecn())
     }
 
     public init(name: String, offloads: Offloads = []) throws(SystemError) {
@@ -43,6 +44,17 @@ public final class TapDevice: @unchecked Sendable {
             if written >= 0 { return written == packet.count }
             if errno == EINTR { continue }
             return false
+        }
+    }
+
+    /// Reads one frame (vnet header included) into `buffer` (up to its count); returns its
+    /// length, or nil when none is waiting. Lets a caller reuse one buffer for every frame.
+    public func read(into buffer: inout [UInt8]) -> Int? {
+        while true {
+            let got = unsafe buffer.withUnsafeMutableBytes { unsafe Glibc.read(descriptor.rawValue, $0.baseAddress, $0.count) }
+            if got > 0 { return got }
+            if got < 0, errno == EINTR { continue }
+            return nil
         }
     }
 

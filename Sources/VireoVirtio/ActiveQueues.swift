@@ -98,4 +98,30 @@ public final class ActiveQueues: Sendable {
         let notify = queues.withLock { $0[index].needsNotification(memory) }
         if notify { activation.interrupt.notifyQueue(index) }
     }
+
+    /// Gives `body` the queue `index` itself, for devices that return several chains at once or
+    /// put chains back (``SplitQueue/pushUsed(_:_:)``, ``SplitQueue/unpop(_:)``). `body` returns how
+    /// many chains it returned as used; the driver is interrupted as in ``drain(_:while:_:)``, and
+    /// a thrown `VirtqueueError` fails the device the same way.
+    public func withQueue(_ index: Int, _ body: (inout SplitQueue, GuestMemory) throws(VirtqueueError) -> Int) {
+        guard !isBroken else { return }
+        var used = 0
+        let failure: VirtqueueError? = queues.withLock { queues in
+            guard index >= 0, index < queues.count, queues[index].ready else { return nil }
+            do throws(VirtqueueError) {
+                used = try body(&queues[index], memory)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        if let failure {
+            broken.store(true, ordering: .releasing)
+            activation.fail("queue \(index): \(failure)")
+            return
+        }
+        guard used > 0 else { return }
+        let notify = queues.withLock { $0[index].needsNotification(memory) }
+        if notify { activation.interrupt.notifyQueue(index) }
+    }
 }

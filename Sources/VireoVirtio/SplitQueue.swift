@@ -109,6 +109,29 @@ public struct SplitQueue: Sendable {
         } catch { throw .memory(error) }
     }
 
+    /// Returns several used chains at once (§2.7.8): every element first, then (after a fence) the
+    /// index, so the driver sees them together (virtio-net's mergeable buffers, §5.1.6.4).
+    public mutating func pushUsed(_ elements: [(head: UInt16, length: UInt32)], _ memory: GuestMemory) throws(VirtqueueError) {
+        guard !elements.isEmpty else { return }
+        do {
+            for (offset, element) in elements.enumerated() {
+                let slot = UInt64((nextUsed &+ UInt16(truncatingIfNeeded: offset)) % size)
+                let address = GuestAddress(usedRing.raw + 4 + 8 * slot)
+                try memory.writeInteger(UInt32(element.head), at: address)
+                try memory.writeInteger(element.length, at: GuestAddress(address.raw + 4))
+            }
+            atomicMemoryFence(ordering: .releasing)
+            nextUsed &+= UInt16(truncatingIfNeeded: elements.count)
+            try memory.writeInteger(nextUsed, at: GuestAddress(usedRing.raw + 2))
+        } catch { throw .memory(error) }
+    }
+
+    /// Gives back the last `count` chains taken with ``pop(_:)`` and not yet used, so they are
+    /// popped again later (a device that found too few buffers for a whole packet).
+    public mutating func unpop(_ count: UInt16) {
+        nextAvail &-= min(count, size)
+    }
+
     /// Whether the driver wants a used-buffer notification now (§2.7.10 with event index:
     /// `vring_need_event(used_event, new, old)`; otherwise the avail ring's NO_INTERRUPT flag, §2.7.7).
     public mutating func needsNotification(_ memory: GuestMemory) -> Bool {

@@ -8,6 +8,13 @@ import VireoMemory
 final class MemoryNetBackend: NetBackend {
     let sent = Mutex<[[UInt8]]>([])
     let incoming = Mutex<[[UInt8]]>([])
+    let offloads: NetOffloads
+    let enabled = Mutex<NetOffloads?>(nil)
+    init(offloads: NetOffloads = []) { self.offloads = offloads }
+    func enableReceiveOffloads(_ offloads: NetOffloads) -> Bool {
+        enabled.withLock { $0 = offloads }
+        return true
+    }
     func send(_ packet: [UInt8]) -> Bool {
         sent.withLock { $0.append(packet) }
         return true
@@ -34,13 +41,15 @@ struct NetHarness {
     let driver: FakeDriver
     let tx: FakeDriverRings
     let net: VirtioNet
-    let backend = MemoryNetBackend()
+    let backend: MemoryNetBackend
     let interrupt = RecordingInterrupt()
     let failures = FailureLog()
 
-    init() throws {
+    /// `extraFeatures`: what the driver negotiates beyond VERSION_1, MAC and STATUS.
+    init(offloads: NetOffloads = [], extraFeatures: UInt64 = 0) throws {
         driver = try FakeDriver(size: 16)
         tx = try FakeDriverRings(memory: driver.memory, base: 0x8_0000, size: 16)
+        backend = MemoryNetBackend(offloads: offloads)
         net = VirtioNet(mac: [0x52, 0x54, 0, 1, 2, 3], backend: backend)
         var txQueue = SplitQueue(maxSize: 256)
         txQueue.size = 16
@@ -48,7 +57,7 @@ struct NetHarness {
         txQueue.availRing = tx.avail
         txQueue.usedRing = tx.used
         txQueue.ready = true
-        let features = VirtioFeature.version1 | VirtioNet.featureMAC | VirtioNet.featureStatus
+        let features = VirtioFeature.version1 | VirtioNet.featureMAC | VirtioNet.featureStatus | extraFeatures
         try txQueue.activate(features: features, memory: driver.memory)
         let failures = self.failures
         net.activate(VirtioActivation(

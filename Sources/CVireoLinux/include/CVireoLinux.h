@@ -111,6 +111,7 @@ int vireo_tap_set_offload(int fd, unsigned int offloads);
 unsigned int vireo_tun_f_csum(void);
 unsigned int vireo_tun_f_tso4(void);
 unsigned int vireo_tun_f_tso6(void);
+unsigned int vireo_tun_f_tso_ecn(void);
 
 // MARK: Virtual switch: tap devices, AF_PACKET raw sockets, epoll, signalfd (used by vireo-switchd).
 /// Opens /dev/net/tun as a tap device (IFF_TAP|IFF_NO_PI, non-blocking) named `name` ("" lets the

@@ -16,6 +16,7 @@ import VireoSystem
 /// | `ctrl-alt-del` | presses Ctrl-Alt-Del on the guest's keyboard         |
 /// | `stop`         | ends the VM now (exit code 4)                        |
 /// | `stats`        | KVM counters, `{"return":{"vcpu0.exits":N,…}}`       |
+/// | `link N [up\|down]` | reports or sets the link of NIC N (0 = first `--net`) |
 ///
 /// Unknown commands get `{"error":"…"}`; the connection stays usable.
 ///
@@ -114,12 +115,27 @@ public final class ControlServer: Sendable {
             }
             guard let sizes = machine.balloon(target: target) else { return #"{"error":"this VM has no balloon (--balloon)"}"# }
             return #"{"return":{"target_mib":\#(sizes.target >> 20),"actual_mib":\#(sizes.actual >> 20)}}"#
+        case "link":
+            // `link N` reports, `link N up|down` sets the link of the Nth --net (virtio-net STATUS).
+            let arguments = line.split(separator: " ").dropFirst().map(String.init)
+            guard (1...2).contains(arguments.count), let index = Int(arguments[0]) else {
+                return #"{"error":"usage: link <index> [up|down]"}"#
+            }
+            var up: Bool?
+            if arguments.count == 2 {
+                guard ["up", "down"].contains(arguments[1]) else { return #"{"error":"usage: link <index> [up|down]"}"# }
+                up = arguments[1] == "up"
+            }
+            guard let state = machine.setNetLink(index, up: up) else {
+                return #"{"error":"no NIC \#(index); this VM has \#(machine.netCount) (--net)"}"#
+            }
+            return #"{"return":{"index":\#(index),"link":"\#(state ? "up" : "down")"}}"#
         case "stats":
             let fields = machine.statistics().map { #""\#($0.0)":\#($0.1)"# }
             return #"{"return":{\#(fields.joined(separator: ","))}}"#
         default:
             let escaped = command.filter { $0.isLetter || $0.isNumber || $0 == "-" }
-            return #"{"error":"unknown command '\#(escaped)'; try status, pause, resume, ctrl-alt-del, stop, stats, balloon, balloon-stats, events"}"#
+            return #"{"error":"unknown command '\#(escaped)'; try status, pause, resume, ctrl-alt-del, stop, stats, balloon, balloon-stats, link, events"}"#
         }
     }
 }

@@ -1,8 +1,31 @@
+import Synchronization
 import VireoSystem
+
+/// Offloads a ``NetBackend`` can carry (virtio 1.2 §5.1.6.2, §5.1.6.4): packets whose header asks
+/// for a checksum to be completed (`VIRTIO_NET_HDR_F_NEEDS_CSUM`) or a GSO super-frame to be
+/// segmented (`gso_type` TCPv4/TCPv6, with the ECN bit).
+public struct NetOffloads: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+    /// Partial checksums (`csum_start`/`csum_offset`).
+    public static let checksum = NetOffloads(rawValue: 1 << 0)
+    /// TCP over IPv4 segmentation (`VIRTIO_NET_HDR_GSO_TCPV4`).
+    public static let tso4 = NetOffloads(rawValue: 1 << 1)
+    /// TCP over IPv6 segmentation (`VIRTIO_NET_HDR_GSO_TCPV6`).
+    public static let tso6 = NetOffloads(rawValue: 1 << 2)
+    /// TSO frames with congestion-experienced bits (`VIRTIO_NET_HDR_GSO_ECN`).
+    public static let tsoECN = NetOffloads(rawValue: 1 << 3)
+    public static let all: NetOffloads = [.checksum, .tso4, .tso6, .tsoECN]
+}
 
 /// Where a virtio-net device's frames go (virtio 1.2 §5.1). Every packet crossing this boundary
 /// is a 12-byte `virtio_net_hdr_v1` followed by one Ethernet frame, so a tap with IFF_VNET_HDR
 /// passes them through untouched. A virtual switch port is another implementation.
+///
+/// Offloads: the device offers the guest only the offload features the backend lists in
+/// ``offloads`` (default none: the guest then sends complete checksums and no GSO, and the device
+/// refuses packets from the backend that need either). The guest's header fields are validated by
+/// the device before ``send(_:)``.
 public protocol NetBackend: AnyObject, Sendable {
     /// Sends one packet (header + frame); false when the backend dropped it.
     @discardableResult func send(_ packet: [UInt8]) -> Bool
@@ -11,17 +34,52 @@ public protocol NetBackend: AnyObject, Sendable {
     /// A descriptor that becomes readable when ``receive()`` has something; nil for backends
     /// that deliver by calling the device themselves.
     var pollDescriptor: Int32? { get }
+    /// Offloads the backend carries both ways: it accepts such packets in ``send(_:)`` and can
+    /// produce them in ``receive()`` once enabled. Default: none.
+    var offloads: NetOffloads { get }
+    /// The subset of ``offloads`` the guest accepts on receive (its negotiated GUEST_* features);
+    /// set at activation and back to none at reset. ``receive()`` must not produce packets
+    /// needing others. False when the backend could not apply it. Default: does nothing.
+    @discardableResult func enableReceiveOffloads(_ offloads: NetOffloads) -> Bool
 }
 
-/// A host tap interface as the backend (`--net tap=NAME`).
+extension NetBackend {
+    public var offloads: NetOffloads { [] }
+    public func enableReceiveOffloads(_ offloads: NetOffloads) -> Bool { true }
+}
+
+/// A host tap interface as the backend (`--net tap=NAME`). The kernel's tap handles every
+/// offload (`TUNSETOFFLOAD` decides which ones it may hand us).
 public final class TapBackend: NetBackend {
     public let tap: TapDevice
+    /// One frame-sized buffer reused by every ``receive()`` (a fresh 64 KiB array per frame costs
+    /// more than the frame for small ones).
+    private let scratch = Mutex([UInt8](repeating: 0, count: VirtioNet.maxPacket))
 
     public init(name: String) throws(SystemError) {
         tap = try TapDevice(name: name)
     }
 
     public func send(_ packet: [UInt8]) -> Bool { tap.write(packet) }
-    public func receive() -> [UInt8]? { tap.read() }
+    public func receive() -> [UInt8]? {
+        scratch.withLock { buffer in
+            guard let length = tap.read(into: &buffer) else { return nil }
+            return Array(buffer[..<length])
+        }
+    }
     public var pollDescriptor: Int32? { tap.rawValue }
+    public var offloads: NetOffloads { .all }
+
+    public func enableReceiveOffloads(_ offloads: NetOffloads) -> Bool {
+        var flags: TapDevice.Offloads = []
+        // TUN_F_TSO* are only honoured together with TUN_F_CSUM (drivers/net/tun.c set_offload).
+        if offloads.contains(.checksum) {
+            flags.insert(.checksum)
+            if offloads.contains(.tso4) { flags.insert(.tso4) }
+            if offloads.contains(.tso6) { flags.insert(.tso6) }
+            if offloads.contains(.tsoECN), !offloads.isDisjoint(with: [.tso4, .tso6]) { flags.insert(.tsoECN) }
+        }
+        do { try tap.setOffloads(flags) } catch { return false }
+        return true
+    }
 }

@@ -1,37 +1,71 @@
 import Logging
 import Synchronization
+import VireoMemory
 import VireoVirtio
 
-/// virtio-net (virtio 1.2 §5.1) with one receiveq/transmitq pair. Offers VIRTIO_NET_F_MAC and
-/// VIRTIO_NET_F_STATUS (the host sets the link up or down with ``setLink(up:)``); no offloads, so
-/// the guest sends complete checksums and no GSO. Every packet carries the 12-byte
-/// `virtio_net_hdr_v1` (§5.1.6), passed to and from the ``NetBackend`` as is.
+/// virtio-net (virtio 1.2 §5.1) with one receiveq/transmitq pair.
+///
+/// Features: VIRTIO_NET_F_MAC; VIRTIO_NET_F_STATUS (the host sets the link up or down with
+/// ``setLink(up:)``; while down, frames are dropped both ways); VIRTIO_NET_F_MRG_RXBUF (a received
+/// packet spreads over several receive buffers, `num_buffers` in its header, §5.1.6.4); and the
+/// checksum and TSO offloads (§5.1.6.2, §5.1.6.4) the ``NetBackend`` carries: CSUM/HOST_TSO4/
+/// HOST_TSO6/HOST_ECN let the guest send partial checksums and GSO frames, GUEST_CSUM/GUEST_TSO4/
+/// GUEST_TSO6/GUEST_ECN let it receive them (the backend is told which with
+/// ``NetBackend/enableReceiveOffloads(_:)``). Every header is validated against what was
+/// negotiated for its direction (``VirtioNetHeader/validate(frameLength:allowed:dataValidAllowed:)``):
+/// a bad one drops its frame and is counted.
 public final class VirtioNet: VirtioDevice {
     public static let receiveQueue = 0
     public static let transmitQueue = 1
-    public static let headerLength = 12
+    public static let headerLength = VirtioNetHeader.length
     /// Largest packet (header + frame) accepted from the guest: a 64 KiB GSO frame plus header.
     public static let maxPacket = 65_562
     /// Received packets kept while the guest has posted no buffers; more are dropped.
     public static let maxPending = 256
 
+    // Feature bits (§5.1.3).
+    public static let featureCsum: UInt64 = 1 << 0
+    public static let featureGuestCsum: UInt64 = 1 << 1
     public static let featureMAC: UInt64 = 1 << 5
+    public static let featureGuestTSO4: UInt64 = 1 << 7
+    public static let featureGuestTSO6: UInt64 = 1 << 8
+    public static let featureGuestECN: UInt64 = 1 << 9
+    public static let featureHostTSO4: UInt64 = 1 << 11
+    public static let featureHostTSO6: UInt64 = 1 << 12
+    public static let featureHostECN: UInt64 = 1 << 13
+    public static let featureMergeableRxBuffers: UInt64 = 1 << 15
     public static let featureStatus: UInt64 = 1 << 16
     static let statusLinkUp: UInt16 = 1
 
     public struct Counters: Sendable, Equatable {
         public var txPackets = 0
         public var rxPackets = 0
-        /// Guest packets shorter than the header or longer than ``maxPacket``, or refused by the backend.
+        /// Guest packets shorter than the header or longer than ``maxPacket``, refused by the
+        /// backend, or sent while the link was down.
         public var txDropped = 0
-        /// Received packets larger than the posted buffer, or beyond ``maxPending``.
+        /// Guest packets whose `virtio_net_hdr` was invalid or asked for an offload not negotiated.
+        public var txInvalidHeader = 0
+        /// Received packets larger than the posted buffers, beyond ``maxPending``, or arriving
+        /// while the link was down.
         public var rxDropped = 0
+        /// Backend packets whose header needs an offload the guest did not negotiate.
+        public var rxInvalidHeader = 0
+    }
+
+    /// What the driver negotiated, fixed at activation.
+    struct Session: Sendable {
+        let queues: ActiveQueues
+        /// Offloads the guest may use when sending (CSUM, HOST_*).
+        let transmitOffloads: NetOffloads
+        /// Offloads the guest accepts when receiving (GUEST_*).
+        let receiveOffloads: NetOffloads
+        let mergeable: Bool
     }
 
     public let mac: [UInt8]
     public let backend: any NetBackend
     let logger: Logger
-    private let queues = Mutex<ActiveQueues?>(nil)
+    private let session = Mutex<Session?>(nil)
     private let pending = Mutex<[[UInt8]]>([])
     private let linkUp = Atomic<Bool>(true)
     private let counterState = Mutex(Counters())
@@ -44,32 +78,78 @@ public final class VirtioNet: VirtioDevice {
     }
 
     public var deviceType: VirtioDeviceType { .net }
+
     public var features: UInt64 {
         VirtioFeature.ringIndirectDesc | VirtioFeature.ringEventIdx | Self.featureMAC | Self.featureStatus
+            | Self.featureMergeableRxBuffers | Self.offloadFeatures(backend.offloads)
     }
+
+    /// The offload features a backend's offloads allow, respecting the dependencies of §5.1.3.1
+    /// (TSO needs the checksum offload, ECN needs TSO).
+    static func offloadFeatures(_ offloads: NetOffloads) -> UInt64 {
+        guard offloads.contains(.checksum) else { return 0 }
+        var features = featureCsum | featureGuestCsum
+        if offloads.contains(.tso4) { features |= featureHostTSO4 | featureGuestTSO4 }
+        if offloads.contains(.tso6) { features |= featureHostTSO6 | featureGuestTSO6 }
+        if offloads.contains(.tsoECN), !offloads.isDisjoint(with: [.tso4, .tso6]) {
+            features |= featureHostECN | featureGuestECN
+        }
+        return features
+    }
+
+    /// The offloads negotiated `features` allow in each direction. A driver that breaks the
+    /// dependencies of §5.1.3.1 gets only the consistent part.
+    static func negotiatedOffloads(_ features: UInt64) -> (transmit: NetOffloads, receive: NetOffloads) {
+        func offloads(checksum: UInt64, tso4: UInt64, tso6: UInt64, ecn: UInt64) -> NetOffloads {
+            guard features & checksum != 0 else { return [] }
+            var result: NetOffloads = .checksum
+            if features & tso4 != 0 { result.insert(.tso4) }
+            if features & tso6 != 0 { result.insert(.tso6) }
+            if features & ecn != 0, !result.isDisjoint(with: [.tso4, .tso6]) { result.insert(.tsoECN) }
+            return result
+        }
+        return (offloads(checksum: featureCsum, tso4: featureHostTSO4, tso6: featureHostTSO6, ecn: featureHostECN),
+                offloads(checksum: featureGuestCsum, tso4: featureGuestTSO4, tso6: featureGuestTSO6, ecn: featureGuestECN))
+    }
+
     public var queueMaxSizes: [UInt16] { [256, 256] }
     public var counters: Counters { counterState.withLock { $0 } }
+    public var isLinkUp: Bool { linkUp.load(ordering: .acquiring) }
 
     /// Config space (§5.1.4): mac[6], status le16.
     public func readConfig(offset: Int, size: Int) -> UInt64 {
-        let status = linkUp.load(ordering: .acquiring) ? Self.statusLinkUp : 0
+        let status = isLinkUp ? Self.statusLinkUp : 0
         return VirtioConfigBytes.read(mac + [UInt8(status & 0xFF), UInt8(status >> 8)], offset: offset, size: size)
     }
 
-    /// Changes the link state the guest sees and raises a configuration-change interrupt.
+    /// Changes the link state the guest sees (the status field's VIRTIO_NET_S_LINK_UP) and raises a
+    /// configuration-change interrupt (§5.1.4.2). While the link is down, frames are dropped both ways.
     public func setLink(up: Bool) {
         guard linkUp.exchange(up, ordering: .acquiringAndReleasing) != up else { return }
-        queues.withLock { $0 }?.activation.interrupt.notifyConfigChange()
+        if !up {
+            let dropped = pending.withLock { pending in
+                defer { pending.removeAll() }
+                return pending.count
+            }
+            counterState.withLock { $0.rxDropped += dropped }
+        }
+        session.withLock { $0 }?.queues.activation.interrupt.notifyConfigChange()
     }
 
     public func activate(_ activation: VirtioActivation) {
-        queues.withLock { $0 = ActiveQueues(activation) }
+        let (transmit, receive) = Self.negotiatedOffloads(activation.features & features)
+        if !backend.enableReceiveOffloads(receive) { logger.warning("the backend refused receive offloads \(receive)") }
+        session.withLock {
+            $0 = Session(queues: ActiveQueues(activation), transmitOffloads: transmit, receiveOffloads: receive,
+                         mergeable: activation.features & Self.featureMergeableRxBuffers != 0)
+        }
         backendReadable()
     }
 
     public func reset() {
-        queues.withLock { $0 = nil }
+        session.withLock { $0 = nil }
         pending.withLock { $0.removeAll() }
+        backend.enableReceiveOffloads([])
     }
 
     public func queueNotified(_ index: Int) {
@@ -89,7 +169,7 @@ public final class VirtioNet: VirtioDevice {
 
     /// Queues one received packet (header + frame) for the guest.
     public func enqueue(_ packet: [UInt8]) {
-        let kept = pending.withLock { pending -> Bool in
+        let kept = isLinkUp && pending.withLock { pending -> Bool in
             guard pending.count < Self.maxPending, packet.count >= Self.headerLength else { return false }
             pending.append(packet)
             return true
@@ -98,38 +178,118 @@ public final class VirtioNet: VirtioDevice {
     }
 
     private func transmit() {
-        guard let active = queues.withLock({ $0 }) else { return }
+        guard let session = session.withLock({ $0 }) else { return }
+        let active = session.queues
         active.drain(Self.transmitQueue) { chain throws(VirtqueueError) in
             let length = chain.readableLength
-            guard length >= UInt64(Self.headerLength), length <= UInt64(Self.maxPacket) else {
+            guard length >= UInt64(Self.headerLength), length <= UInt64(Self.maxPacket), isLinkUp else {
                 counterState.withLock { $0.txDropped += 1 }
                 return 0
             }
             var reader = chain.reader(active.memory)
             let packet = try reader.read(Int(length))
+            if let header = VirtioNetHeader(packet),
+               let problem = header.validate(frameLength: packet.count - Self.headerLength, allowed: session.transmitOffloads) {
+                logger.debug("transmit header refused: \(problem)")
+                counterState.withLock { $0.txInvalidHeader += 1 }
+                return 0
+            }
             let sent = backend.send(packet)
             counterState.withLock { sent ? ($0.txPackets += 1) : ($0.txDropped += 1) }
             return 0
         }
     }
 
+    /// Moves pending packets into the receive queue until either runs out. Each packet's header is
+    /// checked against the guest's receive offloads (DATA_VALID is cleared without GUEST_CSUM) and
+    /// gets `num_buffers`; the used elements of one packet are published together.
     private func deliver() {
-        guard let active = queues.withLock({ $0 }) else { return }
+        guard let session = session.withLock({ $0 }) else { return }
         guard !pending.withLock({ $0.isEmpty }) else { return }
-        active.drain(Self.receiveQueue, while: { !pending.withLock { $0.isEmpty } }) { chain throws(VirtqueueError) in
-            guard var packet = pending.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) else { return 0 }
-            var writer = chain.writer(active.memory)
-            guard UInt64(packet.count) <= writer.remaining else {
-                // Too large for the posted buffer (no mergeable buffers): drop it, return the buffer empty.
-                counterState.withLock { $0.rxDropped += 1 }
-                return 0
+        session.queues.withQueue(Self.receiveQueue) { queue, memory throws(VirtqueueError) in
+            var used: [(head: UInt16, length: UInt32)] = []
+            while let packet = pending.withLock({ $0.first }) {
+                guard var header = VirtioNetHeader(packet) else { break }
+                if header.flags & VirtioNetHeader.flagDataValid != 0, !session.receiveOffloads.contains(.checksum) {
+                    header.flags &= ~VirtioNetHeader.flagDataValid
+                }
+                if let problem = header.validate(frameLength: packet.count - Self.headerLength, allowed: session.receiveOffloads,
+                                                 dataValidAllowed: true) {
+                    logger.debug("received header refused: \(problem)")
+                    pending.withLock { _ = $0.removeFirst() }
+                    counterState.withLock { $0.rxInvalidHeader += 1 }
+                    continue
+                }
+                let placed = session.mergeable
+                    ? try placeMergeable(packet, header: header, in: &queue, memory)
+                    : try placeWhole(packet, header: header, in: &queue, memory)
+                guard let placed else { break }  // no buffers: the packet waits for more
+                pending.withLock { _ = $0.removeFirst() }
+                used += placed
             }
-            // num_buffers (§5.1.6.4): always 1 without VIRTIO_NET_F_MRG_RXBUF.
-            packet[10] = 1
-            packet[11] = 0
-            try writer.write(packet)
-            counterState.withLock { $0.rxPackets += 1 }
-            return writer.written
+            try queue.pushUsed(used, memory)
+            return used.count
         }
+    }
+
+    /// Without MRG_RXBUF: the whole packet in one chain (num_buffers 1). A packet larger than the
+    /// chain is dropped and the buffer returned empty. Nil when no chain is available.
+    private func placeWhole(_ packet: [UInt8], header: VirtioNetHeader, in queue: inout SplitQueue, _ memory: GuestMemory)
+        throws(VirtqueueError) -> [(head: UInt16, length: UInt32)]?
+    {
+        guard let chain = try queue.pop(memory) else { return nil }
+        var writer = chain.writer(memory)
+        guard UInt64(packet.count) <= writer.remaining else {
+            counterState.withLock { $0.rxDropped += 1 }
+            return [(chain.head, 0)]
+        }
+        var header = header
+        header.numBuffers = 1
+        try writer.write(header.bytes)
+        try writer.write(Array(packet[Self.headerLength...]))
+        counterState.withLock { $0.rxPackets += 1 }
+        return [(chain.head, writer.written)]
+    }
+
+    /// With MRG_RXBUF (§5.1.6.4.2): as many chains as the packet needs, `num_buffers` of them, the
+    /// header in the first. Nil (chains put back) when too few are available yet; a packet that
+    /// would not fit in the whole ring is dropped. Each buffer must hold at least the header
+    /// (§5.1.6.3.1); a smaller one is a malformed queue.
+    private func placeMergeable(_ packet: [UInt8], header: VirtioNetHeader, in queue: inout SplitQueue, _ memory: GuestMemory)
+        throws(VirtqueueError) -> [(head: UInt16, length: UInt32)]?
+    {
+        var chains: [DescriptorChain] = []
+        var room: UInt64 = 0
+        while room < UInt64(packet.count) {
+            guard chains.count < Int(queue.size) else {
+                // Larger than every buffer of the ring together: it can never be delivered.
+                queue.unpop(UInt16(chains.count))
+                counterState.withLock { $0.rxDropped += 1 }
+                return []
+            }
+            guard let chain = try queue.pop(memory) else {
+                queue.unpop(UInt16(chains.count))
+                return nil
+            }
+            guard chain.writableLength >= UInt64(Self.headerLength) else {
+                throw .malformedRequest("receive buffer of \(chain.writableLength) bytes, smaller than the virtio-net header")
+            }
+            chains.append(chain)
+            room += chain.writableLength
+        }
+        var header = header
+        header.numBuffers = UInt16(chains.count)
+        let bytes = header.bytes + packet[Self.headerLength...]
+        var used: [(head: UInt16, length: UInt32)] = []
+        var offset = 0
+        for chain in chains {
+            var writer = chain.writer(memory)
+            let take = Int(min(writer.remaining, UInt64(bytes.count - offset)))
+            try writer.write(Array(bytes[offset..<(offset + take)]))
+            offset += take
+            used.append((chain.head, writer.written))
+        }
+        counterState.withLock { $0.rxPackets += 1 }
+        return used
     }
 }

@@ -1,0 +1,88 @@
+#!/bin/sh
+# TCP throughput between the L2 guest and the lab host (L1) over a tap: vireo-vmm's virtio-net vs
+# QEMU's virtio-net-pci (userspace, vhost=off, the same tap kind: IFF_VNET_HDR with offloads), one
+# VMM after the other, BENCH_RUNS times each, BENCH_MB MiB per direction.
+# Output: "BENCH <vmm> <tx|rx> <run> <MB/s>" on the console and in $RESULTS/bench.txt
+# (tx = guest → L1, rx = L1 → guest); "BENCH-SKIP <vmm> <why>" when a VMM cannot run.
+RUNS=${BENCH_RUNS:-3}
+[ -f /scenario/runs ] && RUNS=$(cat /scenario/runs)
+MB=256
+[ -f /scenario/mb ] && MB=$(cat /scenario/mb)
+APPEND="console=ttyS0 panic=-1 quiet bench_mb=$MB"
+LOG=/tmp/l2.log
+MAC=52:54:00:12:34:56
+
+start_vmm() {
+  case "$1" in
+    vireo-vmm)
+      "$VIREO_VMM" --kernel "$L2_KERNEL" --initrd "$L2_INITRD" --cmdline "$APPEND" --cpus 1 --memory 512M \
+        --serial "file:$LOG" --net tap=tap0,mac=$MAC --log-level notice </dev/null >/tmp/vmm.log 2>&1 & ;;
+    qemu)
+      "$QEMU" -L "$QEMU_DATA" -enable-kvm -cpu host -m 512M -smp 1 -M pc -nodefaults -display none \
+        -serial "file:$LOG" -no-reboot -kernel "$L2_KERNEL" -initrd "$L2_INITRD" -append "$APPEND" \
+        -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off -device virtio-net-pci,netdev=n0,mac=$MAC,romfile= \
+        </dev/null >/tmp/vmm.log 2>&1 & ;;
+  esac
+  VMM=$!
+}
+
+# Waits (bounded) for a line in the guest console; fails when the VMM has exited.
+await() {
+  i=0
+  while ! grep -q "$1" "$LOG" 2>/dev/null; do
+    i=$((i + 1))
+    if [ $i -gt 1800 ] || ! kill -0 $VMM 2>/dev/null; then return 1; fi
+    sleep 0.1
+  done
+}
+
+now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }   # 10 ms resolution
+# "BYTES MILLISECONDS" → MiB/s.
+rate() { tr -d '\r' | awk '$2 > 0 { printf "%.1f\n", $1 / ($2 / 1000) / 1048576 }'; }
+
+: > "$RESULTS/bench.txt"
+for vmm in vireo-vmm qemu; do
+  if [ "$vmm" = vireo-vmm ] && [ ! -x "$VIREO_VMM" ]; then
+    echo "BENCH-SKIP vireo-vmm not packaged" | tee -a "$RESULTS/bench.txt"; continue
+  fi
+  run=1
+  while [ $run -le "$RUNS" ]; do
+    rm -f "$LOG" /tmp/rx.txt
+    tail -f /dev/null | nc -l -p 5000 > /dev/null &
+    listener=$!
+    start_vmm $vmm
+    i=0
+    while [ ! -d /sys/class/net/tap0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+    ip addr add 192.168.77.1/24 dev tap0
+    ip link set tap0 up
+    ok=1
+    await "BENCH-GUEST tx" || ok=0
+    [ $ok = 1 ] && await "VIREO-GUEST: listening on 5001" || ok=0
+    if [ $ok = 1 ]; then
+      # From the start of dd until the connection has closed (only TIME_WAIT or nothing left for 5001 = 0x1389).
+      start=$(now_ms)
+      dd if=/dev/zero bs=65536 count=$((MB * 16)) 2>/dev/null | nc 192.168.77.2 5001
+      i=0; while [ -n "$(awk '$3 ~ /:1389$/ && $4 != "06"' /proc/net/tcp)" ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i+1)); done
+      echo "$((MB * 1048576)) $(($(now_ms) - start))" > /tmp/rx.txt
+      await "VIREO-GUEST: done" || ok=0
+    fi
+    (sleep 60; kill -9 $VMM 2>/dev/null) &
+    watchdog=$!
+    wait $VMM
+    rc=$?
+    kill $watchdog $listener 2>/dev/null
+    tx=$(sed -n 's/.*BENCH-GUEST tx //p' "$LOG" | rate)
+    rx=$(rate < /tmp/rx.txt)
+    if [ $ok = 1 ] && [ "$rc" -eq 0 ] && [ -n "$tx" ] && [ -n "$rx" ]; then
+      [ $run = 1 ] && grep "VIREO-GUEST: features" "$LOG"
+      echo "BENCH $vmm tx $run $tx" | tee -a "$RESULTS/bench.txt"
+      echo "BENCH $vmm rx $run $rx" | tee -a "$RESULTS/bench.txt"
+    else
+      echo "BENCH-SKIP $vmm run $run failed (status $rc)" | tee -a "$RESULTS/bench.txt"
+      tail -20 "$LOG"; tail -5 /tmp/vmm.log
+      break
+    fi
+    run=$((run + 1))
+  done
+done
+echo "VIREO-LAB: PASS"
