@@ -38,7 +38,7 @@ let package = Package(
         .target(
             name: "VireoVMM",
             dependencies: [
-                "VireoSystem", "VireoKVM", "VireoMemory", "VireoBoot", "VireoDevices",
+                "VireoSystem", "VireoKVM", "VireoMemory", "VireoBoot", "VireoDevices", "VireoSwitch",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .executableTarget(
@@ -88,6 +88,6 @@ let package = Package(
         .testTarget(name: "VireoVirtioTests", dependencies: ["VireoVirtio", "VireoDevices", "VireoTestSupport"]),
         .testTarget(name: "VireoEnginesTests", dependencies: ["VireoEngines"]),
         .testTarget(name: "VireoDaemonTests", dependencies: ["VireoDaemon", "VireoAPI"], exclude: ["proxmoxer_lifecycle.py"]),
-        .testTarget(name: "VireoSwitchTests", dependencies: ["VireoSwitch"]),
+        .testTarget(name: "VireoSwitchTests", dependencies: ["VireoSwitch", "VireoDevices", "VireoVMM"]),
     ]
 )

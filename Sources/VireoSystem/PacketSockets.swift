@@ -41,6 +41,22 @@ public enum FrameChannel {
         return FileDescriptor(adopting: fd)
     }
 
+    /// Connects a non-blocking SOCK_SEQPACKET socket to `path`: a VMM's end of a switch's `vm:` port.
+    public static func connectSeqPacketNonBlocking(path: String) throws(SystemError) -> FileDescriptor {
+        let socket = try connectSeqPacket(path: path)
+        let flags = try retryingInterrupts("fcntl F_GETFL") { fcntl(socket.rawValue, F_GETFL) }
+        _ = try retryingInterrupts("fcntl F_SETFL O_NONBLOCK") { fcntl(socket.rawValue, F_SETFL, flags | O_NONBLOCK) }
+        return socket
+    }
+
+    /// Makes descriptor number `fd` refer to what `replacement` refers to (`dup2(2)`), closing what
+    /// `fd` referred to. Parking a hung-up socket on a descriptor that never becomes readable
+    /// drops it from every epoll set watching it (epoll forgets a file once its last descriptor
+    /// is closed), so a level-triggered watcher stops waking up without being told.
+    public static func park(_ fd: Int32, on replacement: Int32) throws(SystemError) {
+        _ = try retryingInterrupts("dup2 \(replacement) onto \(fd)") { dup2(replacement, fd) }
+    }
+
     /// Accepts a connection, non-blocking; nil when none is pending.
     public static func accept(_ listener: Int32) throws(SystemError) -> FileDescriptor? {
         while true {
