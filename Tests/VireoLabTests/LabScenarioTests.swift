@@ -241,7 +241,7 @@ extension LabTests {
     @Suite struct VireoVMMScenarios {
         @Test(
             .timeLimit(.minutes(3)),
-            arguments: ["kvm-native", "linux-boot-1cpu", "linux-boot-2cpu", "linux-reboot", "linux-control", "virtio-blk-rng", "virtio-console", "virtio-balloon", "virtio-net"])
+            arguments: ["kvm-native", "linux-boot-1cpu", "linux-boot-2cpu", "linux-reboot", "linux-control", "virtio-blk-rng", "virtio-console", "virtio-balloon", "virtio-net", "switch-vlans"])
         func scenarioPasses(_ name: String) throws {
             let result = try TestLab.run(name)
             let passed = result.passed
