@@ -70,6 +70,8 @@ let package = Package(
             dependencies: ["VireoLab", "VireoQCOW2", "VireoAPI", "VireoSystem", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // The virtual switch: frame parsing, MAC learning, VLANs, forwarding (pure Swift), and its data-plane process.
         .target(name: "VireoSwitch", dependencies: ["VireoSystem"]),
+        // Linux bridges and taps over rtnetlink (messages built and parsed in safe Swift).
+        .target(name: "VireoNetlink", dependencies: ["VireoSystem"]),
         .executableTarget(
             name: "vireo-switchd",
             dependencies: [
@@ -88,6 +90,7 @@ let package = Package(
         .testTarget(name: "VireoVirtioTests", dependencies: ["VireoVirtio", "VireoDevices", "VireoTestSupport"]),
         .testTarget(name: "VireoEnginesTests", dependencies: ["VireoEngines"]),
         .testTarget(name: "VireoDaemonTests", dependencies: ["VireoDaemon", "VireoAPI"], exclude: ["proxmoxer_lifecycle.py"]),
+        .testTarget(name: "VireoNetlinkTests", dependencies: ["VireoNetlink"]),
         .testTarget(name: "VireoSwitchTests", dependencies: ["VireoSwitch", "VireoDevices", "VireoVMM"]),
     ]
 )

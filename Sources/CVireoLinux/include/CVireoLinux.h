@@ -141,4 +141,6 @@ int vireo_unix_connect(const char *path, int type);
 /// accept4(listener, SOCK_CLOEXEC|SOCK_NONBLOCK).
 int vireo_accept_nonblocking(int listener);
 
+#include "CVireoNetlink.h"
+
 #endif
