@@ -48,7 +48,7 @@ let package = Package(
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "VireoQCOW2", dependencies: ["VireoSystem", "CZlib"]),
         // The engine interface the control plane uses, with the QEMU (QMP) and Vireo (vireo-vmm) engines.
-        .target(name: "VireoEngines", dependencies: ["VireoSystem", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "VireoEngines", dependencies: ["VireoSystem", "VireoNetlink", "VireoSwitch", .product(name: "Logging", package: "swift-log")]),
         // Codable API types shared by vireod and the vireo CLI (Proxmox VE /api2/json shapes).
         .target(name: "VireoAPI"),
         .target(
@@ -89,7 +89,7 @@ let package = Package(
         .testTarget(name: "VireoQCOW2Tests", dependencies: ["VireoQCOW2"]),
         .testTarget(name: "VireoVirtioTests", dependencies: ["VireoVirtio", "VireoDevices", "VireoTestSupport"]),
         .testTarget(name: "VireoEnginesTests", dependencies: ["VireoEngines"]),
-        .testTarget(name: "VireoDaemonTests", dependencies: ["VireoDaemon", "VireoAPI"], exclude: ["proxmoxer_lifecycle.py"]),
+        .testTarget(name: "VireoDaemonTests", dependencies: ["VireoDaemon", "VireoAPI", "VireoSwitch"], exclude: ["proxmoxer_lifecycle.py"]),
         .testTarget(name: "VireoNetlinkTests", dependencies: ["VireoNetlink"]),
         .testTarget(name: "VireoSwitchTests", dependencies: ["VireoSwitch", "VireoDevices", "VireoVMM"]),
     ]

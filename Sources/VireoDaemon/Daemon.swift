@@ -57,6 +57,7 @@ public struct Daemon: Sendable {
         api.addRoutes(ClusterRoutes(services: services).collection)
         api.addRoutes(TaskRoutes(services: services).collection, atPath: "nodes")
         api.addRoutes(QemuRoutes(services: services).collection, atPath: "nodes")
+        api.addRoutes(NetworkRoutes(services: services).collection, atPath: "nodes")
 
         let addressFile = directory + "/vireod.addr"
         try? fileManager.removeItem(atPath: addressFile)

@@ -1,0 +1,149 @@
+import Foundation
+import Testing
+import VireoSwitch
+
+/// `nodes/{node}/network` and `netN: …,bridge=NAME,tag=N` against a real vireod, a real
+/// `vireo-switchd` and real Linux bridges (root; names are unique per run and removed afterwards).
+@Suite(.serialized, .enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip"), "needs root and ip"))
+struct NetworkTests {
+    let tag = String(UInt32.random(in: 0x1000..<0xFFFF), radix: 16)
+
+    @discardableResult
+    static func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    static func ipLink(_ name: String) throws -> [String: Any]? {
+        let result = try run(["ip", "-j", "-d", "link", "show", name])
+        guard result.status == 0 else { return nil }
+        return (try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [[String: Any]])?.first
+    }
+
+    /// A `vireo-switchd` whose sockets live in the daemon's data directory (so the harness's
+    /// cleanup ends it), made visible to vireod through `VIREO_SWITCH_DIR`.
+    func startSwitch(_ daemon: DaemonHarness, name: String) async throws -> Process {
+        let directory = daemon.dataDirectory + "/switches"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: DaemonHarness.productsDirectory + "/vireo-switchd")
+        process.arguments = ["--name", name, "--socket-dir", directory, "--exit-with-parent", "--log-level", "warning"]
+        try process.run()
+        try await waitUntil("switch control socket", timeout: 10) { FileManager.default.fileExists(atPath: "\(directory)/\(name).ctl") }
+        setenv("VIREO_SWITCH_DIR", directory, 1)
+        return process
+    }
+
+    func rows(_ reply: DaemonHarness.Reply) -> [String: [String: Any]] {
+        let list = reply.data as? [[String: Any]] ?? []
+        return Dictionary(uniqueKeysWithValues: list.compactMap { row in (row["iface"] as? String).map { ($0, row) } })
+    }
+
+    @Test func bridgesAreListedCreatedAndDeletedInProxmoxShape() async throws {
+        let daemon = try DaemonHarness()
+        let bridge = "vt\(tag)br", port = "vt\(tag)p", switchName = "vt\(tag)sw"
+        defer {
+            daemon.shutdown()
+            for link in [bridge, port] { _ = try? Self.run(["ip", "link", "del", link]) }
+        }
+        let switchProcess = try await startSwitch(daemon, name: switchName)
+        defer { switchProcess.terminate() }
+        try await daemon.start()
+        try await daemon.login()
+        try Self.run(["ip", "tuntap", "add", port, "mode", "tap"])
+
+        let created = try await daemon.request("POST", "/nodes/testnode/network", ["iface": bridge, "type": "bridge", "bridge_ports": port])
+        #expect(created.status == 200, "\(created.body)")
+        let ip = try #require(try Self.ipLink(bridge))
+        #expect((ip["linkinfo"] as? [String: Any])?["info_kind"] as? String == "bridge")
+        #expect((ip["flags"] as? [String])?.contains("UP") == true)
+        #expect(try Self.ipLink(port)?["master"] as? String == bridge)
+
+        let all = rows(try await daemon.request("GET", "/nodes/testnode/network"))
+        let row = try #require(all[bridge])
+        #expect(row["type"] as? String == "bridge" && row["active"] as? Int == 1)
+        #expect(row["bridge_ports"] as? String == port && row["bridge_vlan_aware"] as? Int == 0)
+        let switchRow = try #require(all[switchName])
+        #expect(switchRow["type"] as? String == "VireoSwitch" && switchRow["bridge_vlan_aware"] as? Int == 1)
+        let bridgesOnly = rows(try await daemon.request("GET", "/nodes/testnode/network", ["type": "bridge"]))
+        #expect(bridgesOnly[bridge] != nil && bridgesOnly[switchName] == nil)
+        #expect(try await daemon.request("GET", "/nodes/testnode/network/\(bridge)").data as? [String: Any] != nil)
+
+        // Mistakes are parameter errors; nothing is created.
+        let duplicate = try await daemon.request("POST", "/nodes/testnode/network", ["iface": bridge, "type": "bridge"])
+        #expect(duplicate.status == 400 && duplicate.errors["iface"]?.contains("already exists") == true, "\(duplicate.body)")
+        let bond = try await daemon.request("POST", "/nodes/testnode/network", ["iface": "vt\(tag)b2", "type": "bond"])
+        #expect(bond.status == 400 && bond.errors["type"] != nil)
+        let missingPort = try await daemon.request("POST", "/nodes/testnode/network", ["iface": "vt\(tag)b2", "type": "bridge", "bridge_ports": "vt\(tag)none"])
+        #expect(missingPort.status == 400 && missingPort.errors["bridge_ports"] != nil)
+        #expect(try Self.ipLink("vt\(tag)b2") == nil)
+        let vlanAware = try await daemon.request("POST", "/nodes/testnode/network", ["iface": "vt\(tag)b2", "type": "bridge", "bridge_vlan_aware": "1"])
+        if vlanAware.status == 400 {
+            #expect(vlanAware.errors["bridge_vlan_aware"]?.contains("CONFIG_BRIDGE_VLAN_FILTERING") == true, "\(vlanAware.body)")
+        } else {
+            #expect(vlanAware.status == 200)
+            #expect(rows(try await daemon.request("GET", "/nodes/testnode/network"))["vt\(tag)b2"]?["bridge_vlan_aware"] as? Int == 1)
+            #expect(try await daemon.request("DELETE", "/nodes/testnode/network/vt\(tag)b2").status == 200)
+        }
+        #expect(try await daemon.request("DELETE", "/nodes/testnode/network/\(switchName)").status == 400)
+
+        #expect(try await daemon.request("DELETE", "/nodes/testnode/network/\(bridge)").status == 200)
+        #expect(try Self.ipLink(bridge) == nil)
+        #expect(try Self.ipLink(port)?["master"] == nil, "the port is released, not deleted")
+        #expect(try await daemon.request("DELETE", "/nodes/testnode/network/\(bridge)").status == 500)
+    }
+
+    @Test func vmNICsJoinTheSwitchAndTheLinuxBridge() async throws {
+        let daemon = try DaemonHarness()
+        let bridge = "vt\(tag)br", switchName = "vt\(tag)sw", vmid = 700
+        let tap = "tap\(vmid)i1"
+        defer {
+            daemon.shutdown()
+            for link in [bridge, tap] { _ = try? Self.run(["ip", "link", "del", link]) }
+        }
+        let switchProcess = try await startSwitch(daemon, name: switchName)
+        defer { switchProcess.terminate() }
+        try await daemon.start()
+        try await daemon.login()
+        try Self.run(["ip", "link", "add", bridge, "type", "bridge"])
+
+        let badTag = try await daemon.request("POST", "/nodes/testnode/qemu", ["vmid": "\(vmid)", "net0": "virtio=52:54:00:12:34:56,bridge=\(switchName),tag=5000"])
+        #expect(badTag.status == 400 && badTag.errors["net0"]?.contains("VLAN") == true, "\(badTag.body)")
+
+        let create = try await daemon.request("POST", "/nodes/testnode/qemu", [
+            "vmid": "\(vmid)", "memory": "16", "engine": "vireo", "raw": daemon.spinGuest() + ",mode=real",
+            "net0": "virtio=52:54:00:12:34:56,bridge=\(switchName),tag=10", "net1": "virtio=52:54:00:12:34:57,bridge=\(bridge)", "start": "1",
+        ])
+        #expect(create.status == 200, "\(create.body)")
+        let status = try await daemon.waitTask(create.data)
+        let startLog = try await daemon.taskLog(create.data)
+        #expect(status["exitstatus"] as? String == "OK", "\(startLog)")
+
+        // net0: a vm: port on the switch, VLAN 10, with vireo-vmm connected.
+        let control = daemon.dataDirectory + "/switches/\(switchName).ctl"
+        let reply = try SwitchControlClient(path: control).request("ports")
+        let ports = (try JSONSerialization.jsonObject(with: Data(reply.utf8)) as? [String: Any])?["ports"] as? [[String: Any]] ?? []
+        let port = ports.first { $0["name"] as? String == "vm525400123456" }
+        #expect(port?["vlan"] as? Int == 10 && port?["connected"] as? Bool == true, "\(reply)")
+        // net1: tap{vmid}i1 on the Linux bridge.
+        #expect(try Self.ipLink(tap)?["master"] as? String == bridge)
+        let log = try await daemon.taskLog(create.data).joined(separator: "\n")
+        #expect(log.contains("tap \(tap) on Linux bridge \(bridge)"), "\(log)")
+
+        let missing = try await daemon.request("POST", "/nodes/testnode/qemu", [
+            "vmid": "\(vmid + 1)", "memory": "16", "engine": "vireo", "raw": daemon.spinGuest(), "net0": "virtio,bridge=vt\(tag)none", "start": "1",
+        ])
+        let failed = try await daemon.waitTask(missing.data)
+        #expect(failed["exitstatus"] as? String != "OK")
+        let missingLog = try await daemon.taskLog(missing.data).joined()
+        #expect(missingLog.contains("bridge 'vt\(tag)none' does not exist"), "\(missingLog)")
+    }
+}
