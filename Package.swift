@@ -89,7 +89,7 @@ let package = Package(
         .testTarget(name: "VireoQCOW2Tests", dependencies: ["VireoQCOW2"]),
         .testTarget(name: "VireoVirtioTests", dependencies: ["VireoVirtio", "VireoDevices", "VireoTestSupport"]),
         .testTarget(name: "VireoEnginesTests", dependencies: ["VireoEngines"]),
-        .testTarget(name: "VireoDaemonTests", dependencies: ["VireoDaemon", "VireoAPI", "VireoSwitch"], exclude: ["proxmoxer_lifecycle.py"]),
+        .testTarget(name: "VireoDaemonTests", dependencies: ["VireoDaemon", "VireoAPI", "VireoSwitch", "VireoSystem"], exclude: ["proxmoxer_lifecycle.py"]),
         .testTarget(name: "VireoNetlinkTests", dependencies: ["VireoNetlink"]),
         .testTarget(name: "VireoSwitchTests", dependencies: ["VireoSwitch", "VireoDevices", "VireoVMM"]),
     ]

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import VireoSwitch
 import VireoSystem
@@ -217,6 +220,11 @@ final class Dataplane {
             } catch {
                 if isPeer {
                     dropPeer(backend, reason: "\(error)")
+                } else if error.errno == ENETDOWN || error.errno == ENXIO {
+                    // An interface going down reports this once (the socket's pending error);
+                    // the port works again when the interface comes back up.
+                    logger.notice("port \(backend.config.name): interface down")
+                    return
                 } else {
                     logger.error("port \(backend.config.name): \(error); port disabled until re-added")
                     unregister(fd, token: token)

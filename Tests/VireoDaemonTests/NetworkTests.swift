@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import VireoSwitch
+import VireoSystem
 
 /// `nodes/{node}/network` and `netN: …,bridge=NAME,tag=N` against a real vireod, a real
 /// `vireo-switchd` and real Linux bridges (root; names are unique per run and removed afterwards).
@@ -145,5 +146,77 @@ struct NetworkTests {
         #expect(failed["exitstatus"] as? String != "OK")
         let missingLog = try await daemon.taskLog(missing.data).joined()
         #expect(missingLog.contains("bridge 'vt\(tag)none' does not exist"), "\(missingLog)")
+    }
+
+    func problems(_ daemon: DaemonHarness, _ vmid: Int, _ net: String) async throws -> [String] {
+        let paths = try await daemon.request("GET", "/nodes/testnode/qemu/\(vmid)/network-path").data as? [[String: Any]] ?? []
+        let path = paths.first { $0["net"] as? String == net } ?? [:]
+        return (path["problems"] as? [[String: Any]] ?? []).compactMap { $0["code"] as? String }.sorted()
+    }
+
+    @Test func networkPathShowsWhatIsolatesANIC() async throws {
+        let daemon = try DaemonHarness()
+        let switchName = "vt\(tag)sw", bridge = "vt\(tag)br", uplink = "vt\(tag)u", peer = "vt\(tag)v", vmid = 710
+        defer {
+            daemon.shutdown()
+            for link in [bridge, uplink, "tap\(vmid)i1"] { _ = try? Self.run(["ip", "link", "del", link]) }
+        }
+        let switchProcess = try await startSwitch(daemon, name: switchName)
+        defer { switchProcess.terminate() }
+        let control = SwitchControlClient(path: daemon.dataDirectory + "/switches/\(switchName).ctl")
+        try await daemon.start()
+        try await daemon.login()
+        try Self.run(["ip", "link", "add", bridge, "type", "bridge"])
+        let create = try await daemon.request("POST", "/nodes/testnode/qemu", [
+            "vmid": "\(vmid)", "memory": "16", "engine": "vireo", "raw": daemon.spinGuest() + ",mode=real",
+            "net0": "virtio=52:54:00:aa:00:01,bridge=\(switchName),tag=10", "net1": "virtio=52:54:00:aa:00:02,bridge=\(bridge)", "start": "1",
+        ])
+        #expect(try await daemon.waitTask(create.data)["exitstatus"] as? String == "OK")
+
+        let paths = try await daemon.request("GET", "/nodes/testnode/qemu/\(vmid)/network-path").data as? [[String: Any]] ?? []
+        let net0 = try #require(paths.first { $0["net"] as? String == "net0" })
+        #expect(net0["type"] as? String == "VireoSwitch" && net0["port"] as? String == "vm525400aa0001" && net0["vlan"] as? Int == 10)
+        #expect(try await problems(daemon, vmid, "net0") == ["no-uplink"])
+        // The Linux bridge is down and has only the VM's tap.
+        #expect(try await problems(daemon, vmid, "net1") == ["bridge-down", "no-uplink"])
+
+        // An uplink that is down and carries the wrong VLAN.
+        try Self.run(["ip", "link", "add", uplink, "type", "veth", "peer", "name", peer])
+        _ = try control.request("add-port uplink:\(uplink),trunk=20")
+        #expect(try await problems(daemon, vmid, "net0") == ["uplink-down", "vlan-not-on-uplink"])
+        try Self.run(["ip", "link", "set", peer, "up"])
+        try Self.run(["ip", "link", "set", uplink, "up"])
+        #expect(try await problems(daemon, vmid, "net0") == ["vlan-not-on-uplink"])
+        try control.removePort(named: uplink)
+        _ = try control.request("add-port uplink:\(uplink),trunk=10,20")
+        #expect(try await problems(daemon, vmid, "net0") == [])
+
+        // Another port using the NIC's MAC address in its VLAN.
+        _ = try control.request("add-port vm:fake,tag=10")
+        let fake = try FrameChannel.connectSeqPacket(path: daemon.dataDirectory + "/switches/\(switchName)-fake.sock")
+        let frame: [UInt8] = [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x52, 0x54, 0x00, 0xAA, 0x00, 0x01, 0x08, 0x00] + [UInt8](repeating: 0, count: 46)
+        #expect(FrameChannel.sendMessage(fake.rawValue, frame))
+        try await waitUntil("the switch learns the fake port's address", timeout: 10) {
+            (try? await problems(daemon, vmid, "net0")) == ["mac-conflict"]
+        }
+
+        // `vireo net check` prints the path and the problem, and fails.
+        let cli = Process()
+        cli.executableURL = URL(fileURLWithPath: DaemonHarness.productsDirectory + "/vireo")
+        cli.arguments = ["net", "check", "\(vmid)"]
+        var environment = ProcessInfo.processInfo.environment
+        environment["VIREO_URL"] = daemon.base
+        environment["VIREO_PASSWORD"] = DaemonHarness.password
+        cli.environment = environment
+        let pipe = Pipe()
+        cli.standardOutput = pipe
+        cli.standardError = pipe
+        try cli.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        cli.waitUntilExit()
+        #expect(cli.terminationStatus == 1, "\(output)")
+        #expect(output.contains("VM \(vmid) net0 52:54:00:aa:00:01 → port vm525400aa0001 (VLAN 10) → VireoSwitch \(switchName) → uplink \(uplink) (up, trunk 10,20)"), "\(output)")
+        #expect(output.contains("problem mac-conflict: 52:54:00:aa:00:01 is also in use on switch port fake (VLAN 10)"), "\(output)")
+        #expect(output.contains("problem bridge-down"), "\(output)")
     }
 }

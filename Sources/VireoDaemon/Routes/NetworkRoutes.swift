@@ -19,7 +19,34 @@ struct NetworkRoutes {
         routes.post(":node/network") { _, context in try create(context) }
         routes.get(":node/network/:iface") { _, context in try show(context) }
         routes.delete(":node/network/:iface") { _, context in try delete(context) }
+        routes.get(":node/qemu/:vmid/network-path") { _, context in try networkPath(context) }
         return routes
+    }
+
+    /// Vireo's extension: each NIC's path (NIC → port → bridge/switch → uplinks) and its problems.
+    func networkPath(_ context: APIContext) throws -> Response {
+        _ = try services.checkNode(context)
+        let vmid = try services.vmid(context)
+        try context.require("VM.Audit", on: "/vms/\(vmid)")
+        guard let record = try services.store.vm(vmid) else { throw APIError(500, "Configuration file 'nodes/\(services.node)/qemu-server/\(vmid).conf' does not exist") }
+        let spec = VMConfigSchema.spec(vmid: vmid, config: record.config)
+        let rows: [[String: Any]] = network.paths(for: spec).map { path in
+            var row: [String: Any] = [
+                "net": "net\(path.nic)", "mac": path.mac,
+                "uplinks": path.uplinks.map { uplink -> [String: Any] in
+                    var entry: [String: Any] = ["iface": uplink.name, "active": uplink.up ? 1 : 0]
+                    if let vlans = uplink.vlans { entry["vlans"] = vlans }
+                    return entry
+                },
+                "problems": path.problems.map { ["code": $0.code, "message": $0.message] },
+            ]
+            if let bridge = path.bridge { row["bridge"] = bridge }
+            if let type = path.bridgeType { row["type"] = type }
+            if let port = path.port { row["port"] = port }
+            if let vlan = path.vlan { row["vlan"] = vlan }
+            return row
+        }
+        return envelope(rows)
     }
 
     func row(_ interface: HostNetwork.Interface) -> [String: Any] {
