@@ -181,25 +181,6 @@ long vireo_packet_recv(int fd, uint8_t *buffer, size_t capacity) {
     }
 }
 
-int vireo_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token) {
-    struct epoll_event event;
-    memset(&event, 0, sizeof event);
-    event.events = events;
-    event.data.u64 = token;
-    return epoll_ctl(epfd, op, fd, &event);
-}
-
-int vireo_epoll_wait(int epfd, uint64_t *tokens, uint32_t *events, int max_events, int timeout_ms) {
-    struct epoll_event ready[256];
-    if (max_events > 256) max_events = 256;
-    int count = epoll_wait(epfd, ready, max_events, timeout_ms);
-    for (int i = 0; i < count; i++) {
-        tokens[i] = ready[i].data.u64;
-        events[i] = ready[i].events;
-    }
-    return count;
-}
-
 int vireo_termination_signalfd(void) {
     sigset_t set;
     sigemptyset(&set);

@@ -128,42 +128,6 @@ public enum FrameChannel {
     }
 }
 
-/// An epoll instance that reports each ready token with its event bits (hang-ups matter to the
-/// switch's peers). Next to `Epoll`, which reports tokens only; the two should become one.
-public struct EventEpoll: ~Copyable {
-    public let descriptor: FileDescriptor
-
-    public init() throws(SystemError) {
-        let fd = try retryingInterrupts("epoll_create1") { epoll_create1(Int32(EPOLL_CLOEXEC)) }
-        descriptor = FileDescriptor(adopting: fd)
-    }
-
-    public static let readable = UInt32(EPOLLIN.rawValue)
-    public static let hangup = UInt32(EPOLLHUP.rawValue) | UInt32(EPOLLRDHUP.rawValue) | UInt32(EPOLLERR.rawValue)
-
-    /// Registers `fd` for `events` (default: readable and hang-ups), reported with `token`.
-    public func add(_ fd: Int32, token: UInt64, events: UInt32 = EventEpoll.readable | EventEpoll.hangup) throws(SystemError) {
-        _ = try retryingInterrupts("epoll_ctl ADD fd \(fd)") { vireo_epoll_ctl(descriptor.rawValue, EPOLL_CTL_ADD, fd, events, token) }
-    }
-
-    public func remove(_ fd: Int32) {
-        _ = vireo_epoll_ctl(descriptor.rawValue, EPOLL_CTL_DEL, fd, 0, 0)
-    }
-
-    /// Waits up to `timeout` milliseconds (-1: forever) and fills `ready` with (token, events).
-    public func wait(into ready: inout [(token: UInt64, events: UInt32)], max: Int = 64, timeoutMilliseconds timeout: Int32) throws(SystemError) {
-        ready.removeAll(keepingCapacity: true)
-        var tokens = [UInt64](repeating: 0, count: max)
-        var events = [UInt32](repeating: 0, count: max)
-        let count = unsafe vireo_epoll_wait(descriptor.rawValue, &tokens, &events, Int32(max), timeout)
-        if count < 0 {
-            if errno == EINTR { return }
-            throw SystemError("epoll_wait", errno: errno)
-        }
-        for index in 0..<Int(count) { ready.append((tokens[index], events[index])) }
-    }
-}
-
 /// SIGTERM/SIGINT/SIGHUP as a readable descriptor (signalfd), for event loops; SIGPIPE is ignored.
 public enum TerminationSignalFD {
     public static func open() throws(SystemError) -> FileDescriptor {
