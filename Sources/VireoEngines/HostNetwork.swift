@@ -156,7 +156,9 @@ extension HostNetwork {
     /// enslaved to it; a Vireo switch gets nothing here when the VMM attaches itself
     /// (`vireo-vmm --net switch=`), or, for a VMM that holds a tap (`tapHolder`, QEMU), a tap
     /// whose kernel side becomes an `uplink:` port of the switch. NICs without `bridge=` use
-    /// user-mode networking (QEMU) or none (vireo-vmm). An unknown bridge is an error.
+    /// user-mode networking (QEMU) or none (vireo-vmm). An unknown bridge is a warning in the task
+    /// log (the NIC is treated as having none: configs written for Proxmox name `vmbr0` everywhere),
+    /// and a `no-bridge` problem in `vireo net check`; a bridge that exists but refuses the NIC is an error.
     public func plumb(_ spec: VMSpec, forTapHolder tapHolder: Bool, log: EngineLog) throws -> [Int: Bridge] {
         var bridges: [Int: Bridge] = [:]
         for nic in spec.nics {
@@ -165,7 +167,8 @@ extension HostNetwork {
                 continue
             }
             guard let bridge = try resolve(bridge: name) else {
-                throw EngineError("net\(nic.index): bridge '\(name)' does not exist (no Linux bridge and no Vireo switch of that name in \(switchDirectory))")
+                log("warning: net\(nic.index): bridge '\(name)' does not exist (no Linux bridge and no Vireo switch of that name in \(switchDirectory)); \(tapHolder ? "using user-mode networking" : "NIC not attached")")
+                continue
             }
             let tap = nic.tapName(vmid: spec.vmid)
             do {

@@ -37,10 +37,23 @@ struct NetworkTests {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: DaemonHarness.productsDirectory + "/vireo-switchd")
         process.arguments = ["--name", name, "--socket-dir", directory, "--exit-with-parent", "--log-level", "warning"]
+        let logPath = daemon.dataDirectory + "/switchd.log"
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        process.standardOutput = FileHandle(forWritingAtPath: logPath)
+        process.standardError = FileHandle(forWritingAtPath: logPath)
         try process.run()
-        try await waitUntil("switch control socket", timeout: 10) { FileManager.default.fileExists(atPath: "\(directory)/\(name).ctl") }
-        setenv("VIREO_SWITCH_DIR", directory, 1)
+        try await waitUntil("switch control socket (log: \(logPath))", timeout: 60) {
+            FileManager.default.fileExists(atPath: "\(directory)/\(name).ctl") || !process.isRunning
+        }
+        #expect(process.isRunning, "\((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "")")
         return process
+    }
+
+    /// Starts vireod seeing the test's switches (`VIREO_SWITCH_DIR`, set only while it starts).
+    func startDaemon(_ daemon: DaemonHarness) async throws {
+        setenv("VIREO_SWITCH_DIR", daemon.dataDirectory + "/switches", 1)
+        defer { unsetenv("VIREO_SWITCH_DIR") }
+        try await daemon.start()
     }
 
     func rows(_ reply: DaemonHarness.Reply) -> [String: [String: Any]] {
@@ -57,7 +70,7 @@ struct NetworkTests {
         }
         let switchProcess = try await startSwitch(daemon, name: switchName)
         defer { switchProcess.terminate() }
-        try await daemon.start()
+        try await startDaemon(daemon)
         try await daemon.login()
         try Self.run(["ip", "tuntap", "add", port, "mode", "tap"])
 
@@ -112,7 +125,7 @@ struct NetworkTests {
         }
         let switchProcess = try await startSwitch(daemon, name: switchName)
         defer { switchProcess.terminate() }
-        try await daemon.start()
+        try await startDaemon(daemon)
         try await daemon.login()
         try Self.run(["ip", "link", "add", bridge, "type", "bridge"])
 
@@ -142,10 +155,12 @@ struct NetworkTests {
         let missing = try await daemon.request("POST", "/nodes/testnode/qemu", [
             "vmid": "\(vmid + 1)", "memory": "16", "engine": "vireo", "raw": daemon.spinGuest(), "net0": "virtio,bridge=vt\(tag)none", "start": "1",
         ])
-        let failed = try await daemon.waitTask(missing.data)
-        #expect(failed["exitstatus"] as? String != "OK")
+        // A bridge that does not exist (configs written for Proxmox say vmbr0) is a task warning, and a problem for `net check`.
+        #expect(try await daemon.waitTask(missing.data)["exitstatus"] as? String == "OK")
         let missingLog = try await daemon.taskLog(missing.data).joined()
-        #expect(missingLog.contains("bridge 'vt\(tag)none' does not exist"), "\(missingLog)")
+        #expect(missingLog.contains("warning: net0: bridge 'vt\(tag)none' does not exist"), "\(missingLog)")
+        let path = try await daemon.request("GET", "/nodes/testnode/qemu/\(vmid + 1)/network-path").data as? [[String: Any]]
+        #expect((path?.first?["problems"] as? [[String: Any]])?.first?["code"] as? String == "no-bridge")
     }
 
     func problems(_ daemon: DaemonHarness, _ vmid: Int, _ net: String) async throws -> [String] {
@@ -164,7 +179,7 @@ struct NetworkTests {
         let switchProcess = try await startSwitch(daemon, name: switchName)
         defer { switchProcess.terminate() }
         let control = SwitchControlClient(path: daemon.dataDirectory + "/switches/\(switchName).ctl")
-        try await daemon.start()
+        try await startDaemon(daemon)
         try await daemon.login()
         try Self.run(["ip", "link", "add", bridge, "type", "bridge"])
         let create = try await daemon.request("POST", "/nodes/testnode/qemu", [
