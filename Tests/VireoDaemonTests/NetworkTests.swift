@@ -234,4 +234,35 @@ struct NetworkTests {
         #expect(output.contains("problem mac-conflict: 52:54:00:aa:00:01 is also in use on switch port fake (VLAN 10)"), "\(output)")
         #expect(output.contains("problem bridge-down"), "\(output)")
     }
+
+    /// QEMU holds a tap's file side; the switch takes its kernel side as an `uplink:` port with the NIC's VLAN.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-system-x86_64")))
+    func qemuNICJoinsTheSwitchThroughATap() async throws {
+        let daemon = try DaemonHarness()
+        let switchName = "vt\(tag)sw", vmid = 720
+        let tap = "tap\(vmid)i0"
+        defer {
+            daemon.shutdown()
+            _ = try? Self.run(["ip", "link", "del", tap])
+        }
+        let switchProcess = try await startSwitch(daemon, name: switchName)
+        defer { switchProcess.terminate() }
+        try await startDaemon(daemon)
+        try await daemon.login()
+        // No kernel: QEMU starts (and sits in its firmware-less machine), which is all the NIC needs.
+        let create = try await daemon.request("POST", "/nodes/testnode/qemu", [
+            "vmid": "\(vmid)", "memory": "64", "engine": "qemu", "net0": "virtio=52:54:00:bb:00:01,bridge=\(switchName),tag=20", "start": "1",
+        ])
+        let status = try await daemon.waitTask(create.data)
+        let log = try await daemon.taskLog(create.data)
+        #expect(status["exitstatus"] as? String == "OK", "\(log)")
+        #expect(log.contains { $0.contains("-netdev tap,id=net0,ifname=\(tap),script=no,downscript=no") }, "\(log)")
+        let reply = try SwitchControlClient(path: daemon.dataDirectory + "/switches/\(switchName).ctl").request("ports")
+        let ports = (try JSONSerialization.jsonObject(with: Data(reply.utf8)) as? [String: Any])?["ports"] as? [[String: Any]] ?? []
+        let port = ports.first { $0["name"] as? String == tap }
+        #expect(port?["kind"] as? String == "uplink" && port?["vlan"] as? Int == 20, "\(reply)")
+        #expect((try Self.ipLink(tap)?["flags"] as? [String])?.contains("UP") == true)
+        let paths = try await daemon.request("GET", "/nodes/testnode/qemu/\(vmid)/network-path").data as? [[String: Any]] ?? []
+        #expect(paths.first?["port"] as? String == tap && paths.first?["vlan"] as? Int == 20, "\(paths)")
+    }
 }
