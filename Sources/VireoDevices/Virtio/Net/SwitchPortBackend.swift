@@ -16,6 +16,9 @@ public final class SwitchPortBackend: NetBackend {
     private let socket: FileDescriptor
     private let parking: EventFD
     private let connectedState = Atomic<Bool>(true)
+    /// One frame-sized buffer reused by every ``receive()`` (zeroing a fresh 64 KiB array per frame
+    /// would cost more than a small frame).
+    private let scratch = Mutex([UInt8](repeating: 0, count: SwitchPortBackend.maxFrame))
     private static let header = [UInt8](repeating: 0, count: 12)
     /// The largest frame the switch forwards (64 KiB plus an 802.1Q tag).
     static let maxFrame = 65_540
@@ -36,20 +39,22 @@ public final class SwitchPortBackend: NetBackend {
 
     public func receive() -> [UInt8]? {
         guard isConnected else { return nil }
-        var buffer = [UInt8](repeating: 0, count: Self.maxFrame)
-        let length: Int?
-        do {
-            length = try FrameChannel.read(socket.rawValue, into: &buffer)
-        } catch {
+        let result: Result<[UInt8]?, any Error> = scratch.withLock { buffer in
+            do {
+                guard let length = try FrameChannel.read(socket.rawValue, into: &buffer) else { return .success(nil) }
+                return .success(length > 0 ? Self.header + buffer[0..<length] : [])
+            } catch {
+                return .failure(error)
+            }
+        }
+        switch result {
+        case .success(let packet?) where !packet.isEmpty: return packet
+        case .success(nil): return nil
+        case .success, .failure:
+            // End of stream (an empty message never comes from the switch) or a socket error.
             disconnect()
             return nil
         }
-        guard let length else { return nil }
-        guard length > 0 else {
-            disconnect()
-            return nil
-        }
-        return Self.header + buffer[0..<length]
     }
 
     public var pollDescriptor: Int32? { socket.rawValue }
