@@ -11,6 +11,7 @@
 #include <sys/eventfd.h>
 #include <sys/epoll.h>
 #include <termios.h>
+#include "CVireoNetlink.h"
 
 // MARK: ioctl entry points (ioctl(2) is variadic; Swift cannot call it).
 int vireo_ioctl_none(int fd, unsigned long request);
@@ -136,7 +137,5 @@ int vireo_unix_listen(const char *path, int type);
 int vireo_unix_connect(const char *path, int type);
 /// accept4(listener, SOCK_CLOEXEC|SOCK_NONBLOCK).
 int vireo_accept_nonblocking(int listener);
-
-#include "CVireoNetlink.h"
 
 #endif
