@@ -38,7 +38,7 @@ let package = Package(
         .target(
             name: "VireoVMM",
             dependencies: [
-                "VireoSystem", "VireoKVM", "VireoMemory", "VireoBoot", "VireoDevices",
+                "VireoSystem", "VireoKVM", "VireoMemory", "VireoBoot", "VireoDevices", "VireoSwitch",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .executableTarget(
@@ -48,7 +48,7 @@ let package = Package(
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "VireoQCOW2", dependencies: ["VireoSystem", "CZlib"]),
         // The engine interface the control plane uses, with the QEMU (QMP) and Vireo (vireo-vmm) engines.
-        .target(name: "VireoEngines", dependencies: ["VireoSystem", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "VireoEngines", dependencies: ["VireoSystem", "VireoNetlink", "VireoSwitch", .product(name: "Logging", package: "swift-log")]),
         // Codable API types shared by vireod and the vireo CLI (Proxmox VE /api2/json shapes).
         .target(name: "VireoAPI"),
         .target(
@@ -70,6 +70,8 @@ let package = Package(
             dependencies: ["VireoLab", "VireoQCOW2", "VireoAPI", "VireoSystem", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // The virtual switch: frame parsing, MAC learning, VLANs, forwarding (pure Swift), and its data-plane process.
         .target(name: "VireoSwitch", dependencies: ["VireoSystem"]),
+        // Linux bridges and taps over rtnetlink (messages built and parsed in safe Swift).
+        .target(name: "VireoNetlink", dependencies: ["VireoSystem"]),
         .executableTarget(
             name: "vireo-switchd",
             dependencies: [
@@ -87,7 +89,8 @@ let package = Package(
         .testTarget(name: "VireoQCOW2Tests", dependencies: ["VireoQCOW2"]),
         .testTarget(name: "VireoVirtioTests", dependencies: ["VireoVirtio", "VireoDevices", "VireoTestSupport"]),
         .testTarget(name: "VireoEnginesTests", dependencies: ["VireoEngines"]),
-        .testTarget(name: "VireoDaemonTests", dependencies: ["VireoDaemon", "VireoAPI"], exclude: ["proxmoxer_lifecycle.py"]),
-        .testTarget(name: "VireoSwitchTests", dependencies: ["VireoSwitch"]),
+        .testTarget(name: "VireoDaemonTests", dependencies: ["VireoDaemon", "VireoAPI", "VireoSwitch", "VireoSystem"], exclude: ["proxmoxer_lifecycle.py"]),
+        .testTarget(name: "VireoNetlinkTests", dependencies: ["VireoNetlink"]),
+        .testTarget(name: "VireoSwitchTests", dependencies: ["VireoSwitch", "VireoDevices", "VireoVMM"]),
     ]
 )

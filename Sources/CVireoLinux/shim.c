@@ -54,17 +54,33 @@ int vireo_unblock_kick_signal(void) {
     return pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 }
 
-int vireo_tap_open(const char *name, unsigned int offloads) {
-    if (name == NULL || strlen(name) >= IFNAMSIZ) { errno = EINVAL; return -1; }
+/// The one tap opener: /dev/net/tun, non-blocking, as tap `name` ("" or NULL: the kernel picks
+/// tapN) with IFF_TAP|IFF_NO_PI and `extra_flags`; the device's name goes to `actual_name`
+/// (IFNAMSIZ bytes) when given. Used by the VMM's tap backend and by the switch's tap ports.
+static int tap_open(const char *name, short extra_flags, char *actual_name) {
+    if (name != NULL && strlen(name) >= IFNAMSIZ) { errno = EINVAL; return -1; }
     int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return -1;
     struct ifreq request;
-    memset(&request, 0, sizeof(request));
-    strncpy(request.ifr_name, name, IFNAMSIZ - 1);
-    request.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    memset(&request, 0, sizeof request);
+    if (name != NULL) strncpy(request.ifr_name, name, IFNAMSIZ - 1);
+    request.ifr_flags = IFF_TAP | IFF_NO_PI | extra_flags;
+    if (ioctl(fd, TUNSETIFF, &request) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    if (actual_name != NULL) memcpy(actual_name, request.ifr_name, IFNAMSIZ);
+    return fd;
+}
+
+int vireo_tap_open(const char *name, unsigned int offloads) {
+    if (name == NULL) { errno = EINVAL; return -1; }
+    int fd = tap_open(name, IFF_VNET_HDR, NULL);
+    if (fd < 0) return -1;
     int header = VIREO_TAP_VNET_HDR_LEN;
-    if (ioctl(fd, TUNSETIFF, &request) < 0 || ioctl(fd, TUNSETVNETHDRSZ, &header) < 0 ||
-        ioctl(fd, TUNSETOFFLOAD, (unsigned long)offloads) < 0) {
+    if (ioctl(fd, TUNSETVNETHDRSZ, &header) < 0 || ioctl(fd, TUNSETOFFLOAD, (unsigned long)offloads) < 0) {
         int saved = errno;
         close(fd);
         errno = saved;
@@ -91,22 +107,7 @@ unsigned int vireo_tun_f_tso_ecn(void) { return TUN_F_TSO_ECN; }
 #include <sys/un.h>
 #include <unistd.h>
 
-int vireo_switch_tap_open(const char *name, char *actual_name) {
-    int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) return -1;
-    struct ifreq request;
-    memset(&request, 0, sizeof request);
-    request.ifr_flags = IFF_TAP | IFF_NO_PI;
-    if (name != NULL) strncpy(request.ifr_name, name, IFNAMSIZ - 1);
-    if (ioctl(fd, TUNSETIFF, &request) < 0) {
-        int saved = errno;
-        close(fd);
-        errno = saved;
-        return -1;
-    }
-    if (actual_name != NULL) memcpy(actual_name, request.ifr_name, IFNAMSIZ);
-    return fd;
-}
+int vireo_switch_tap_open(const char *name, char *actual_name) { return tap_open(name, 0, actual_name); }
 
 unsigned int vireo_interface_index(const char *ifname) { return if_nametoindex(ifname); }
 
@@ -181,25 +182,6 @@ long vireo_packet_recv(int fd, uint8_t *buffer, size_t capacity) {
         buffer[15] = (uint8_t)(tci & 0xff);
         return length + 4;
     }
-}
-
-int vireo_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token) {
-    struct epoll_event event;
-    memset(&event, 0, sizeof event);
-    event.events = events;
-    event.data.u64 = token;
-    return epoll_ctl(epfd, op, fd, &event);
-}
-
-int vireo_epoll_wait(int epfd, uint64_t *tokens, uint32_t *events, int max_events, int timeout_ms) {
-    struct epoll_event ready[256];
-    if (max_events > 256) max_events = 256;
-    int count = epoll_wait(epfd, ready, max_events, timeout_ms);
-    for (int i = 0; i < count; i++) {
-        tokens[i] = ready[i].data.u64;
-        events[i] = ready[i].events;
-    }
-    return count;
 }
 
 int vireo_termination_signalfd(void) {

@@ -54,6 +54,7 @@ public struct Daemon: Sendable {
         router.add(middleware: APIMiddleware(authenticator: Authenticator(store: store, signer: signer), logger: logger))
         let api = router.group("api2/json")
         api.addRoutes(AccessRoutes(services: services).collection, atPath: "access")
+        api.addRoutes(NetworkRoutes(services: services).collection, atPath: "nodes")
         api.addRoutes(ClusterRoutes(services: services).collection)
         api.addRoutes(TaskRoutes(services: services).collection, atPath: "nodes")
         api.addRoutes(QemuRoutes(services: services).collection, atPath: "nodes")

@@ -91,6 +91,16 @@ enum VMConfigSchema {
         if let mac = first.split(separator: "=", maxSplits: 1).dropFirst().first, !isMAC(String(mac)) {
             return "invalid format - '\(mac)' is not a MAC address"
         }
+        for item in value.split(separator: ",").dropFirst() {
+            let pair = item.split(separator: "=", maxSplits: 1).map(String.init)
+            guard pair.count == 2 else { continue }
+            if pair[0] == "tag", !(Int(pair[1]).map { (1...4094).contains($0) } ?? false) {
+                return "invalid format - tag '\(pair[1])' is not a VLAN ID (1-4094)"
+            }
+            if pair[0] == "bridge", pair[1].isEmpty || pair[1].utf8.count > 15 || !pair[1].allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }) {
+                return "invalid format - bridge '\(pair[1])' is not an interface name"
+            }
+        }
         return nil
     }
 
@@ -140,7 +150,12 @@ enum VMConfigSchema {
             if let index = indexed(key, prefix: "net") {
                 let first = value.split(separator: ",").first.map(String.init) ?? "virtio"
                 let pieces = first.split(separator: "=", maxSplits: 1).map(String.init)
-                spec.nics.append(VMSpec.NIC(index: index, model: pieces[0], mac: pieces.count > 1 ? pieces[1] : "BC:24:11:00:00:00"))
+                let options = Dictionary(value.split(separator: ",").dropFirst().compactMap { item -> (String, String)? in
+                    let pair = item.split(separator: "=", maxSplits: 1).map(String.init)
+                    return pair.count == 2 ? (pair[0], pair[1]) : nil
+                }, uniquingKeysWith: { first, _ in first })
+                spec.nics.append(VMSpec.NIC(index: index, model: pieces[0], mac: pieces.count > 1 ? pieces[1] : "BC:24:11:00:00:00",
+                                            bridge: options["bridge"], tag: options["tag"].flatMap { Int($0) }))
             }
             for bus in diskBuses.keys where indexed(key, prefix: bus) != nil {
                 let volume = value.split(separator: ",").first.map(String.init) ?? value

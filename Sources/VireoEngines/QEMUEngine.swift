@@ -27,7 +27,9 @@ public struct QEMUEngine: VMEngine {
     }
 
     /// QEMU's command line for `spec` (pure: unit-tested).
-    public func arguments(for spec: VMSpec, qmp: String, serial: String, vnc: String? = nil) -> [String] {
+    /// `bridges` says what each NIC's `bridge=` resolved to (by NIC index): those NICs use the tap
+    /// vireod made for them (`tap{vmid}i{index}`), the others user-mode networking.
+    public func arguments(for spec: VMSpec, qmp: String, serial: String, vnc: String? = nil, bridges: [Int: HostNetwork.Bridge] = [:]) -> [String] {
         var arguments = [
             "-name", "\(spec.name),debug-threads=on",
             "-machine", "pc,accel=\(accelerator.rawValue)",
@@ -46,8 +48,9 @@ public struct QEMUEngine: VMEngine {
         }
         for nic in spec.nics {
             let model = ["virtio": "virtio-net-pci", "e1000": "e1000", "rtl8139": "rtl8139", "vmxnet3": "vmxnet3"][nic.model] ?? "virtio-net-pci"
-            arguments += ["-netdev", "user,id=net\(nic.index)",
-                          "-device", "\(model),netdev=net\(nic.index),mac=\(nic.mac),romfile="]
+            let netdev = bridges[nic.index] == nil
+                ? "user,id=net\(nic.index)" : "tap,id=net\(nic.index),ifname=\(nic.tapName(vmid: spec.vmid)),script=no,downscript=no"
+            arguments += ["-netdev", netdev, "-device", "\(model),netdev=net\(nic.index),mac=\(nic.mac),romfile="]
         }
         for disk in spec.disks where disk.volume.hasPrefix("/") {
             let interface = disk.bus == "virtio" ? "virtio" : (disk.bus == "ide" ? "ide" : "scsi")
@@ -63,11 +66,11 @@ public struct QEMUEngine: VMEngine {
             // Not PVE's "WARN:" prefix: that turns exitstatus into "WARNINGS: n", which Ansible 10.x treats as failure.
             log("warning: KVM is not usable on this host (no vmx/svm, or a PVM /dev/kvm): running under TCG, slowly")
         }
-        for nic in spec.nics { log("net\(nic.index): bridges are not available yet; using user-mode networking") }
+        let bridges = try HostNetwork().plumb(spec, forTapHolder: true, log: log)
         for disk in spec.disks where !disk.volume.hasPrefix("/") {
             log("note: \(disk.key): storage '\(disk.volume)' is not available yet; disk not attached")
         }
-        let process = try await launch(executable: executable, arguments: arguments(for: spec, qmp: qmpPath, serial: serial),
+        let process = try await launch(executable: executable, arguments: arguments(for: spec, qmp: qmpPath, serial: serial, bridges: bridges),
                                        runDirectory: runDirectory, socket: qmpPath, serial: serial, log: log)
         do {
             _ = try await qmp(process, "query-status")

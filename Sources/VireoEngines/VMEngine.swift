@@ -27,7 +27,16 @@ public struct VMSpec: Sendable, Equatable {
         public var index: Int
         public var model: String
         public var mac: String
-        public init(index: Int, model: String, mac: String) { self.index = index; self.model = model; self.mac = mac }
+        /// `bridge=`: a Vireo switch or a Linux bridge (``HostNetwork/resolve(bridge:)``); nil: user-mode networking.
+        public var bridge: String?
+        /// `tag=`: the NIC's VLAN.
+        public var tag: Int?
+        public init(index: Int, model: String, mac: String, bridge: String? = nil, tag: Int? = nil) {
+            self.index = index; self.model = model; self.mac = mac; self.bridge = bridge; self.tag = tag
+        }
+
+        /// The tap a NIC on a bridge uses, named as Proxmox names it (`tap{vmid}i{index}`).
+        public func tapName(vmid: Int) -> String { "tap\(vmid)i\(index)" }
     }
 
     public struct Disk: Sendable, Equatable {

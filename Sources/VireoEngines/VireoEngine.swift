@@ -12,8 +12,10 @@ public struct VireoEngine: VMEngine {
         self.executable = executable ?? locateExecutable("vireo-vmm", environment: "VIREO_VMM") ?? "vireo-vmm"
     }
 
-    /// vireo-vmm's arguments for `spec` (pure: unit-tested).
-    public func arguments(for spec: VMSpec, control: String, serial: String) throws -> [String] {
+    /// vireo-vmm's arguments for `spec` (pure: unit-tested). `bridges` says what each NIC's
+    /// `bridge=` resolved to (by NIC index); NICs without one are left out.
+    public func arguments(for spec: VMSpec, control: String, serial: String,
+                          bridges: [Int: HostNetwork.Bridge] = [:], switchDirectory: String = SwitchAttachmentDefaults.directory) throws -> [String] {
         var arguments: [String]
         if let raw = spec.raw {
             arguments = ["--raw", raw.path, "--raw-mode", raw.mode.rawValue]
@@ -26,13 +28,26 @@ public struct VireoEngine: VMEngine {
         }
         arguments += ["--cpus", String(spec.cores * spec.sockets), "--memory", "\(spec.memoryMiB)M",
                       "--serial", "unix:" + serial, "--control", "unix:" + control]
+        for nic in spec.nics {
+            switch bridges[nic.index] {
+            case .vireoSwitch(let name):
+                let tag = nic.tag.map { ",tag=\($0)" } ?? ""
+                arguments += ["--net", "switch=\(name)\(tag),mac=\(nic.mac.lowercased()),dir=\(switchDirectory)"]
+            case .linux:
+                arguments += ["--net", "tap=\(nic.tapName(vmid: spec.vmid)),mac=\(nic.mac.lowercased())"]
+            case nil:
+                break
+            }
+        }
         return arguments
     }
 
     public func start(_ spec: VMSpec, runDirectory: String, log: EngineLog) async throws -> VMProcess {
         let control = runDirectory + "/control.sock", serial = runDirectory + "/serial.sock"
-        let arguments = try arguments(for: spec, control: control, serial: serial)
-        if !spec.nics.isEmpty || !spec.disks.isEmpty { log("note: the vireo engine does not attach network and disk devices yet") }
+        let network = HostNetwork()
+        let bridges = try network.plumb(spec, forTapHolder: false, log: log)
+        let arguments = try arguments(for: spec, control: control, serial: serial, bridges: bridges, switchDirectory: network.switchDirectory)
+        if !spec.disks.isEmpty { log("note: the vireo engine does not attach disk devices yet") }
         return try await launch(executable: executable, arguments: arguments, runDirectory: runDirectory,
                                 socket: control, serial: serial, log: log)
     }

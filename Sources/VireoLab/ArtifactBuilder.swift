@@ -24,11 +24,15 @@ public struct ArtifactBuilder: Sendable {
         self.host = host
         self.cache = ArtifactCache(root: host.cacheDirectory)
         self.vmmPath = vmmPath
-        // The `vireo` CLI goes into lab hosts too (scenarios use `vireo img`, `vireo vmm control`):
-        // callers other than the CLI itself (the test harness) get the one built beside vireo-vmm.
+        // The `vireo` CLI and the `vireo-switchd` switch go into lab hosts too (scenarios use
+        // `vireo img`, `vireo vmm control`, and attach guests to a switch): callers other than the
+        // CLI itself (the test harness) get the ones built beside vireo-vmm.
         var companions = companionBinaries
-        if companions.isEmpty, let vmmPath {
-            companions = [((vmmPath as NSString).deletingLastPathComponent as NSString).appendingPathComponent("vireo")]
+        if let vmmPath {
+            let directory = (vmmPath as NSString).deletingLastPathComponent as NSString
+            let besideVMM = ["vireo", "vireo-switchd"].map { directory.appendingPathComponent($0) }
+            let named = Set(companions.map { ($0 as NSString).lastPathComponent })
+            companions += besideVMM.filter { !named.contains(($0 as NSString).lastPathComponent) }
         }
         self.companionBinaries = companions.filter { FileManager.default.isExecutableFile(atPath: $0) }
         self.log = log

@@ -76,7 +76,7 @@ public enum LabModules {
     public static let virtioBlockAndNet = [
         "drivers/block/virtio_blk.ko", "net/core/failover.ko", "drivers/net/net_failover.ko", "drivers/net/virtio_net.ko",
     ]
-    public static let l1 = virtioCore + virtioBlockAndNet + kvm + ["drivers/net/tun.ko"]
+    public static let l1 = virtioCore + virtioBlockAndNet + kvm + ["drivers/net/tun.ko", "drivers/net/veth.ko"]
     public static let l2 = virtioCore + virtioBlockAndNet + [
         "drivers/char/hw_random/virtio-rng.ko", "drivers/virtio/virtio_balloon.ko", "drivers/char/virtio_console.ko",
     ]

@@ -41,6 +41,22 @@ public enum FrameChannel {
         return FileDescriptor(adopting: fd)
     }
 
+    /// Connects a non-blocking SOCK_SEQPACKET socket to `path`: a VMM's end of a switch's `vm:` port.
+    public static func connectSeqPacketNonBlocking(path: String) throws(SystemError) -> FileDescriptor {
+        let socket = try connectSeqPacket(path: path)
+        let flags = try retryingInterrupts("fcntl F_GETFL") { fcntl(socket.rawValue, F_GETFL) }
+        _ = try retryingInterrupts("fcntl F_SETFL O_NONBLOCK") { fcntl(socket.rawValue, F_SETFL, flags | O_NONBLOCK) }
+        return socket
+    }
+
+    /// Makes descriptor number `fd` refer to what `replacement` refers to (`dup2(2)`), closing what
+    /// `fd` referred to. Parking a hung-up socket on a descriptor that never becomes readable
+    /// drops it from every epoll set watching it (epoll forgets a file once its last descriptor
+    /// is closed), so a level-triggered watcher stops waking up without being told.
+    public static func park(_ fd: Int32, on replacement: Int32) throws(SystemError) {
+        _ = try retryingInterrupts("dup2 \(replacement) onto \(fd)") { dup2(replacement, fd) }
+    }
+
     /// Accepts a connection, non-blocking; nil when none is pending.
     public static func accept(_ listener: Int32) throws(SystemError) -> FileDescriptor? {
         while true {
@@ -109,42 +125,6 @@ public enum FrameChannel {
     public static func setReceiveTimeout(_ fd: Int32, milliseconds: Int) {
         var value = timeval(tv_sec: milliseconds / 1000, tv_usec: (milliseconds % 1000) * 1000)
         _ = unsafe setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &value, socklen_t(MemoryLayout<timeval>.size))
-    }
-}
-
-/// An epoll instance that reports each ready token with its event bits (hang-ups matter to the
-/// switch's peers). Next to `Epoll`, which reports tokens only; the two should become one.
-public struct EventEpoll: ~Copyable {
-    public let descriptor: FileDescriptor
-
-    public init() throws(SystemError) {
-        let fd = try retryingInterrupts("epoll_create1") { epoll_create1(Int32(EPOLL_CLOEXEC)) }
-        descriptor = FileDescriptor(adopting: fd)
-    }
-
-    public static let readable = UInt32(EPOLLIN.rawValue)
-    public static let hangup = UInt32(EPOLLHUP.rawValue) | UInt32(EPOLLRDHUP.rawValue) | UInt32(EPOLLERR.rawValue)
-
-    /// Registers `fd` for `events` (default: readable and hang-ups), reported with `token`.
-    public func add(_ fd: Int32, token: UInt64, events: UInt32 = EventEpoll.readable | EventEpoll.hangup) throws(SystemError) {
-        _ = try retryingInterrupts("epoll_ctl ADD fd \(fd)") { vireo_epoll_ctl(descriptor.rawValue, EPOLL_CTL_ADD, fd, events, token) }
-    }
-
-    public func remove(_ fd: Int32) {
-        _ = vireo_epoll_ctl(descriptor.rawValue, EPOLL_CTL_DEL, fd, 0, 0)
-    }
-
-    /// Waits up to `timeout` milliseconds (-1: forever) and fills `ready` with (token, events).
-    public func wait(into ready: inout [(token: UInt64, events: UInt32)], max: Int = 64, timeoutMilliseconds timeout: Int32) throws(SystemError) {
-        ready.removeAll(keepingCapacity: true)
-        var tokens = [UInt64](repeating: 0, count: max)
-        var events = [UInt32](repeating: 0, count: max)
-        let count = unsafe vireo_epoll_wait(descriptor.rawValue, &tokens, &events, Int32(max), timeout)
-        if count < 0 {
-            if errno == EINTR { return }
-            throw SystemError("epoll_wait", errno: errno)
-        }
-        for index in 0..<Int(count) { ready.append((tokens[index], events[index])) }
     }
 }
 

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import VireoSwitch
 import VireoSystem
@@ -65,7 +68,7 @@ final class Dataplane {
     let controlPath: String
     var logger: Logger
     var fabric: Switch
-    let epoll: EventEpoll
+    let epoll: Epoll
     let control: Handle
     let signals: Handle
     var backends: [Int: PortBackend] = [:]
@@ -87,7 +90,7 @@ final class Dataplane {
         self.logger = logger
         self.controlPath = "\(socketDirectory)/\(name).ctl"
         fabric = Switch(table: MACTable(ageingTime: UInt64(ageingSeconds) * 1_000_000_000))
-        epoll = try EventEpoll()
+        epoll = try Epoll()
         control = Handle(try FrameChannel.listenStream(path: controlPath))
         signals = Handle(try TerminationSignalFD.open())
         untaggedOut.reserveCapacity(buffer.count)
@@ -100,13 +103,13 @@ final class Dataplane {
     private func register(_ fd: Int32, _ registration: Registration) throws(SystemError) -> UInt64 {
         let token = nextToken
         nextToken += 1
-        try epoll.add(fd, token: token)
+        try epoll.add(fd, token: token, events: Epoll.readable | Epoll.hangup)
         registrations[token] = registration
         return token
     }
 
     private func unregister(_ fd: Int32, token: UInt64) {
-        epoll.remove(fd)
+        try? epoll.remove(fd)
         registrations[token] = nil
     }
 
@@ -217,6 +220,11 @@ final class Dataplane {
             } catch {
                 if isPeer {
                     dropPeer(backend, reason: "\(error)")
+                } else if error.errno == ENETDOWN || error.errno == ENXIO {
+                    // An interface going down reports this once (the socket's pending error);
+                    // the port works again when the interface comes back up.
+                    logger.notice("port \(backend.config.name): interface down")
+                    return
                 } else {
                     logger.error("port \(backend.config.name): \(error); port disabled until re-added")
                     unregister(fd, token: token)
@@ -230,7 +238,7 @@ final class Dataplane {
             }
             switchFrame(buffer[0..<length], from: id, now: now)
         }
-        if isPeer, events & EventEpoll.hangup != 0, events & EventEpoll.readable == 0 { dropPeer(backend, reason: "hang-up") }
+        if isPeer, events & Epoll.hangup != 0, events & Epoll.readable == 0 { dropPeer(backend, reason: "hang-up") }
     }
 
     private func switchFrame(_ frame: ArraySlice<UInt8>, from ingress: PortID, now: UInt64) {

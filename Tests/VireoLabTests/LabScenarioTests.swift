@@ -250,3 +250,15 @@ extension LabTests {
         }
     }
 }
+
+extension LabTests {
+    /// Guests on the Vireo switch (`vireo-vmm --net switch=`; vireo-switchd packaged beside the VMM).
+    @Suite struct NetworkScenarios {
+        @Test(.timeLimit(.minutes(3)), arguments: ["switch-vlans"])
+        func scenarioPasses(_ name: String) throws {
+            let result = try TestLab.run(name)
+            #expect(result.passed, "\(result.report)")
+            try TestLab.expectNoQEMULeft(result)
+        }
+    }
+}

@@ -118,6 +118,23 @@ struct NamespaceTests {
         #expect(line.contains("802.1Q") && line.contains("vlan 10"), "tcpdump saw: \(line)")
     }
 
+    @Test func uplinkSurvivesItsInterfaceGoingDownAndUp() throws {
+        let lab = NamespaceLab()
+        defer { lab.close() }
+        let a = lab.name("a")
+        let uplink = try lab.addVethNamespace("u", host: 2)
+        try lab.startSwitch(ports: ["tap:\(a)", "uplink:\(uplink)"])
+        try lab.addNamespace("a", interface: a, host: 1)
+        #expect(lab.ping(from: "a", to: 2))
+        try NamespaceLab.run(["ip", "link", "set", uplink, "down"])
+        #expect(!lab.ping(from: "a", to: 2, count: 1))
+        try NamespaceLab.run(["ip", "link", "set", uplink, "up"])
+        // The veth needs a moment to regain its carrier: retry, bounded.
+        var reached = false
+        for _ in 0..<10 where !reached { reached = lab.ping(from: "a", to: 2, count: 1) }
+        #expect(reached, "uplink dead after down/up: \(lab.switchLog)")
+    }
+
     @Test func garbageFromOnePortChangesNothingForOthers() throws {
         let lab = NamespaceLab()
         defer { lab.close() }

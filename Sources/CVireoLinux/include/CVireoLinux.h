@@ -11,6 +11,7 @@
 #include <sys/eventfd.h>
 #include <sys/epoll.h>
 #include <termios.h>
+#include "CVireoNetlink.h"
 
 // MARK: ioctl entry points (ioctl(2) is variadic; Swift cannot call it).
 int vireo_ioctl_none(int fd, unsigned long request);
@@ -126,10 +127,6 @@ int vireo_packet_open(const char *ifname);
 long vireo_packet_recv(int fd, uint8_t *buffer, size_t capacity);
 /// The interface index of `ifname`, 0 if none.
 unsigned int vireo_interface_index(const char *ifname);
-/// epoll_ctl with the 64-bit user data as a token (epoll_event is packed on x86-64; Swift sees plain values).
-int vireo_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token);
-/// epoll_wait into parallel arrays of tokens and event masks.
-int vireo_epoll_wait(int epfd, uint64_t *tokens, uint32_t *events, int max_events, int timeout_ms);
 /// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and returns a non-blocking signalfd for them; ignores SIGPIPE.
 int vireo_termination_signalfd(void);
 /// Sends one message (a frame on a SOCK_SEQPACKET/SOCK_DGRAM socket) without blocking or raising SIGPIPE.

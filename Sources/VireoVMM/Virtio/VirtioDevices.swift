@@ -9,7 +9,7 @@ import VireoVirtio
 
 /// The virtio-pci functions of one VM, built from its config: a virtio-blk per `--disk` (in
 /// order, so the first is /dev/vda), a virtio-rng with `--rng`, a virtio-console with `--console`,
-/// a virtio-balloon with `--balloon`, a virtio-net per `--net` (on a host tap whose fd the I/O
+/// a virtio-balloon with `--balloon`, a virtio-net per `--net` (on a host tap or a switch port whose fd the I/O
 /// thread polls for received frames). Each gets the next PCI slot and
 /// its two 64-bit BARs from the host bridge's 64-bit window above RAM; MSI-X vectors are irqfds on GSIs routed as MSIs
 /// (`KVM_SET_GSI_ROUTING`, falling back to `KVM_SIGNAL_MSI`);
@@ -24,6 +24,8 @@ final class VirtioDevices: Sendable {
     let balloonPoller: BalloonStatsPoller?
     let notifiers: [QueueNotifiers]
     let nets: [VirtioNet]
+    /// The switch ports the NICs attached to, deleted at shutdown.
+    let switchPorts: [SwitchAttachment]
 
     init(config: VMConfig, vm: VM, memory: GuestMemory, pci: PCIRoot, logger: Logger) throws {
         var devices: [any VirtioDevice] = []
@@ -61,19 +63,32 @@ final class VirtioDevices: Sendable {
         }
 
         var nets: [VirtioNet] = []
+        var switchPorts: [SwitchAttachment] = []
         for net in config.nets {
-            let backend: TapBackend
-            do {
-                backend = try TapBackend(name: net.tap)
-            } catch {
-                throw ConfigError.invalid("--net tap=\(net.tap): \(error)")
+            let backend: any NetBackend
+            switch net.attachment {
+            case .tap(let tap):
+                do {
+                    backend = try TapBackend(name: tap)
+                } catch {
+                    throw ConfigError.invalid("--net tap=\(tap): \(error)")
+                }
+                logger.info("virtio-net on tap \(tap), MAC \(NetConfig.format(net.mac))")
+            case .switchPort(let attachment):
+                do {
+                    backend = try attachment.attach(logger: logger)
+                } catch {
+                    throw ConfigError.invalid("--net switch=\(attachment.switchName): \(error)")
+                }
+                switchPorts.append(attachment)
+                logger.info("virtio-net on switch \(attachment.switchName) port \(attachment.port.spec), MAC \(NetConfig.format(net.mac))")
             }
             let device = VirtioNet(mac: net.mac, backend: backend, logger: logger)
             nets.append(device)
             devices.append(device)
-            logger.info("virtio-net on tap \(net.tap), MAC \(NetConfig.format(net.mac))")
         }
         self.nets = nets
+        self.switchPorts = switchPorts
 
         let signalMSI = KVMMSIController(vm: vm, logger: logger)
         let routing = MSIRouting(vm: vm, logger: logger)
@@ -127,6 +142,7 @@ final class VirtioDevices: Sendable {
         balloonPoller?.stop()
         io.stop()
         for net in nets { io.logger.notice("virtio-net \(NetConfig.format(net.mac)): \(net.counters)") }
+        for port in switchPorts { port.detach(logger: io.logger) }
         for block in blocks { block.close() }
         console?.backend.close()
     }

@@ -1,0 +1,268 @@
+import Foundation
+import Testing
+import VireoSwitch
+import VireoSystem
+
+/// `nodes/{node}/network` and `netN: …,bridge=NAME,tag=N` against a real vireod, a real
+/// `vireo-switchd` and real Linux bridges (root; names are unique per run and removed afterwards).
+@Suite(.serialized, .enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip"), "needs root and ip"))
+struct NetworkTests {
+    let tag = String(UInt32.random(in: 0x1000..<0xFFFF), radix: 16)
+
+    @discardableResult
+    static func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    static func ipLink(_ name: String) throws -> [String: Any]? {
+        let result = try run(["ip", "-j", "-d", "link", "show", name])
+        guard result.status == 0 else { return nil }
+        return (try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [[String: Any]])?.first
+    }
+
+    /// A `vireo-switchd` whose sockets live in the daemon's data directory (so the harness's
+    /// cleanup ends it), made visible to vireod through `VIREO_SWITCH_DIR`.
+    func startSwitch(_ daemon: DaemonHarness, name: String) async throws -> Process {
+        let directory = daemon.dataDirectory + "/switches"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: DaemonHarness.productsDirectory + "/vireo-switchd")
+        process.arguments = ["--name", name, "--socket-dir", directory, "--exit-with-parent", "--log-level", "warning"]
+        let logPath = daemon.dataDirectory + "/switchd.log"
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        process.standardOutput = FileHandle(forWritingAtPath: logPath)
+        process.standardError = FileHandle(forWritingAtPath: logPath)
+        try process.run()
+        try await waitUntil("switch control socket (log: \(logPath))", timeout: 60) {
+            FileManager.default.fileExists(atPath: "\(directory)/\(name).ctl") || !process.isRunning
+        }
+        #expect(process.isRunning, "\((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "")")
+        return process
+    }
+
+    /// Starts vireod seeing the test's switches (`VIREO_SWITCH_DIR`, set only while it starts).
+    func startDaemon(_ daemon: DaemonHarness) async throws {
+        setenv("VIREO_SWITCH_DIR", daemon.dataDirectory + "/switches", 1)
+        defer { unsetenv("VIREO_SWITCH_DIR") }
+        try await daemon.start()
+    }
+
+    func rows(_ reply: DaemonHarness.Reply) -> [String: [String: Any]] {
+        let list = reply.data as? [[String: Any]] ?? []
+        return Dictionary(uniqueKeysWithValues: list.compactMap { row in (row["iface"] as? String).map { ($0, row) } })
+    }
+
+    @Test func bridgesAreListedCreatedAndDeletedInProxmoxShape() async throws {
+        let daemon = try DaemonHarness()
+        let bridge = "vt\(tag)br", port = "vt\(tag)p", switchName = "vt\(tag)sw"
+        defer {
+            daemon.shutdown()
+            for link in [bridge, port] { _ = try? Self.run(["ip", "link", "del", link]) }
+        }
+        let switchProcess = try await startSwitch(daemon, name: switchName)
+        defer { switchProcess.terminate() }
+        try await startDaemon(daemon)
+        try await daemon.login()
+        try Self.run(["ip", "tuntap", "add", port, "mode", "tap"])
+
+        let created = try await daemon.request("POST", "/nodes/testnode/network", ["iface": bridge, "type": "bridge", "bridge_ports": port])
+        #expect(created.status == 200, "\(created.body)")
+        let ip = try #require(try Self.ipLink(bridge))
+        #expect((ip["linkinfo"] as? [String: Any])?["info_kind"] as? String == "bridge")
+        #expect((ip["flags"] as? [String])?.contains("UP") == true)
+        #expect(try Self.ipLink(port)?["master"] as? String == bridge)
+
+        let all = rows(try await daemon.request("GET", "/nodes/testnode/network"))
+        let row = try #require(all[bridge])
+        #expect(row["type"] as? String == "bridge" && row["active"] as? Int == 1)
+        #expect(row["bridge_ports"] as? String == port && row["bridge_vlan_aware"] as? Int == 0)
+        let switchRow = try #require(all[switchName])
+        #expect(switchRow["type"] as? String == "VireoSwitch" && switchRow["bridge_vlan_aware"] as? Int == 1)
+        let bridgesOnly = rows(try await daemon.request("GET", "/nodes/testnode/network", ["type": "bridge"]))
+        #expect(bridgesOnly[bridge] != nil && bridgesOnly[switchName] == nil)
+        #expect(try await daemon.request("GET", "/nodes/testnode/network/\(bridge)").data as? [String: Any] != nil)
+
+        // Mistakes are parameter errors; nothing is created.
+        let duplicate = try await daemon.request("POST", "/nodes/testnode/network", ["iface": bridge, "type": "bridge"])
+        #expect(duplicate.status == 400 && duplicate.errors["iface"]?.contains("already exists") == true, "\(duplicate.body)")
+        let bond = try await daemon.request("POST", "/nodes/testnode/network", ["iface": "vt\(tag)b2", "type": "bond"])
+        #expect(bond.status == 400 && bond.errors["type"] != nil)
+        let missingPort = try await daemon.request("POST", "/nodes/testnode/network", ["iface": "vt\(tag)b2", "type": "bridge", "bridge_ports": "vt\(tag)none"])
+        #expect(missingPort.status == 400 && missingPort.errors["bridge_ports"] != nil)
+        #expect(try Self.ipLink("vt\(tag)b2") == nil)
+        let vlanAware = try await daemon.request("POST", "/nodes/testnode/network", ["iface": "vt\(tag)b2", "type": "bridge", "bridge_vlan_aware": "1"])
+        if vlanAware.status == 400 {
+            #expect(vlanAware.errors["bridge_vlan_aware"]?.contains("CONFIG_BRIDGE_VLAN_FILTERING") == true, "\(vlanAware.body)")
+        } else {
+            #expect(vlanAware.status == 200)
+            #expect(rows(try await daemon.request("GET", "/nodes/testnode/network"))["vt\(tag)b2"]?["bridge_vlan_aware"] as? Int == 1)
+            #expect(try await daemon.request("DELETE", "/nodes/testnode/network/vt\(tag)b2").status == 200)
+        }
+        #expect(try await daemon.request("DELETE", "/nodes/testnode/network/\(switchName)").status == 400)
+
+        #expect(try await daemon.request("DELETE", "/nodes/testnode/network/\(bridge)").status == 200)
+        #expect(try Self.ipLink(bridge) == nil)
+        #expect(try Self.ipLink(port)?["master"] == nil, "the port is released, not deleted")
+        #expect(try await daemon.request("DELETE", "/nodes/testnode/network/\(bridge)").status == 500)
+    }
+
+    @Test func vmNICsJoinTheSwitchAndTheLinuxBridge() async throws {
+        let daemon = try DaemonHarness()
+        let bridge = "vt\(tag)br", switchName = "vt\(tag)sw", vmid = 700
+        let tap = "tap\(vmid)i1"
+        defer {
+            daemon.shutdown()
+            for link in [bridge, tap] { _ = try? Self.run(["ip", "link", "del", link]) }
+        }
+        let switchProcess = try await startSwitch(daemon, name: switchName)
+        defer { switchProcess.terminate() }
+        try await startDaemon(daemon)
+        try await daemon.login()
+        try Self.run(["ip", "link", "add", bridge, "type", "bridge"])
+
+        let badTag = try await daemon.request("POST", "/nodes/testnode/qemu", ["vmid": "\(vmid)", "net0": "virtio=52:54:00:12:34:56,bridge=\(switchName),tag=5000"])
+        #expect(badTag.status == 400 && badTag.errors["net0"]?.contains("VLAN") == true, "\(badTag.body)")
+
+        let create = try await daemon.request("POST", "/nodes/testnode/qemu", [
+            "vmid": "\(vmid)", "memory": "16", "engine": "vireo", "raw": daemon.spinGuest() + ",mode=real",
+            "net0": "virtio=52:54:00:12:34:56,bridge=\(switchName),tag=10", "net1": "virtio=52:54:00:12:34:57,bridge=\(bridge)", "start": "1",
+        ])
+        #expect(create.status == 200, "\(create.body)")
+        let status = try await daemon.waitTask(create.data)
+        let startLog = try await daemon.taskLog(create.data)
+        #expect(status["exitstatus"] as? String == "OK", "\(startLog)")
+
+        // net0: a vm: port on the switch, VLAN 10, with vireo-vmm connected.
+        let control = daemon.dataDirectory + "/switches/\(switchName).ctl"
+        let reply = try SwitchControlClient(path: control).request("ports")
+        let ports = (try JSONSerialization.jsonObject(with: Data(reply.utf8)) as? [String: Any])?["ports"] as? [[String: Any]] ?? []
+        let port = ports.first { $0["name"] as? String == "vm525400123456" }
+        #expect(port?["vlan"] as? Int == 10 && port?["connected"] as? Bool == true, "\(reply)")
+        // net1: tap{vmid}i1 on the Linux bridge.
+        #expect(try Self.ipLink(tap)?["master"] as? String == bridge)
+        let log = try await daemon.taskLog(create.data).joined(separator: "\n")
+        #expect(log.contains("tap \(tap) on Linux bridge \(bridge)"), "\(log)")
+
+        let missing = try await daemon.request("POST", "/nodes/testnode/qemu", [
+            "vmid": "\(vmid + 1)", "memory": "16", "engine": "vireo", "raw": daemon.spinGuest(), "net0": "virtio,bridge=vt\(tag)none", "start": "1",
+        ])
+        // A bridge that does not exist (configs written for Proxmox say vmbr0) is a task warning, and a problem for `net check`.
+        #expect(try await daemon.waitTask(missing.data)["exitstatus"] as? String == "OK")
+        let missingLog = try await daemon.taskLog(missing.data).joined()
+        #expect(missingLog.contains("warning: net0: bridge 'vt\(tag)none' does not exist"), "\(missingLog)")
+        let path = try await daemon.request("GET", "/nodes/testnode/qemu/\(vmid + 1)/network-path").data as? [[String: Any]]
+        #expect((path?.first?["problems"] as? [[String: Any]])?.first?["code"] as? String == "no-bridge")
+    }
+
+    func problems(_ daemon: DaemonHarness, _ vmid: Int, _ net: String) async throws -> [String] {
+        let paths = try await daemon.request("GET", "/nodes/testnode/qemu/\(vmid)/network-path").data as? [[String: Any]] ?? []
+        let path = paths.first { $0["net"] as? String == net } ?? [:]
+        return (path["problems"] as? [[String: Any]] ?? []).compactMap { $0["code"] as? String }.sorted()
+    }
+
+    @Test func networkPathShowsWhatIsolatesANIC() async throws {
+        let daemon = try DaemonHarness()
+        let switchName = "vt\(tag)sw", bridge = "vt\(tag)br", uplink = "vt\(tag)u", peer = "vt\(tag)v", vmid = 710
+        defer {
+            daemon.shutdown()
+            for link in [bridge, uplink, "tap\(vmid)i1"] { _ = try? Self.run(["ip", "link", "del", link]) }
+        }
+        let switchProcess = try await startSwitch(daemon, name: switchName)
+        defer { switchProcess.terminate() }
+        let control = SwitchControlClient(path: daemon.dataDirectory + "/switches/\(switchName).ctl")
+        try await startDaemon(daemon)
+        try await daemon.login()
+        try Self.run(["ip", "link", "add", bridge, "type", "bridge"])
+        let create = try await daemon.request("POST", "/nodes/testnode/qemu", [
+            "vmid": "\(vmid)", "memory": "16", "engine": "vireo", "raw": daemon.spinGuest() + ",mode=real",
+            "net0": "virtio=52:54:00:aa:00:01,bridge=\(switchName),tag=10", "net1": "virtio=52:54:00:aa:00:02,bridge=\(bridge)", "start": "1",
+        ])
+        #expect(try await daemon.waitTask(create.data)["exitstatus"] as? String == "OK")
+
+        let paths = try await daemon.request("GET", "/nodes/testnode/qemu/\(vmid)/network-path").data as? [[String: Any]] ?? []
+        let net0 = try #require(paths.first { $0["net"] as? String == "net0" })
+        #expect(net0["type"] as? String == "VireoSwitch" && net0["port"] as? String == "vm525400aa0001" && net0["vlan"] as? Int == 10)
+        #expect(try await problems(daemon, vmid, "net0") == ["no-uplink"])
+        // The Linux bridge is down and has only the VM's tap.
+        #expect(try await problems(daemon, vmid, "net1") == ["bridge-down", "no-uplink"])
+
+        // An uplink that is down and carries the wrong VLAN.
+        try Self.run(["ip", "link", "add", uplink, "type", "veth", "peer", "name", peer])
+        _ = try control.request("add-port uplink:\(uplink),trunk=20")
+        #expect(try await problems(daemon, vmid, "net0") == ["uplink-down", "vlan-not-on-uplink"])
+        try Self.run(["ip", "link", "set", peer, "up"])
+        try Self.run(["ip", "link", "set", uplink, "up"])
+        #expect(try await problems(daemon, vmid, "net0") == ["vlan-not-on-uplink"])
+        try control.removePort(named: uplink)
+        _ = try control.request("add-port uplink:\(uplink),trunk=10,20")
+        #expect(try await problems(daemon, vmid, "net0") == [])
+
+        // Another port using the NIC's MAC address in its VLAN.
+        _ = try control.request("add-port vm:fake,tag=10")
+        let fake = try FrameChannel.connectSeqPacket(path: daemon.dataDirectory + "/switches/\(switchName)-fake.sock")
+        let frame: [UInt8] = [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x52, 0x54, 0x00, 0xAA, 0x00, 0x01, 0x08, 0x00] + [UInt8](repeating: 0, count: 46)
+        #expect(FrameChannel.sendMessage(fake.rawValue, frame))
+        try await waitUntil("the switch learns the fake port's address", timeout: 10) {
+            (try? await problems(daemon, vmid, "net0")) == ["mac-conflict"]
+        }
+
+        // `vireo net check` prints the path and the problem, and fails.
+        let cli = Process()
+        cli.executableURL = URL(fileURLWithPath: DaemonHarness.productsDirectory + "/vireo")
+        cli.arguments = ["net", "check", "\(vmid)"]
+        var environment = ProcessInfo.processInfo.environment
+        environment["VIREO_URL"] = daemon.base
+        environment["VIREO_PASSWORD"] = DaemonHarness.password
+        cli.environment = environment
+        let pipe = Pipe()
+        cli.standardOutput = pipe
+        cli.standardError = pipe
+        try cli.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        cli.waitUntilExit()
+        #expect(cli.terminationStatus == 1, "\(output)")
+        #expect(output.contains("VM \(vmid) net0 52:54:00:aa:00:01 → port vm525400aa0001 (VLAN 10) → VireoSwitch \(switchName) → uplink \(uplink) (up, trunk 10,20)"), "\(output)")
+        #expect(output.contains("problem mac-conflict: 52:54:00:aa:00:01 is also in use on switch port fake (VLAN 10)"), "\(output)")
+        #expect(output.contains("problem bridge-down"), "\(output)")
+    }
+
+    /// QEMU holds a tap's file side; the switch takes its kernel side as an `uplink:` port with the NIC's VLAN.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-system-x86_64")))
+    func qemuNICJoinsTheSwitchThroughATap() async throws {
+        let daemon = try DaemonHarness()
+        let switchName = "vt\(tag)sw", vmid = 720
+        let tap = "tap\(vmid)i0"
+        defer {
+            daemon.shutdown()
+            _ = try? Self.run(["ip", "link", "del", tap])
+        }
+        let switchProcess = try await startSwitch(daemon, name: switchName)
+        defer { switchProcess.terminate() }
+        try await startDaemon(daemon)
+        try await daemon.login()
+        // No kernel: QEMU starts (and sits in its firmware-less machine), which is all the NIC needs.
+        let create = try await daemon.request("POST", "/nodes/testnode/qemu", [
+            "vmid": "\(vmid)", "memory": "64", "engine": "qemu", "net0": "virtio=52:54:00:bb:00:01,bridge=\(switchName),tag=20", "start": "1",
+        ])
+        let status = try await daemon.waitTask(create.data)
+        let log = try await daemon.taskLog(create.data)
+        #expect(status["exitstatus"] as? String == "OK", "\(log)")
+        #expect(log.contains { $0.contains("-netdev tap,id=net0,ifname=\(tap),script=no,downscript=no") }, "\(log)")
+        let reply = try SwitchControlClient(path: daemon.dataDirectory + "/switches/\(switchName).ctl").request("ports")
+        let ports = (try JSONSerialization.jsonObject(with: Data(reply.utf8)) as? [String: Any])?["ports"] as? [[String: Any]] ?? []
+        let port = ports.first { $0["name"] as? String == tap }
+        #expect(port?["kind"] as? String == "uplink" && port?["vlan"] as? Int == 20, "\(reply)")
+        #expect((try Self.ipLink(tap)?["flags"] as? [String])?.contains("UP") == true)
+        let paths = try await daemon.request("GET", "/nodes/testnode/qemu/\(vmid)/network-path").data as? [[String: Any]] ?? []
+        #expect(paths.first?["port"] as? String == tap && paths.first?["vlan"] as? Int == 20, "\(paths)")
+    }
+}
