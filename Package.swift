@@ -101,7 +101,7 @@ let package = Package(
         .testTarget(name: "VireoQCOW2Tests", dependencies: ["VireoQCOW2"]),
         .testTarget(name: "VireoVirtioTests", dependencies: ["VireoVirtio", "VireoDevices", "VireoTestSupport"]),
         .testTarget(name: "VireoEnginesTests", dependencies: ["VireoEngines"]),
-        .testTarget(name: "VireoDaemonTests", dependencies: ["VireoDaemon", "VireoAPI"], exclude: ["proxmoxer_lifecycle.py"]),
+        .testTarget(name: "VireoDaemonTests", dependencies: ["VireoDaemon", "VireoAPI"], exclude: ["proxmoxer_lifecycle.py", "pve_exporter_scrape.py", "ansible_lifecycle.yml"]),
         .testTarget(name: "VireoSwitchTests", dependencies: ["VireoSwitch"]),
     ]
 )
