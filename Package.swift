@@ -22,6 +22,10 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // C shim over <linux/kvm.h>: ioctl numbers as constants, non-variadic ioctl entry points.
@@ -56,6 +60,11 @@ let package = Package(
             dependencies: [
                 "VireoAPI", "VireoEngines", "VireoQCOW2",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -67,7 +76,12 @@ let package = Package(
         .target(name: "VireoLab", dependencies: [.product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "vireo",
-            dependencies: ["VireoLab", "VireoQCOW2", "VireoAPI", "VireoSystem", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: [
+                "VireoLab", "VireoQCOW2", "VireoAPI", "VireoSystem", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                // The API client: HTTP/1.1 over NIO, TLS with certificate-fingerprint pinning.
+                .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "Crypto", package: "swift-crypto"),
+            ]),
         // The virtual switch: frame parsing, MAC learning, VLANs, forwarding (pure Swift), and its data-plane process.
         .target(name: "VireoSwitch", dependencies: ["VireoSystem"]),
         // Linux bridges and taps over rtnetlink (messages built and parsed in safe Swift).
@@ -89,7 +103,7 @@ let package = Package(
         .testTarget(name: "VireoQCOW2Tests", dependencies: ["VireoQCOW2"]),
         .testTarget(name: "VireoVirtioTests", dependencies: ["VireoVirtio", "VireoDevices", "VireoTestSupport"]),
         .testTarget(name: "VireoEnginesTests", dependencies: ["VireoEngines"]),
-        .testTarget(name: "VireoDaemonTests", dependencies: ["VireoDaemon", "VireoAPI", "VireoSwitch", "VireoSystem"], exclude: ["proxmoxer_lifecycle.py"]),
+        .testTarget(name: "VireoDaemonTests", dependencies: ["VireoDaemon", "VireoAPI", "VireoSwitch", "VireoSystem"], exclude: ["proxmoxer_lifecycle.py", "pve_exporter_scrape.py", "ansible_lifecycle.yml"]),
         .testTarget(name: "VireoNetlinkTests", dependencies: ["VireoNetlink"]),
         .testTarget(name: "VireoSwitchTests", dependencies: ["VireoSwitch", "VireoDevices", "VireoVMM"]),
     ]

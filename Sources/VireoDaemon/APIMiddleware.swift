@@ -8,17 +8,19 @@ struct Authenticator: Sendable {
     let signer: TicketSigner
 
     func authenticate(_ request: Request) throws -> Principal {
-        if let header = request.headers[.authorization], header.hasPrefix("PVEAPIToken=") {
+        // `PVEAPIToken=…` (PVE) or `PVEAPIToken …` (what Prometheus sends for an authorization type).
+        if let header = request.headers[.authorization], header.hasPrefix("PVEAPIToken=") || header.hasPrefix("PVEAPIToken ") {
             return try authenticateToken(String(header.dropFirst("PVEAPIToken=".count)))
         }
         guard let ticket = Self.cookie("PVEAuthCookie", in: request.headers[values: .cookie]) else { throw APIError.noTicket }
-        guard let userid = signer.verifyTicket(ticket), try store.user(userid) != nil else { throw APIError.authenticationFailure }
+        guard let userid = signer.verifyTicket(ticket), let user = try store.user(userid),
+              user.isActive(now: Int(Date().timeIntervalSince1970)) else { throw APIError.authenticationFailure }
         if request.method != .get && request.method != .head {
             guard let csrf = request.headers.first(where: { $0.name.canonicalName == "csrfpreventiontoken" })?.value, signer.verifyCSRF(csrf, userid: userid) else {
                 throw APIError.invalidCSRF
             }
         }
-        return Principal(userid: userid, tokenid: nil, privsep: false)
+        return Principal(userid: userid, tokenid: nil, privsep: false, acl: try store.acl(ugids: [userid]))
     }
 
     /// `user@realm!tokenid=SECRET`, split at the last `=`.
@@ -29,10 +31,11 @@ struct Authenticator: Sendable {
         let userid = String(value[..<bang]), tokenid = String(value[value.index(after: bang)..<equals])
         let secret = String(value[value.index(after: equals)...])
         guard let token = try store.token(userid: userid, tokenid: tokenid),
-              constantTimeEqual(Array(sha256Hex(secret).utf8), Array(token.secretHash.utf8)) else {
+              constantTimeEqual(Array(sha256Hex(secret).utf8), Array(token.secretHash.utf8)),
+              try store.user(userid)?.isActive(now: Int(Date().timeIntervalSince1970)) == true else {
             throw APIError.authenticationFailure
         }
-        return Principal(userid: userid, tokenid: tokenid, privsep: token.privsep)
+        return Principal(userid: userid, tokenid: tokenid, privsep: token.privsep, acl: try store.acl(ugids: [userid, "\(userid)!\(tokenid)"]))
     }
 
     /// The raw value of cookie `name` (tickets contain `+/=` and are sent unescaped).

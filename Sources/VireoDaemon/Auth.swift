@@ -56,16 +56,30 @@ enum PasswordHash {
     }
 }
 
-/// Who is calling: a user with a ticket, or an API token.
+/// Who is calling: a user with a ticket, or an API token, with the ACL entries naming either.
 struct Principal: Sendable, Equatable {
     var userid: String
     var tokenid: String?
     var privsep: Bool
+    /// The user's entries and, for a token, the token's.
+    var acl: [ACLEntry] = []
 
-    /// Minimal privilege model until ACLs exist: root@pam may do everything, and so may its tokens
-    /// without privilege separation; anything else (other users, privsep tokens with no ACL) nothing.
+    /// As PVE: root@pam holds every privilege everywhere; a user has what its ACL roles grant on the
+    /// path; a token without privilege separation acts as its user, one with it gets the
+    /// intersection of its user's privileges and its own ACL roles.
+    func privileges(on path: String) -> Set<String> {
+        var privileges = userid == "root@pam"
+            ? Privileges.allSet
+            : Privileges.privileges(ofRoles: Privileges.roles(acl.filter { $0.kind == .user && $0.ugid == userid }, on: path))
+        if let tokenid, privsep {
+            let own = acl.filter { $0.kind == .token && $0.ugid == "\(userid)!\(tokenid)" }
+            privileges.formIntersection(Privileges.privileges(ofRoles: Privileges.roles(own, on: path)))
+        }
+        return privileges
+    }
+
     func may(_ privilege: String, on path: String) -> Bool {
-        userid == "root@pam" && !(tokenid != nil && privsep)
+        privileges(on: path).contains(privilege)
     }
 }
 

@@ -29,6 +29,19 @@ public final class SQLiteStore: Store {
                     text TEXT NOT NULL, PRIMARY KEY (upid, n));
                 """)
         }
+        migrator.registerMigration("v2-access") { db in
+            try db.execute(sql: """
+                ALTER TABLE user ADD COLUMN enable INTEGER NOT NULL DEFAULT 1;
+                ALTER TABLE user ADD COLUMN expire INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE user ADD COLUMN firstname TEXT NOT NULL DEFAULT '';
+                ALTER TABLE user ADD COLUMN lastname TEXT NOT NULL DEFAULT '';
+                ALTER TABLE user ADD COLUMN email TEXT NOT NULL DEFAULT '';
+                ALTER TABLE user ADD COLUMN comment TEXT NOT NULL DEFAULT '';
+                CREATE TABLE acl (path TEXT NOT NULL, kind TEXT NOT NULL, ugid TEXT NOT NULL, roleid TEXT NOT NULL,
+                    propagate INTEGER NOT NULL, PRIMARY KEY (path, kind, ugid, roleid));
+                CREATE INDEX acl_ugid ON acl(ugid);
+                """)
+        }
         return migrator
     }
 
@@ -40,18 +53,102 @@ public final class SQLiteStore: Store {
         try JSONDecoder().decode(type, from: Data(text.utf8))
     }
 
+    private static func userRecord(_ row: Row) -> UserRecord {
+        var user = UserRecord(userid: row["userid"], passwordHash: row["password_hash"])
+        user.enable = row["enable"]
+        user.expire = row["expire"]
+        user.firstname = row["firstname"]
+        user.lastname = row["lastname"]
+        user.email = row["email"]
+        user.comment = row["comment"]
+        return user
+    }
+
     public func user(_ userid: String) throws -> UserRecord? {
         try queue.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM user WHERE userid = ?", arguments: [userid]).map {
-                UserRecord(userid: $0["userid"], passwordHash: $0["password_hash"])
-            }
+            try Row.fetchOne(db, sql: "SELECT * FROM user WHERE userid = ?", arguments: [userid]).map(Self.userRecord)
         }
+    }
+
+    public func users() throws -> [UserRecord] {
+        try queue.read { db in try Row.fetchAll(db, sql: "SELECT * FROM user ORDER BY userid").map(Self.userRecord) }
     }
 
     public func putUser(_ user: UserRecord) throws {
         try queue.write { db in
-            try db.execute(sql: "INSERT OR REPLACE INTO user (userid, password_hash) VALUES (?, ?)",
-                           arguments: [user.userid, user.passwordHash])
+            try db.execute(sql: """
+                INSERT INTO user (userid, password_hash, enable, expire, firstname, lastname, email, comment) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT(userid) DO UPDATE SET password_hash = excluded.password_hash, enable = excluded.enable,
+                    expire = excluded.expire, firstname = excluded.firstname, lastname = excluded.lastname,
+                    email = excluded.email, comment = excluded.comment
+                """,
+                arguments: [user.userid, user.passwordHash, user.enable, user.expire, user.firstname, user.lastname, user.email, user.comment])
+        }
+    }
+
+    public func deleteUser(_ userid: String) throws -> Bool {
+        try queue.write { db in
+            let prefix = userid + "!"
+            try db.execute(sql: "DELETE FROM acl WHERE ugid = ? OR (kind = 'token' AND substr(ugid, 1, ?) = ?)",
+                           arguments: [userid, prefix.unicodeScalars.count, prefix])
+            try db.execute(sql: "DELETE FROM token WHERE userid = ?", arguments: [userid])
+            try db.execute(sql: "DELETE FROM user WHERE userid = ?", arguments: [userid])
+            return db.changesCount == 1
+        }
+    }
+
+    public func tokens(userid: String) throws -> [TokenRecord] {
+        try queue.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM token WHERE userid = ? ORDER BY tokenid", arguments: [userid]).map {
+                TokenRecord(userid: $0["userid"], tokenid: $0["tokenid"], secretHash: $0["secret_hash"],
+                            privsep: $0["privsep"], comment: $0["comment"])
+            }
+        }
+    }
+
+    public func deleteToken(userid: String, tokenid: String) throws -> Bool {
+        try queue.write { db in
+            try db.execute(sql: "DELETE FROM acl WHERE kind = 'token' AND ugid = ?", arguments: ["\(userid)!\(tokenid)"])
+            try db.execute(sql: "DELETE FROM token WHERE userid = ? AND tokenid = ?", arguments: [userid, tokenid])
+            return db.changesCount == 1
+        }
+    }
+
+    private static func aclEntry(_ row: Row) -> ACLEntry {
+        ACLEntry(path: row["path"], kind: ACLEntry.Kind(rawValue: row["kind"]) ?? .user, ugid: row["ugid"],
+                 roleid: row["roleid"], propagate: row["propagate"])
+    }
+
+    public func acl(ugids: [String]?) throws -> [ACLEntry] {
+        try queue.read { db in
+            guard let ugids else {
+                return try Row.fetchAll(db, sql: "SELECT * FROM acl ORDER BY path, kind, ugid, roleid").map(Self.aclEntry)
+            }
+            guard !ugids.isEmpty else { return [] }
+            let marks = ugids.map { _ in "?" }.joined(separator: ", ")
+            return try Row.fetchAll(db, sql: "SELECT * FROM acl WHERE ugid IN (\(marks)) ORDER BY path",
+                                    arguments: StatementArguments(ugids)).map(Self.aclEntry)
+        }
+    }
+
+    public func updateACL(_ entries: [ACLEntry], delete: Bool) throws {
+        try queue.write { db in
+            for entry in entries {
+                if delete {
+                    try db.execute(sql: "DELETE FROM acl WHERE path = ? AND kind = ? AND ugid = ? AND roleid = ?",
+                                   arguments: [entry.path, entry.kind.rawValue, entry.ugid, entry.roleid])
+                } else {
+                    try db.execute(sql: "INSERT OR REPLACE INTO acl (path, kind, ugid, roleid, propagate) VALUES (?, ?, ?, ?, ?)",
+                                   arguments: [entry.path, entry.kind.rawValue, entry.ugid, entry.roleid, entry.propagate])
+                }
+            }
+        }
+    }
+
+    public func removeACLs(path: String) throws -> Int {
+        try queue.write { db in
+            try db.execute(sql: "DELETE FROM acl WHERE path = ?", arguments: [path])
+            return db.changesCount
         }
     }
 

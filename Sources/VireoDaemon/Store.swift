@@ -4,8 +4,19 @@ import VireoEngines
 /// A user: `name@realm`, with a slow salted password hash (see ``PasswordHash``).
 public struct UserRecord: Sendable, Equatable {
     public var userid: String
+    /// Empty: no password login (token-only users).
     public var passwordHash: String
+    public var enable = true
+    /// Account expiry, epoch seconds; 0 = never.
+    public var expire = 0
+    public var firstname = ""
+    public var lastname = ""
+    public var email = ""
+    public var comment = ""
     public init(userid: String, passwordHash: String) { self.userid = userid; self.passwordHash = passwordHash }
+
+    /// Enabled and not expired.
+    func isActive(now: Int) -> Bool { enable && (expire == 0 || now < expire) }
 }
 
 /// An API token `userid!tokenid`; only a SHA-256 of the secret is kept.
@@ -60,8 +71,21 @@ public enum StoreError: Error, Equatable, CustomStringConvertible {
 public protocol Store: Sendable {
     func user(_ userid: String) throws -> UserRecord?
     func putUser(_ user: UserRecord) throws
+    func users() throws -> [UserRecord]
+    /// Deletes the user with its tokens and ACL entries; false when there was none.
+    func deleteUser(_ userid: String) throws -> Bool
     func token(userid: String, tokenid: String) throws -> TokenRecord?
+    func tokens(userid: String) throws -> [TokenRecord]
     func putToken(_ token: TokenRecord) throws
+    /// Deletes the token with its ACL entries; false when there was none.
+    func deleteToken(userid: String, tokenid: String) throws -> Bool
+
+    /// Every ACL entry, or those for the given users/tokens.
+    func acl(ugids: [String]?) throws -> [ACLEntry]
+    /// Adds the entries (replacing equal ones) or, with `delete`, removes them, in one transaction.
+    func updateACL(_ entries: [ACLEntry], delete: Bool) throws
+    /// Removes every entry on `path` (Proxmox's `purge` on VM destruction); returns how many.
+    func removeACLs(path: String) throws -> Int
 
     func vm(_ vmid: Int) throws -> VMRecord?
     func vms() throws -> [VMRecord]

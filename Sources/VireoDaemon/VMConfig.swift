@@ -53,7 +53,9 @@ enum VMConfigSchema {
         }
         case "ostype": return { ostypes.contains($0) ? nil : "value '\($0)' does not have a value in the enumeration '\(ostypes.sorted().joined(separator: ", "))'" }
         case "engine": return { ["qemu", "vireo"].contains($0) ? nil : "value '\($0)' does not have a value in the enumeration 'qemu, vireo'" }
-        case "kernel", "initrd": return absolutePath
+        case "kernel", "initrd": return { value in
+            absolutePath(value) == nil || VolumeID(value) != nil ? nil : "value must be an absolute path or a volume id (local:kernel/NAME)"
+        }
         case "cmdline", "description", "cpu", "scsihw", "boot", "bios", "machine": return text()
         case "tags": return { value in
             let ok = value.split(whereSeparator: { ";, ".contains($0) }).allSatisfy { tag in
@@ -135,11 +137,12 @@ enum VMConfigSchema {
         }
     }
 
-    /// The engine-neutral spec for a config.
-    static func spec(vmid: Int, config: [String: String]) -> VMSpec {
+    /// The engine-neutral spec for a config; `resolve` turns volume ids into files (nil: leave as is).
+    static func spec(vmid: Int, config: [String: String], resolve: (String) -> String? = { _ in nil }) -> VMSpec {
+        let kernel = config["kernel"].map { resolve($0) ?? $0 }, initrd = config["initrd"].map { resolve($0) ?? $0 }
         var spec = VMSpec(vmid: vmid, name: config["name"] ?? "vm\(vmid)", memoryMiB: Int(config["memory"] ?? "") ?? 512,
                           cores: Int(config["cores"] ?? "") ?? 1, sockets: Int(config["sockets"] ?? "") ?? 1,
-                          kernel: config["kernel"], initrd: config["initrd"], cmdline: config["cmdline"])
+                          kernel: kernel, initrd: initrd, cmdline: config["cmdline"])
         if let raw = config["raw"] {
             let parts = raw.split(separator: ",").map(String.init)
             let mode: VMSpec.RawImage.Mode = parts.contains("mode=long") ? .long : .real
@@ -158,8 +161,11 @@ enum VMConfigSchema {
                                             bridge: options["bridge"], tag: options["tag"].flatMap { Int($0) }))
             }
             for bus in diskBuses.keys where indexed(key, prefix: bus) != nil {
-                let volume = value.split(separator: ",").first.map(String.init) ?? value
-                spec.disks.append(VMSpec.Disk(key: key, bus: bus, volume: volume))
+                let parts = value.split(separator: ",").map(String.init)
+                let volume = parts.first ?? value
+                let media: VMSpec.Disk.Media = parts.contains("media=cdrom") ? .cdrom : .disk
+                if volume == "none" { continue }
+                spec.disks.append(VMSpec.Disk(key: key, bus: bus, volume: resolve(volume) ?? volume, media: media))
             }
         }
         return spec

@@ -10,13 +10,17 @@ final class VMManager: Sendable {
     let store: any Store
     let runDirectory: String
     let engines: [String: any VMEngine]
+    let storage: StorageManager
+    let admission: Admission
     let queue = VMQueue()
     let logger: Logger
 
-    init(store: any Store, runDirectory: String, engines: [String: any VMEngine], logger: Logger) {
+    init(store: any Store, runDirectory: String, engines: [String: any VMEngine], storage: StorageManager, admission: Admission, logger: Logger) {
         self.store = store
         self.runDirectory = runDirectory
         self.engines = engines
+        self.storage = storage
+        self.admission = admission
         self.logger = logger
     }
 
@@ -42,7 +46,9 @@ final class VMManager: Sendable {
             let record = try record(vmid)
             if let process = record.process, process.isAlive { throw EngineError("VM \(vmid) already running") }
             let engine = try engine(for: record.config)
-            let spec = VMConfigSchema.spec(vmid: vmid, config: record.config)
+            let spec = VMConfigSchema.spec(vmid: vmid, config: record.config, resolve: storage.file(for:))
+            for warning in try admission.reserve(vmid: vmid, config: record.config, running: try store.vms()) { log(warning) }
+            defer { admission.release(vmid: vmid) }
             log("starting VM \(vmid) with engine \(engine.name)")
             let process = try await engine.start(spec, runDirectory: "\(runDirectory)/\(vmid)", log: { log($0) })
             try store.setProcess(vmid: vmid, process: process, lastExit: nil)
@@ -95,10 +101,26 @@ final class VMManager: Sendable {
         }
     }
 
-    func destroy(_ vmid: Int, log: TaskLog) async throws {
+    /// Deletes the VM and the volumes its config references that it owns (Proxmox's qm destroy);
+    /// `unreferenced` also removes every other `vm-VMID-*` image in the pools (`destroy-unreferenced-disks=1`).
+    func destroy(_ vmid: Int, unreferenced: Bool, log: TaskLog) async throws {
         try await queue.run(vmid) { [self] in
             let record = try record(vmid)
             if let process = record.process, process.isAlive { throw EngineError("VM \(vmid) is running - destroy failed") }
+            var volumes = storage.ownedVolumes(vmid: vmid, config: record.config)
+            if unreferenced {
+                for pool in storage.pools.values.sorted(by: { $0.id < $1.id }) {
+                    volumes += pool.images(of: vmid).filter { !volumes.contains($0) }
+                }
+            }
+            for volume in volumes {
+                do {
+                    try storage.pool(volume.storage).remove(volume)
+                    log("removed volume '\(volume)'")
+                } catch {
+                    log("WARN: cannot remove volume '\(volume)': \(error)")
+                }
+            }
             try store.deleteVM(vmid: vmid)
             try? FileManager.default.removeItem(atPath: "\(runDirectory)/\(vmid)")
             log("destroyed VM \(vmid)")

@@ -52,10 +52,34 @@ public struct QEMUEngine: VMEngine {
                 ? "user,id=net\(nic.index)" : "tap,id=net\(nic.index),ifname=\(nic.tapName(vmid: spec.vmid)),script=no,downscript=no"
             arguments += ["-netdev", netdev, "-device", "\(model),netdev=net\(nic.index),mac=\(nic.mac),romfile="]
         }
-        for disk in spec.disks where disk.volume.hasPrefix("/") {
-            let interface = disk.bus == "virtio" ? "virtio" : (disk.bus == "ide" ? "ide" : "scsi")
-            let format = disk.volume.hasSuffix(".qcow2") ? "qcow2" : "raw"
-            arguments += ["-drive", "file=\(disk.volume),if=\(interface),format=\(format),id=drive-\(disk.key)"]
+        arguments += diskArguments(spec.disks.filter { $0.volume.hasPrefix("/") })
+        return arguments
+    }
+
+    /// Disks as Proxmox's qemu-server attaches them: `virtioN` as virtio-blk, `ideN` on the
+    /// built-in IDE controller (index N; `media=cdrom` read-only), `scsiN` as scsi-hd on one
+    /// virtio-scsi-pci HBA (`scsihw0`, SCSI id N), `sataN` as ide-hd on an AHCI controller (port N).
+    func diskArguments(_ disks: [VMSpec.Disk]) -> [String] {
+        var arguments: [String] = []
+        if disks.contains(where: { $0.bus == "scsi" }) { arguments += ["-device", "virtio-scsi-pci,id=scsihw0"] }
+        if disks.contains(where: { $0.bus == "sata" }) { arguments += ["-device", "ahci,id=ahci0"] }
+        for disk in disks {
+            let format = disk.media == .cdrom ? "raw" : (disk.volume.hasSuffix(".qcow2") ? "qcow2" : "raw")
+            let readOnly = disk.media == .cdrom ? ",readonly=on" : ""
+            let drive = "file=\(disk.volume),format=\(format)\(readOnly),id=drive-\(disk.key)"
+            switch disk.bus {
+            case "virtio":
+                arguments += ["-drive", "\(drive),if=virtio"]
+            case "ide":
+                // Proxmox's `ide2: local:iso/x.iso,media=cdrom`: a read-only CD-ROM at the key's IDE slot.
+                arguments += ["-drive", "file=\(disk.volume),if=ide,index=\(disk.index),media=\(disk.media.rawValue)\(readOnly),format=\(format),id=drive-\(disk.key)"]
+            case "scsi":
+                let device = disk.media == .cdrom ? "scsi-cd" : "scsi-hd"
+                arguments += ["-drive", "\(drive),if=none", "-device", "\(device),bus=scsihw0.0,scsi-id=\(disk.index),drive=drive-\(disk.key),id=\(disk.key)"]
+            default:
+                let device = disk.media == .cdrom ? "ide-cd" : "ide-hd"
+                arguments += ["-drive", "\(drive),if=none", "-device", "\(device),bus=ahci0.\(disk.index),drive=drive-\(disk.key),id=\(disk.key)"]
+            }
         }
         return arguments
     }

@@ -40,10 +40,18 @@ public struct VMSpec: Sendable, Equatable {
     }
 
     public struct Disk: Sendable, Equatable {
+        public enum Media: String, Sendable { case disk, cdrom }
         public var key: String
         public var bus: String
+        /// The image file (the control plane resolves volume ids), or the volume id it could not resolve.
         public var volume: String
-        public init(key: String, bus: String, volume: String) { self.key = key; self.bus = bus; self.volume = volume }
+        public var media: Media
+        public init(key: String, bus: String, volume: String, media: Media = .disk) {
+            self.key = key; self.bus = bus; self.volume = volume; self.media = media
+        }
+
+        /// The slot within its bus: `ide2` → 2.
+        public var index: Int { Int(key.drop { !$0.isNumber }) ?? 0 }
     }
 
     public init(vmid: Int, name: String, memoryMiB: Int, cores: Int, sockets: Int, kernel: String? = nil, initrd: String? = nil,

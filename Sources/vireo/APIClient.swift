@@ -1,13 +1,13 @@
 import ArgumentParser
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import VireoAPI
 
 /// Where vireod is and how to authenticate (shared by `vireo api` and `vireo vm`).
 struct APIConnectionOptions: ParsableArguments {
-    @Option(help: "API base URL (default: $VIREO_URL, else http://127.0.0.1:8006).") var url: String?
+    @Option(help: "API base URL (default: $VIREO_URL, else https://127.0.0.1:8006).") var url: String?
+    @Option(help: "Trust only the server certificate with this SHA-256 fingerprint (AA:BB:…; default: $VIREO_FINGERPRINT).")
+    var fingerprint: String?
+    @Flag(help: "Accept any server certificate (encrypted, not authenticated; or $VIREO_INSECURE=1).") var insecure = false
     @Option(help: "API token user@realm!tokenid=SECRET (default: $VIREO_TOKEN).") var token: String?
     @Option(help: "User for a ticket login (default: $VIREO_USER, else root@pam).") var user: String?
     @Option(help: "Password for a ticket login (default: $VIREO_PASSWORD).") var password: String?
@@ -17,10 +17,19 @@ struct APIConnectionOptions: ParsableArguments {
 
     func client() throws -> APIClient {
         let environment = ProcessInfo.processInfo.environment
-        var base = url ?? environment["VIREO_URL"] ?? "http://127.0.0.1:8006"
+        var base = url ?? environment["VIREO_URL"] ?? "https://127.0.0.1:8006"
         while base.hasSuffix("/") { base.removeLast() }
         if !base.hasSuffix("/api2/json") { base += "/api2/json" }
-        let client = APIClient(base: base)
+        var trust = ServerTrust.system
+        if let text = fingerprint ?? environment["VIREO_FINGERPRINT"] {
+            guard let normalized = ServerTrust.normalizedFingerprint(text) else {
+                throw ValidationError("--fingerprint must be 32 hex bytes (AA:BB:…), got '\(text)'")
+            }
+            trust = .fingerprint(normalized)
+        } else if insecure || environment["VIREO_INSECURE"] == "1" {
+            trust = .insecure
+        }
+        let client = APIClient(base: base, trust: trust)
         if let token = token ?? environment["VIREO_TOKEN"] {
             client.token = token
         } else if let password = password ?? environment["VIREO_PASSWORD"] {
@@ -46,11 +55,12 @@ struct APIClientError: Error, CustomStringConvertible {
 final class APIClient: @unchecked Sendable {
     // SAFETY (@unchecked): used from one thread (the CLI's).
     let base: String
+    let trust: ServerTrust
     var token: String?
     var ticket: String?
     var csrf: String?
 
-    init(base: String) { self.base = base }
+    init(base: String, trust: ServerTrust) { self.base = base; self.trust = trust }
 
     func login(user: String, password: String) throws {
         let data = try call("POST", "/access/ticket", ["username": user, "password": password]) as? [String: Any]
@@ -71,32 +81,24 @@ final class APIClient: @unchecked Sendable {
         var text = base + (path.hasPrefix("/") ? path : "/" + path)
         if !hasBody, !form.isEmpty { text += "?" + form }
         guard let url = URL(string: text) else { throw ValidationError("bad path \(path)") }
-        var request = URLRequest(url: url)
-        request.httpMethod = method
-        request.httpShouldHandleCookies = false
-        if hasBody {
-            request.setValue("application/x-www-form-urlencoded", forHTTPHeaderField: "Content-Type")
-            request.httpBody = Data(form.utf8)
-        }
+        var headers: [(String, String)] = []
+        if hasBody { headers.append(("Content-Type", "application/x-www-form-urlencoded")) }
         if let token {
-            request.setValue("PVEAPIToken=\(token)", forHTTPHeaderField: "Authorization")
+            headers.append(("Authorization", "PVEAPIToken=\(token)"))
         } else if let ticket {
-            request.setValue("PVEAuthCookie=\(ticket)", forHTTPHeaderField: "Cookie")
-            if method != "GET", let csrf { request.setValue(csrf, forHTTPHeaderField: "CSRFPreventionToken") }
+            headers.append(("Cookie", "PVEAuthCookie=\(ticket)"))
+            if method != "GET", let csrf { headers.append(("CSRFPreventionToken", csrf)) }
         }
-        let result = Locked<(Data?, URLResponse?, Error?)>((nil, nil, nil))
-        let done = DispatchSemaphore(value: 0)
-        URLSession.shared.dataTask(with: request) { data, response, error in
-            result.set((data, response, error))
-            done.signal()
-        }.resume()
-        done.wait()
-        let (data, response, error) = result.get()
-        if let error { throw ValidationError("\(method) \(text): \(error.localizedDescription)") }
-        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        let reply: HTTPReply
+        do {
+            reply = try HTTPTransport.send(method: method, url: url, headers: headers, body: hasBody ? Data(form.utf8) : nil, trust: trust)
+        } catch {
+            throw TransportError(description: "\(method) \(text): \(error)")
+        }
+        let status = reply.status, data: Data? = reply.body
         let body = data.flatMap { try? JSONSerialization.jsonObject(with: $0, options: .fragmentsAllowed) } as? [String: Any] ?? [:]
         guard (200..<300).contains(status) else {
-            throw APIClientError(status: status, message: body["message"] as? String ?? HTTPURLResponse.localizedString(forStatusCode: status),
+            throw APIClientError(status: status, message: body["message"] as? String ?? "HTTP status \(status)",
                                  errors: body["errors"] as? [String: String] ?? [:])
         }
         return body["data"] is NSNull ? nil : body["data"]
@@ -125,16 +127,6 @@ final class APIClient: @unchecked Sendable {
         }
         throw ValidationError("task \(upid) still running after \(Int(timeout)) s")
     }
-}
-
-/// A value shared between the URLSession callback thread and the caller.
-final class Locked<Value>: @unchecked Sendable {
-    // SAFETY (@unchecked): every access holds `lock`.
-    private let lock = NSLock()
-    private var value: Value
-    init(_ value: Value) { self.value = value }
-    func set(_ newValue: Value) { lock.withLock { value = newValue } }
-    func get() -> Value { lock.withLock { value } }
 }
 
 /// Prints `data` as pretty JSON.

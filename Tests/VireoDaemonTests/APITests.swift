@@ -83,7 +83,7 @@ import VireoAPI
         #expect(try await daemon.request("GET", "/cluster/nextid").data as? String == "100")
         let create = try await daemon.request("POST", "/nodes/testnode/qemu",
                                               ["vmid": "100", "name": "vm100", "memory": "2048", "cores": "2", "net0": "virtio,bridge=vmbr0",
-                                               "scsi0": "local-lvm:8", "scsihw": "virtio-scsi-pci", "ostype": "l26", "onboot": "1"])
+                                               "scsi0": "local:8", "scsihw": "virtio-scsi-pci", "ostype": "l26", "onboot": "1"])
         #expect(create.status == 200)
         let upid = try #require(create.data as? String)
         let parsed = try #require(UPID(upid))
@@ -95,7 +95,6 @@ import VireoAPI
         let net0 = try #require(config["net0"] as? String)
         #expect(net0.hasPrefix("virtio=BC:24:11:") && net0.hasSuffix(",bridge=vmbr0"))
         let task = try await daemon.waitTask(upid)
-        // scsi0's storage does not exist yet: a note, not a PVE warning (Ansible accepts only "OK").
         #expect(task["exitstatus"] as? String == "OK")
         #expect(try await daemon.taskLog(upid).last == "TASK OK")
         #expect(try await daemon.request("POST", "/nodes/testnode/qemu", ["vmid": "100", "memory": "64"]).status == 500)

@@ -21,11 +21,22 @@ final class DaemonHarness: @unchecked Sendable {
         return URL(fileURLWithPath: me).deletingLastPathComponent().path
     }
 
+    static var vireo: String { productsDirectory + "/vireo" }
+
     static var vireod: String {
         ProcessInfo.processInfo.environment["VIREOD"] ?? productsDirectory + "/vireod"
     }
 
-    init() throws {
+    /// HTTPS (the default of vireod) or plain HTTP (`--no-tls`): this harness's own requests go
+    /// through URLSession, which cannot trust a self-signed certificate, so only tests that talk to
+    /// vireod through `vireo`, proxmoxer and other real clients use TLS.
+    let tls: Bool
+    private(set) var hostPort = ""
+    /// More vireod options (overcommit ratios, --config …).
+    var extraArguments: [String] = []
+
+    init(tls: Bool = false) throws {
+        self.tls = tls
         dataDirectory = "/tmp/vireod-test-" + UUID().uuidString.prefix(8).lowercased()
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
     }
@@ -36,7 +47,7 @@ final class DaemonHarness: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: addressFile)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.vireod)
-        process.arguments = ["--data-dir", dataDirectory, "--listen", "127.0.0.1:0", "--no-tls", "--node", "testnode"]
+        process.arguments = ["--data-dir", dataDirectory, "--listen", "127.0.0.1:0", "--node", "testnode"] + (tls ? [] : ["--no-tls"]) + extraArguments
         var environment = ProcessInfo.processInfo.environment
         environment["VIREO_ROOT_PASSWORD"] = Self.password
         environment["VIREO_PASSWORD_ROUNDS"] = "1000"  // PBKDF2 at 100k rounds takes seconds in a debug build
@@ -56,7 +67,35 @@ final class DaemonHarness: @unchecked Sendable {
         guard process.isRunning, let text = try? String(contentsOfFile: addressFile, encoding: .utf8) else {
             throw HarnessError("vireod did not start: \(daemonLog())")
         }
-        base = "http://" + text.trimmingCharacters(in: .whitespacesAndNewlines) + "/api2/json"
+        hostPort = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        base = (tls ? "https://" : "http://") + hostPort + "/api2/json"
+    }
+
+    /// SIGTERM, then wait (bounded) until vireod has exited.
+    func terminate() async throws {
+        guard let process else { return }
+        let pid = process.processIdentifier
+        kill(pid, SIGTERM)
+        try await waitUntil("vireod (pid \(pid)) exits after SIGTERM", timeout: 20) { !processAlive(Int(pid)) }
+        self.process = nil
+    }
+
+    /// A GET outside /api2/json (e.g. /metrics) with the current credentials: status and body text.
+    func rawGet(_ path: String) async throws -> (status: Int, text: String) {
+        var request = URLRequest(url: URL(string: base.replacingOccurrences(of: "/api2/json", with: "") + path)!)
+        request.httpShouldHandleCookies = false
+        if let token { request.setValue("PVEAPIToken=\(token)", forHTTPHeaderField: "Authorization") }
+        else if let ticket { request.setValue("PVEAuthCookie=\(ticket)", forHTTPHeaderField: "Cookie") }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
+    }
+
+    /// Config for a VM this host can really start: vireo-vmm with a spinning 2-byte guest where
+    /// /dev/kvm works, else QEMU (TCG, no disks: SeaBIOS idles); nil when neither can run.
+    func startableVM() -> [String: String]? {
+        if kvmUsable { return ["engine": "vireo", "raw": spinGuest(), "memory": "16"] }
+        if FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-system-x86_64") { return ["engine": "qemu", "memory": "32"] }
+        return nil
     }
 
     func daemonLog() -> String { (try? String(contentsOfFile: dataDirectory + "/vireod.log", encoding: .utf8)) ?? "" }
@@ -164,6 +203,22 @@ final class DaemonHarness: @unchecked Sendable {
         _ = FileManager.default.createFile(atPath: path, contents: Data([0xEB, 0xFE]))
         return path
     }
+}
+
+/// Runs a program to completion and returns its exit status and output (stdout and stderr together).
+@discardableResult
+func runProgram(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    return (process.terminationStatus, output)
 }
 
 struct HarnessError: Error, CustomStringConvertible {

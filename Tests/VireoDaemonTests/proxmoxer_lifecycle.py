@@ -3,26 +3,15 @@
 
 Usage: proxmoxer_lifecycle.py HOST:PORT ROOT_PASSWORD RAW_GUEST
 
-vireod serves plain HTTP for now, so the only adaptation is rewriting proxmoxer's https:// URLs
-to http:// below the library (in requests); every API call is proxmoxer's own.
+vireod serves HTTPS with a self-signed certificate, hence verify_ssl=False, as with a fresh Proxmox node.
 """
 import sys
 
-import requests
 from proxmoxer import ProxmoxAPI
 from proxmoxer.tools import Tasks
 
 host, port = sys.argv[1].rsplit(":", 1)
 password, raw_guest = sys.argv[2], sys.argv[3]
-
-_request = requests.Session.request
-
-
-def plain_http(self, method, url, *args, **kwargs):
-    return _request(self, method, url.replace("https://", "http://", 1), *args, **kwargs)
-
-
-requests.Session.request = plain_http
 
 px = ProxmoxAPI(host, port=int(port), user="root@pam", password=password, verify_ssl=False)
 assert px.version.get()["version"].startswith("8."), px.version.get()

@@ -19,7 +19,7 @@ import Testing
         #expect(line.contains("-kernel /boot/vmlinuz -initrd /boot/initrd -append console=ttyS0"))
         #expect(line.contains("virtio-net-pci,netdev=net0,mac=BC:24:11:00:00:01"))
         // Only volumes that are paths are attached; storage ids wait for the storage layer.
-        #expect(line.contains("file=/img/a.qcow2,if=virtio,format=qcow2"))
+        #expect(line.contains("file=/img/a.qcow2,format=qcow2,id=drive-virtio1,if=virtio"))
         #expect(!line.contains("local-lvm"))
     }
 
@@ -73,3 +73,22 @@ import Testing
 }
 
 import Foundation
+
+@Suite struct QEMUCDROMTests {
+    @Test func scsiAndSataDisksSitOnTheirControllers() {
+        let spec = VMSpec(vmid: 100, name: "d", memoryMiB: 256, cores: 1, sockets: 1,
+                          disks: [.init(key: "scsi1", bus: "scsi", volume: "/p/b.qcow2"), .init(key: "sata0", bus: "sata", volume: "/p/c.raw")])
+        let line = QEMUEngine(executable: "q", accelerator: .tcg).arguments(for: spec, qmp: "q", serial: "s").joined(separator: " ")
+        #expect(line.contains("-device virtio-scsi-pci,id=scsihw0"))
+        #expect(line.contains("-drive file=/p/b.qcow2,format=qcow2,id=drive-scsi1,if=none -device scsi-hd,bus=scsihw0.0,scsi-id=1,drive=drive-scsi1,id=scsi1"))
+        #expect(line.contains("-device ahci,id=ahci0"))
+        #expect(line.contains("-drive file=/p/c.raw,format=raw,id=drive-sata0,if=none -device ide-hd,bus=ahci0.0,drive=drive-sata0,id=sata0"))
+    }
+
+    @Test func cdromIsAReadOnlyIDEDriveAtItsSlot() {
+        let spec = VMSpec(vmid: 100, name: "iso", memoryMiB: 256, cores: 1, sockets: 1,
+                          disks: [.init(key: "ide2", bus: "ide", volume: "/pool/template/iso/x.iso", media: .cdrom)])
+        let line = QEMUEngine(executable: "q", accelerator: .tcg).arguments(for: spec, qmp: "q", serial: "s").joined(separator: " ")
+        #expect(line.contains("file=/pool/template/iso/x.iso,if=ide,index=2,media=cdrom,readonly=on,format=raw,id=drive-ide2"))
+    }
+}

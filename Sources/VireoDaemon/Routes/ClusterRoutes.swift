@@ -21,6 +21,27 @@ struct ClusterRoutes {
         routes.get("nodes") { _, context in
             envelope([nodeEntry(context)])
         }
+        // What prometheus-pve-exporter also asks for: no containers, no replication jobs, no
+        // subscription, and no backup jobs (so every VM is "not backed up").
+        routes.get("nodes/:node/lxc") { _, context in
+            _ = try services.checkNode(context)
+            return envelope([Any]())
+        }
+        routes.get("nodes/:node/replication") { _, context in
+            _ = try services.checkNode(context)
+            return envelope([Any]())
+        }
+        routes.get("nodes/:node/subscription") { _, context in
+            _ = try services.checkNode(context)
+            try context.require("Sys.Audit", on: "/nodes/\(services.node)")
+            return envelope(["status": "notfound", "message": "There is no subscription key", "level": "",
+                             "serverid": "", "url": "https://github.com/vireo"] as [String: Any])
+        }
+        routes.get("cluster/backup-info/not-backed-up") { _, context in
+            try context.require("Sys.Audit", on: "/")
+            let vms = try services.store.vms().filter { context.principal?.may("VM.Audit", on: "/vms/\($0.vmid)") == true }
+            return envelope(vms.map { ["type": "qemu", "vmid": $0.vmid, "name": $0.config["name"] ?? "VM \($0.vmid)"] as [String: Any] })
+        }
         routes.get("nodes/:node/status") { _, context in
             _ = try services.checkNode(context)
             try context.require("Sys.Audit", on: "/nodes/\(services.node)")
@@ -62,7 +83,7 @@ struct ClusterRoutes {
         ]
     }
 
-    /// Resources the caller may see; `type` filters to `vm`, `node` or `storage` (no storage yet).
+    /// Resources the caller may see; `type` filters to `vm`, `node` or `storage`.
     func resources(_ context: APIContext) throws -> Response {
         let type = context.params["type"]
         if let type, !["vm", "node", "storage", "sdn", "pool"].contains(type) {
@@ -79,6 +100,17 @@ struct ClusterRoutes {
                 item["type"] = "qemu"
                 item["node"] = services.node
                 items.append(item)
+            }
+        }
+        if type == nil || type == "storage" {
+            for pool in services.storage.pools.values.sorted(by: { $0.id < $1.id })
+            where context.principal?.may("Datastore.Audit", on: "/storage/\(pool.id)") == true {
+                let usage = pool.usage()
+                items.append([
+                    "id": "storage/\(services.node)/\(pool.id)", "type": "storage", "storage": pool.id, "node": services.node,
+                    "plugintype": "dir", "status": "available", "shared": 0,
+                    "content": DirectoryPool.contents.map(\.rawValue).joined(separator: ","), "disk": usage.used, "maxdisk": usage.total,
+                ])
             }
         }
         return envelope(items)

@@ -62,18 +62,45 @@ struct QemuRoutes {
         let start = parseBool(context.params["start"] ?? "0")
         if start == nil { throw APIError.parameters(["start": "type check ('boolean') failed - got '\(context.params["start"] ?? "")'"]) }
         VMConfigSchema.assignMACs(&config)
-        try services.store.createVM(vmid: vmid, config: config)
+        if try services.store.vm(vmid) != nil { throw StoreError.duplicateVM(vmid) }
+        try requireDiskPrivileges(context, vmid: vmid, changes: config)
+        let allocated = try services.storage.prepareDisks(vmid: vmid, changes: &config)
+        do {
+            try services.store.createVM(vmid: vmid, config: config)
+        } catch {
+            services.storage.release(allocated)
+            throw error
+        }
         let vms = services.vms, created = config
         let upid = try services.tasks.start(type: "qmcreate", id: String(vmid), user: context.user) { log in
             log("created VM \(vmid) (engine \(created["engine"] ?? "qemu"))")
-            for key in created.keys.sorted() where VMConfigSchema.diskBuses.keys.contains(where: { VMConfigSchema.indexed(key, prefix: $0) != nil }) {
-                if let volume = created[key]?.split(separator: ",").first, !volume.hasPrefix("/") {
-                    log("note: \(key): storage for '\(volume)' is not available yet; the disk is recorded but not allocated")
-                }
-            }
+            for volume in allocated { log("allocated volume '\(volume)'") }
             if start == true { try await vms.start(vmid, log: log) }
         }
         return envelope(upid)
+    }
+
+    /// The privilege PVE requires to change a (non-disk) config key.
+    static func privilege(forKey key: String) -> String {
+        switch key {
+        case "memory", "balloon", "shares": "VM.Config.Memory"
+        case "cores", "sockets", "vcpus", "cpu", "cpulimit", "cpuunits", "numa", "affinity": "VM.Config.CPU"
+        case "bios", "machine", "scsihw", "vga", "acpi", "kvm", "engine", "kernel", "initrd", "cmdline", "raw": "VM.Config.HWType"
+        default: VMConfigSchema.indexed(key, prefix: "net") != nil ? "VM.Config.Network" : "VM.Config.Options"
+        }
+    }
+
+    /// Proxmox's checks for disk changes: `Datastore.AllocateSpace` on the storage of a new disk,
+    /// `Datastore.Audit` on one holding an existing volume (`VM.Config.Disk` / `VM.Config.CDROM` on the VM).
+    func requireDiskPrivileges(_ context: APIContext, vmid: Int, changes: [String: String]) throws {
+        for key in changes.keys.sorted() where StorageManager.isDiskKey(key) {
+            let value = changes[key] ?? ""
+            let cdrom = value.contains("media=cdrom")
+            try context.require(cdrom ? "VM.Config.CDROM" : "VM.Config.Disk", on: "/vms/\(vmid)")
+            guard let volume = value.split(separator: ",").first, let colon = volume.firstIndex(of: ":") else { continue }
+            let storage = String(volume[..<colon]), rest = volume[volume.index(after: colon)...]
+            try context.require(rest.contains("/") ? "Datastore.Audit" : "Datastore.AllocateSpace", on: "/storage/\(storage)")
+        }
     }
 
     func config(_ context: APIContext) throws -> Response {
@@ -93,17 +120,29 @@ struct QemuRoutes {
     func update(_ context: APIContext, asTask: Bool) throws -> Response {
         _ = try services.checkNode(context)
         let vmid = try services.vmid(context)
-        try context.require("VM.Config.Options", on: "/vms/\(vmid)")
-        let changes = try validated(context.params, dropping: Self.updateOnly)
+        var changes = try validated(context.params, dropping: Self.updateOnly)
         let deletions = (context.params["delete"] ?? "").split(whereSeparator: { ", ;".contains($0) }).map(String.init)
         var errors: [String: String] = [:]
         for key in deletions where VMConfigSchema.check(for: key) == nil { errors["delete"] = "invalid configuration ID '\(key)'" }
         for key in deletions where changes[key] != nil { errors[key] = "unable to delete and set '\(key)' in one request" }
         if !errors.isEmpty { throw APIError.parameters(errors) }
-        try services.store.updateVM(vmid: vmid, expectedDigest: context.params["digest"]) { config in
-            for key in deletions { config.removeValue(forKey: key) }
-            config.merge(changes) { _, new in new }
-            VMConfigSchema.assignMACs(&config)
+        for key in Set(changes.keys).union(deletions).sorted() where !StorageManager.isDiskKey(key) {
+            try context.require(Self.privilege(forKey: key), on: "/vms/\(vmid)")
+        }
+        for key in deletions where StorageManager.isDiskKey(key) { try context.require("VM.Config.Disk", on: "/vms/\(vmid)") }
+        if changes.isEmpty && deletions.isEmpty { try context.require("VM.Config.Options", on: "/vms/\(vmid)") }
+        guard try services.store.vm(vmid) != nil else { throw StoreError.noSuchVM(vmid) }
+        try requireDiskPrivileges(context, vmid: vmid, changes: changes)
+        let allocated = try services.storage.prepareDisks(vmid: vmid, changes: &changes)
+        do {
+            try services.store.updateVM(vmid: vmid, expectedDigest: context.params["digest"]) { config in
+                for key in deletions { config.removeValue(forKey: key) }
+                config.merge(changes) { _, new in new }
+                VMConfigSchema.assignMACs(&config)
+            }
+        } catch {
+            services.storage.release(allocated)
+            throw error
         }
         guard asTask else { return envelope(nil) }
         let summary = (changes.keys.sorted().map { "\($0): \(changes[$0]!)" } + deletions.map { "delete \($0)" })
@@ -175,9 +214,19 @@ struct QemuRoutes {
         try context.require("VM.Allocate", on: "/vms/\(vmid)")
         guard let record = try services.store.vm(vmid) else { throw StoreError.noSuchVM(vmid) }
         if record.process?.isAlive == true { throw APIError(500, "VM \(vmid) is running - destroy failed") }
-        let vms = services.vms
+        var errors: [String: String] = [:]
+        for name in ["purge", "destroy-unreferenced-disks", "skiplock"] where context.params[name].map({ parseBool($0) == nil }) == true {
+            errors[name] = "type check ('boolean') failed - got '\(context.params[name] ?? "")'"
+        }
+        if !errors.isEmpty { throw APIError.parameters(errors) }
+        let unreferenced = context.params["destroy-unreferenced-disks"] == "1", purge = context.params["purge"] == "1"
+        let vms = services.vms, store = services.store
         let upid = try services.tasks.start(type: "qmdestroy", id: String(vmid), user: context.user) { log in
-            try await vms.destroy(vmid, log: log)
+            try await vms.destroy(vmid, unreferenced: unreferenced, log: log)
+            if purge {
+                let removed = try store.removeACLs(path: "/vms/\(vmid)")
+                if removed > 0 { log("purged \(removed) ACL entries on /vms/\(vmid)") }
+            }
         }
         return envelope(upid)
     }

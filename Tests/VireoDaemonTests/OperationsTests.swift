@@ -1,0 +1,111 @@
+import Foundation
+import Testing
+
+/// Admission control, metrics, onboot and graceful shutdown through a real vireod.
+@Suite(.serialized) struct OperationsTests {
+    static var canStartVMs: Bool { kvmUsable || FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-system-x86_64") }
+
+    @Test func memoryAdmissionFromTheConfigFile() async throws {
+        let daemon = try DaemonHarness()
+        // DATA_DIR/vireod.json is read when /etc/vireo/vireod.json does not exist; --config names it explicitly.
+        let config = daemon.dataDirectory + "/limits.json"
+        _ = FileManager.default.createFile(atPath: config, contents: Data(#"{"memory_overcommit": 0.0001, "cpu_overcommit": 2}"#.utf8))
+        daemon.extraArguments = ["--config", config]
+        try await daemon.start()
+        defer { daemon.shutdown() }
+        try await daemon.login()
+        _ = try await daemon.waitTask(try await daemon.request("POST", "/nodes/testnode/qemu", ["vmid": "100", "memory": "64", "engine": "qemu"]).data)
+        let start = try await daemon.request("POST", "/nodes/testnode/qemu/100/status/start")
+        let status = try await daemon.waitTask(start.data)
+        let exit = status["exitstatus"] as? String ?? ""
+        #expect(exit.hasPrefix("cannot start VM 100: committed guest memory would be 64 MiB, above the node's limit"), "\(exit)")
+        #expect(exit.contains("memory_overcommit 0.0001"))
+        #expect(try await daemon.vmStatus(100)["status"] as? String == "stopped")
+        let metrics = try await daemon.rawGet("/metrics")
+        #expect(metrics.status == 200 && metrics.text.contains("vireo_node_memory_overcommit_ratio 0.0001"), "\(metrics.text)")
+    }
+
+    @Test func aBadConfigFileStopsVireodWithItsReason() async throws {
+        let daemon = try DaemonHarness()
+        let config = daemon.dataDirectory + "/bad.json"
+        _ = FileManager.default.createFile(atPath: config, contents: Data(#"{"memory_overcommit": -1}"#.utf8))
+        let (status, output) = try runProgram(DaemonHarness.vireod, ["--config", config, "--data-dir", daemon.dataDirectory, "--listen", "127.0.0.1:0"])
+        defer { daemon.shutdown() }
+        #expect(status != 0 && output.contains("memory_overcommit must be a number above 0"), "\(output)")
+    }
+
+    @Test(.enabled(if: canStartVMs)) func cpuOvercommitWarnsAndMetricsReportTheVM() async throws {
+        let daemon = try DaemonHarness()
+        daemon.extraArguments = ["--cpu-overcommit", "0.01"]
+        try await daemon.start()
+        defer { daemon.shutdown() }
+        try await daemon.login()
+        var params = try #require(daemon.startableVM())
+        params["vmid"] = "100"
+        params["name"] = "metered"
+        _ = try await daemon.waitTask(try await daemon.request("POST", "/nodes/testnode/qemu", params).data)
+        let start = try await daemon.request("POST", "/nodes/testnode/qemu/100/status/start")
+        let status = try await daemon.waitTask(start.data)
+        let log = try await daemon.taskLog(start.data)
+        #expect(status["exitstatus"] as? String == "WARNINGS: 1", "\(log)")
+        #expect(log.contains { $0.hasPrefix("WARN: CPU overcommit: 1 vCPUs committed") })
+        #expect(log.last == "TASK WARNINGS: 1")
+
+        let current = try await daemon.vmStatus(100)
+        #expect(current["status"] as? String == "running")
+        #expect((current["mem"] as? Int ?? 0) > 0)
+        #expect(current["cpu"] is NSNumber && current["diskread"] is NSNumber)
+        #expect(current["maxmem"] as? Int == Int(params["memory"]!)! * 1_048_576)
+        let resources = try #require(try await daemon.request("GET", "/cluster/resources", ["type": "vm"]).data as? [[String: Any]])
+        #expect((resources.first?["mem"] as? Int ?? 0) > 0 && resources.first?["uptime"] is Int)
+
+        let metrics = try await daemon.rawGet("/metrics")
+        #expect(metrics.status == 200)
+        let engine = params["engine"]!
+        let labels = "{vmid=\"100\",name=\"metered\",engine=\"\(engine)\"}"
+        #expect(metrics.text.contains("vireo_vm_up\(labels) 1\n"), "\(metrics.text)")
+        #expect(metrics.text.contains("vireo_node_committed_memory_bytes \(Int(params["memory"]!)! * 1_048_576)\n"))
+        #expect(metrics.text.contains("vireo_node_committed_vcpus 1\n"))
+        #expect(metrics.text.contains("# TYPE vireo_vm_cpu_seconds_total counter"))
+        let resident = metrics.text.split(separator: "\n").first { $0.hasPrefix("vireo_vm_resident_bytes\(labels) ") }
+        #expect((resident?.split(separator: " ").last.flatMap { Int($0) } ?? 0) > 0)
+        // Without credentials: 401; a token without Sys.Audit: 403.
+        daemon.ticket = nil
+        #expect(try await daemon.rawGet("/metrics").status == 401)
+        try await daemon.login()
+        _ = try await daemon.waitTask(try await daemon.request("POST", "/nodes/testnode/qemu/100/status/stop").data)
+    }
+
+    @Test(.enabled(if: canStartVMs)) func onbootVMsStartAndSIGTERMLeavesVMsRunning() async throws {
+        let daemon = try DaemonHarness()
+        try await daemon.start()
+        defer { daemon.shutdown() }
+        try await daemon.login()
+        var params = try #require(daemon.startableVM())
+        params["vmid"] = "100"
+        params["onboot"] = "1"
+        _ = try await daemon.waitTask(try await daemon.request("POST", "/nodes/testnode/qemu", params).data)
+        #expect(try await daemon.vmStatus(100)["status"] as? String == "stopped")
+
+        // SIGTERM: a graceful exit. Then a "host reboot" (the boot marker removed): onboot starts VM 100.
+        try await daemon.terminate()
+        #expect(daemon.daemonLog().contains("vireod stopped; VMs keep running"))
+        try FileManager.default.removeItem(atPath: daemon.dataDirectory + "/run/onboot.bootid")
+        try await daemon.start()
+        try await daemon.login()
+        try await waitUntil("onboot starts VM 100", timeout: 60) { try await daemon.vmStatus(100)["status"] as? String == "running" }
+        let pid = try #require(try await daemon.vmStatus(100)["pid"] as? Int)
+
+        // SIGTERM with the VM running: vireod exits, the VM does not.
+        try await daemon.terminate()
+        #expect(processAlive(pid))
+        // Restarted in the same boot: no second onboot start; the running VM is re-adopted.
+        try await daemon.start()
+        try await daemon.login()
+        #expect(try await daemon.vmStatus(100)["pid"] as? Int == pid)
+        let tasks = try #require(try await daemon.request("GET", "/nodes/testnode/tasks").data as? [[String: Any]])
+        #expect(tasks.filter { $0["type"] as? String == "qmstart" }.count == 1)
+        _ = try await daemon.waitTask(try await daemon.request("POST", "/nodes/testnode/qemu/100/status/stop").data)
+        #expect(!processAlive(pid))
+    }
+}
