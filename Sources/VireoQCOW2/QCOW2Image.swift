@@ -211,6 +211,7 @@ public final class QCOW2Image: BlockImage, @unchecked Sendable {
         dataLifetime.lockShared()
         lock.unlock()
         defer { dataLifetime.unlock() }
+        if segments.count == 1, case let .host(host, n) = segments[0] { return try file.read(at: host, count: n) }
         var out: [UInt8] = []
         out.reserveCapacity(count)
         for segment in segments {
@@ -310,15 +311,22 @@ public final class QCOW2Image: BlockImage, @unchecked Sendable {
         lock.unlock()
         do throws(ImageError) {
             for piece in inPlace { try file.write(bytes[piece.start..<piece.end], at: piece.host) }
-            for cluster in fresh {
-                if cluster.neverWritten {
-                    // Past the old end of the file: the rest of the cluster reads as zeros already.
-                    try file.write(bytes[cluster.start..<cluster.end], at: cluster.host + UInt64(cluster.within))
+            // New clusters past the old end of the file (the rest reads as zeros already) and whole new
+            // clusters take just the guest data, host-contiguous pieces in one write.
+            var direct: [(host: UInt64, start: Int, end: Int)] = []
+            for cluster in fresh where cluster.neverWritten || cluster.end - cluster.start == clusterSize {
+                let at = cluster.host + UInt64(cluster.within)
+                if let last = direct.last, last.host + UInt64(last.end - last.start) == at, last.end == cluster.start {
+                    direct[direct.count - 1].end = cluster.end
                 } else {
-                    var full = [UInt8](repeating: 0, count: clusterSize)
-                    full.replaceSubrange(cluster.within..<(cluster.within + cluster.end - cluster.start), with: bytes[cluster.start..<cluster.end])
-                    try file.write(full[...], at: cluster.host)
+                    direct.append((at, cluster.start, cluster.end))
                 }
+            }
+            for piece in direct { try file.write(bytes[piece.start..<piece.end], at: piece.host) }
+            for cluster in fresh where !(cluster.neverWritten || cluster.end - cluster.start == clusterSize) {
+                var full = [UInt8](repeating: 0, count: clusterSize)
+                full.replaceSubrange(cluster.within..<(cluster.within + cluster.end - cluster.start), with: bytes[cluster.start..<cluster.end])
+                try file.write(full[...], at: cluster.host)
             }
         } catch {
             dataLifetime.unlock()
