@@ -211,6 +211,7 @@ public final class QCOW2Image: BlockImage, @unchecked Sendable {
         dataLifetime.lockShared()
         lock.unlock()
         defer { dataLifetime.unlock() }
+        if segments.count == 1, case let .host(host, n) = segments[0] { return try file.read(at: host, count: n) }
         var out: [UInt8] = []
         out.reserveCapacity(count)
         for segment in segments {
@@ -261,6 +262,7 @@ public final class QCOW2Image: BlockImage, @unchecked Sendable {
     public func write(_ bytes: [UInt8], at offset: UInt64) throws(ImageError) {
         lock.lock()
         var inPlace: [(host: UInt64, start: Int, end: Int)] = []
+        var fresh: [FreshCluster] = []
         do throws(ImageError) {
             try checkOpen()
             guard isWritable else { throw ImageError(path, .readOnly, "image is opened read-only") }
@@ -283,6 +285,15 @@ public final class QCOW2Image: BlockImage, @unchecked Sendable {
                     } else {
                         inPlace.append((start, done, done + n))
                     }
+                } else if host == 0, entry & Self.compressed == 0, backing == nil || (header.version == 3 && entry & Self.zeroFlag != 0),
+                          clusterSize >= PosixHostFile.directAlignment, l1Entry & Self.copied != 0 {
+                    // Fast path: a new cluster whose untouched part reads as zeros gets its data written
+                    // outside the lock, and the L2 entry set afterwards (see `commitFreshClusters`).
+                    let newHost = try allocateCluster() * UInt64(clusterSize)
+                    let neverWritten = newHost >= hostFileSize
+                    hostFileSize = max(hostFileSize, newHost + UInt64(neverWritten ? within + n : clusterSize))
+                    fresh.append(FreshCluster(guestCluster: guestCluster, host: newHost, l1Entry: l1Entry, l2Entry: entry,
+                                              within: within, start: done, end: done + n, neverWritten: neverWritten))
                 } else {
                     try writeCluster(guestCluster, within: within, data: bytes[done..<(done + n)])
                 }
@@ -292,14 +303,76 @@ public final class QCOW2Image: BlockImage, @unchecked Sendable {
             lock.unlock()
             throw error
         }
-        if inPlace.isEmpty {
+        if inPlace.isEmpty && fresh.isEmpty {
             lock.unlock()
             return
         }
         dataLifetime.lockShared()
         lock.unlock()
-        defer { dataLifetime.unlock() }
-        for piece in inPlace { try file.write(bytes[piece.start..<piece.end], at: piece.host) }
+        do throws(ImageError) {
+            for piece in inPlace { try file.write(bytes[piece.start..<piece.end], at: piece.host) }
+            // New clusters past the old end of the file (the rest reads as zeros already) and whole new
+            // clusters take just the guest data, host-contiguous pieces in one write.
+            var direct: [(host: UInt64, start: Int, end: Int)] = []
+            for cluster in fresh where cluster.neverWritten || cluster.end - cluster.start == clusterSize {
+                let at = cluster.host + UInt64(cluster.within)
+                if let last = direct.last, last.host + UInt64(last.end - last.start) == at, last.end == cluster.start {
+                    direct[direct.count - 1].end = cluster.end
+                } else {
+                    direct.append((at, cluster.start, cluster.end))
+                }
+            }
+            for piece in direct { try file.write(bytes[piece.start..<piece.end], at: piece.host) }
+            for cluster in fresh where !(cluster.neverWritten || cluster.end - cluster.start == clusterSize) {
+                var full = [UInt8](repeating: 0, count: clusterSize)
+                full.replaceSubrange(cluster.within..<(cluster.within + cluster.end - cluster.start), with: bytes[cluster.start..<cluster.end])
+                try file.write(full[...], at: cluster.host)
+            }
+        } catch {
+            dataLifetime.unlock()
+            throw error  // clusters allocated for fresh data stay leaked, never referenced
+        }
+        dataLifetime.unlock()
+        if !fresh.isEmpty { try commitFreshClusters(fresh, bytes) }
+    }
+
+    /// A guest cluster written through the fast allocation path: the host cluster already holds the
+    /// data, the L2 entry is not set yet.
+    struct FreshCluster {
+        var guestCluster: UInt64
+        var host: UInt64
+        /// The L1 and L2 entries seen at allocation; the entry is set only if both are unchanged.
+        var l1Entry: UInt64
+        var l2Entry: UInt64
+        var within: Int
+        var start: Int
+        var end: Int
+        var neverWritten: Bool
+    }
+
+    /// Points the L2 entries at clusters whose data is written. The data went to the file before the
+    /// entry changes, so the barrier before the L2 table's write-back covers it (crash: at worst a
+    /// leak). If the mapping changed meanwhile (a racing write to the same cluster, a snapshot, a
+    /// discard), the new cluster is freed and the write redone the ordinary way, under the lock.
+    func commitFreshClusters(_ fresh: [FreshCluster], _ bytes: [UInt8]) throws(ImageError) {
+        try locked { () throws(ImageError) in
+            try checkOpen()
+            let cs = UInt64(clusterSize)
+            for cluster in fresh {
+                let l1Index = Int(cluster.guestCluster / UInt64(l2Entries))
+                let l2Offset = l1[l1Index] & Self.l1OffsetMask
+                if l1[l1Index] == cluster.l1Entry, try l2Entry(guestCluster: cluster.guestCluster) == cluster.l2Entry {
+                    try loadL2(l2Offset, l1Index: l1Index)
+                    let index = Int(cluster.guestCluster % UInt64(l2Entries))
+                    l2Cache.modify(l2Offset) { $0[index] = cluster.host | Self.copied }
+                    needsBarrierBeforeL2 = true
+                } else {
+                    try setRefcount(cluster.host / cs, 0)
+                    forgetFreedCluster(cluster.host / cs)
+                    try writeCluster(cluster.guestCluster, within: cluster.within, data: bytes[cluster.start..<cluster.end])
+                }
+            }
+        }
     }
 
     public func flush() throws(ImageError) {

@@ -41,6 +41,35 @@ import Testing
         try disk.close()
         if format == .qcow2 { try expectQemuCheckClean(image) }
     }
+
+    /// Threads race to allocate the same fresh clusters: thread t writes 4 KiB block t of every 64 KiB
+    /// cluster, so each cluster is allocated by whichever writer gets there first and the others must
+    /// land in it (or redo their write) without losing data.
+    @Test func racingAllocationsOfTheSameClusters() throws {
+        let dir = Scratch()
+        let image = dir.file("race.qcow2")
+        let clusters = 64
+        let blocks = 16
+        try QCOW2Image.create(image, size: UInt64(clusters * blocks * 4096), clusterSize: 65536)
+        let disk = try QCOW2Image.open(image, options: ImageOptions(writable: true))
+        let failures = Failures()
+        DispatchQueue.concurrentPerform(iterations: blocks) { t in
+            do {
+                for c in 0..<clusters {
+                    try disk.write([UInt8](repeating: UInt8(t + 1), count: 4096), at: UInt64((c * blocks + t) * 4096))
+                }
+            } catch {
+                failures.add("thread \(t): \(error)")
+            }
+        }
+        #expect(failures.all.isEmpty, "\(failures.all)")
+        let seen = try disk.read(at: 0, count: clusters * blocks * 4096)
+        let wrong = (0..<(clusters * blocks)).first { i in seen[i * 4096] != UInt8(i % blocks + 1) || seen[i * 4096 + 4095] != UInt8(i % blocks + 1) }
+        #expect(wrong == nil, "block \(wrong ?? 0) lost its data")
+        #expect(try disk.check().isClean)
+        try disk.close()
+        try expectQemuCheckClean(image)
+    }
 }
 
 final class Failures: @unchecked Sendable {
