@@ -94,6 +94,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .target(name: "VireoTestSupport", dependencies: ["VireoMemory", "VireoDevices"]),
+        // Host-side virtqueue requests/s through the virtio-pci transport (docs/benchmarks.md).
+        .executableTarget(
+            name: "virtio-bench",
+            dependencies: ["VireoVirtio", "VireoDevices", "VireoMemory", "VireoQCOW2", .product(name: "Logging", package: "swift-log")],
+            path: "Benchmarks/virtio"),
 
         .testTarget(name: "VireoMemoryTests", dependencies: ["VireoMemory"]),
         .testTarget(name: "VireoBootTests", dependencies: ["VireoBoot", "VireoTestSupport"]),

@@ -304,10 +304,10 @@ public final class VirtualMachine: Sendable {
     /// for new figures first and waits up to `timeout` seconds for them; `fresh` says whether they came.
     public func balloonStatistics(refresh: Bool, timeout: Double = 2) -> (statistics: VirtioBalloon.Statistics, fresh: Bool)? {
         guard let balloon = virtio.balloon else { return nil }
-        let before = balloon.statistics.current
+        let before = balloon.statistics
         guard refresh, balloon.requestStatistics() else { return (before, false) }
-        if let after = balloon.statistics.wait(until: { $0.generation > before.generation }, timeout: timeout) { return (after, true) }
-        return (balloon.statistics.current, false)
+        if let after = balloon.statistics(newerThan: before.generation, timeout: timeout) { return (after, true) }
+        return (balloon.statistics, false)
     }
 
     /// Sets the balloon statistics polling interval in seconds (0: off); false without `--balloon`.

@@ -44,8 +44,8 @@ public final class VirtioBalloon: VirtioDevice {
     private let actual = Atomic<UInt32>(0)
     private let discarded = Atomic<UInt64>(0)
     public let deflateOnOOM: Bool
-    /// The driver's latest statistics; waiters use it to see a refresh arrive.
-    public let statistics = WaitableState(Statistics())
+    /// The driver's latest statistics.
+    private let reported = WaitableState(Statistics())
     /// The statistics buffer the device holds until the host wants new figures.
     private let heldStatsHead = Mutex<UInt16?>(nil)
 
@@ -60,6 +60,14 @@ public final class VirtioBalloon: VirtioDevice {
         VirtioFeature.ringIndirectDesc | VirtioFeature.ringEventIdx | Feature.statsVQ | (deflateOnOOM ? Feature.deflateOnOOM : 0)
     }
     public var queueMaxSizes: [UInt16] { [256, 256, 16] }
+
+    /// The statistics the driver reported last (generation 0: none yet).
+    public var statistics: Statistics { reported.current }
+
+    /// Waits up to `seconds` for a report newer than `generation`; nil on timeout.
+    public func statistics(newerThan generation: UInt64, timeout seconds: Double) -> Statistics? {
+        reported.wait(until: { $0.generation > generation }, timeout: seconds)
+    }
 
     /// Asks the driver for fresh statistics by returning the buffer it left on the statistics queue;
     /// `statistics` changes when the refilled buffer comes back. Returns false when the driver has not
@@ -156,7 +164,7 @@ public final class VirtioBalloon: VirtioDevice {
             let value = try reader.readInteger(UInt64.self)
             if tag < Statistics.names.count { values[Statistics.names[tag]] = value }
         }
-        statistics.update { current in
+        reported.update { current in
             current.values = values
             current.generation += 1
         }
