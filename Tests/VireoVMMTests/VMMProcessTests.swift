@@ -106,6 +106,30 @@ struct VMMProcessTests {
         #expect(process.terminationStatus == 4)
     }
 
+    /// `link N [up|down]` sets and reports a NIC's link (virtio-net STATUS); a missing NIC is an error.
+    @Test(.enabled(if: access("/dev/net/tun", R_OK | W_OK) == 0 && geteuid() == 0, "needs /dev/net/tun and root"))
+    func linkCommandSetsTheNICsLink() throws {
+        let file = try guestFile { $0.appendRaw([0xEB, 0xFE]) }
+        let control = NSTemporaryDirectory() + "vireo-ctl-\(UUID().uuidString.prefix(8)).sock"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.arguments = ["--raw", file, "--raw-mode", "real", "--memory", "16M", "--serial", "none", "--control", "unix:" + control,
+                             "--net", "tap=vtl\(getpid() % 100_000)"]
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+        try awaitCondition { FileManager.default.fileExists(atPath: control) }
+        #expect(try controlCommand(control, "link 0") == #"{"return":{"index":0,"link":"up"}}"#)
+        #expect(try controlCommand(control, "link 0 down") == #"{"return":{"index":0,"link":"down"}}"#)
+        #expect(try controlCommand(control, "link 0") == #"{"return":{"index":0,"link":"down"}}"#)
+        #expect(try controlCommand(control, "link 0 up") == #"{"return":{"index":0,"link":"up"}}"#)
+        #expect(try controlCommand(control, "link 1 down").contains("no NIC 1; this VM has 1"))
+        #expect(try controlCommand(control, "link 0 sideways").contains("usage"))
+        #expect(try controlCommand(control, "link").contains("usage"))
+        _ = try controlCommand(control, "stop")
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 4)
+    }
+
     @Test func stopOnTheControlSocketEndsTheVM() throws {
         let file = try guestFile { $0.appendRaw([0xEB, 0xFE]) }
         let control = NSTemporaryDirectory() + "vireo-ctl-\(UUID().uuidString.prefix(8)).sock"

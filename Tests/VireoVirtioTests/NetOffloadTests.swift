@@ -220,4 +220,18 @@ import VireoMemory
         try Self.transmit(VirtioNetHeader().bytes + Self.tcpFrame(length: 100), on: h, slot: 1)
         #expect(h.backend.sent.withLock { $0.count } == 1)
     }
+
+    @Test func afterResetTheDeviceLeavesTheRingsAlone() throws {
+        let h = try NetHarness(extraFeatures: VirtioNet.featureMergeableRxBuffers)
+        try h.driver.chain(at: 0, [(data: [], length: 1526, writable: true)])
+        try h.driver.makeAvailable(0)
+        h.net.reset()
+        h.backend.incoming.withLock { $0.append(VirtioNetHeader().bytes + Self.tcpFrame(length: 100)) }
+        h.net.backendReadable()
+        h.net.queueNotified(VirtioNet.receiveQueue)
+        try Self.transmit(VirtioNetHeader().bytes + Self.tcpFrame(length: 100), on: h)
+        #expect(h.driver.usedIndex == 0)
+        #expect(h.txUsedIndex == 0)
+        #expect(h.backend.sent.withLock { $0.isEmpty })
+    }
 }

@@ -65,6 +65,8 @@ public final class VirtioNet: VirtioDevice {
     public let mac: [UInt8]
     public let backend: any NetBackend
     let logger: Logger
+    /// Held while the queues are worked on, so ``reset()`` waits for work in flight: after a reset
+    /// the device touches no buffer the driver may already have freed (§2.4).
     private let session = Mutex<Session?>(nil)
     private let pending = Mutex<[[UInt8]]>([])
     private let linkUp = Atomic<Bool>(true)
@@ -178,7 +180,18 @@ public final class VirtioNet: VirtioDevice {
     }
 
     private func transmit() {
-        guard let session = session.withLock({ $0 }) else { return }
+        withSession { session in transmit(session) }
+    }
+
+    /// Runs `body` with the active session, holding its lock (see ``session``).
+    private func withSession(_ body: (Session) -> Void) {
+        session.withLock { session in
+            guard let session else { return }
+            body(session)
+        }
+    }
+
+    private func transmit(_ session: Session) {
         let active = session.queues
         active.drain(Self.transmitQueue) { chain throws(VirtqueueError) in
             let length = chain.readableLength
@@ -204,8 +217,11 @@ public final class VirtioNet: VirtioDevice {
     /// checked against the guest's receive offloads (DATA_VALID is cleared without GUEST_CSUM) and
     /// gets `num_buffers`; the used elements of one packet are published together.
     private func deliver() {
-        guard let session = session.withLock({ $0 }) else { return }
         guard !pending.withLock({ $0.isEmpty }) else { return }
+        withSession { session in deliver(session) }
+    }
+
+    private func deliver(_ session: Session) {
         session.queues.withQueue(Self.receiveQueue) { queue, memory throws(VirtqueueError) in
             var used: [(head: UInt16, length: UInt32)] = []
             while let packet = pending.withLock({ $0.first }) {
