@@ -11,6 +11,13 @@ public protocol NetBackend: AnyObject, Sendable {
     /// A descriptor that becomes readable when ``receive()`` has something; nil for backends
     /// that deliver by calling the device themselves.
     var pollDescriptor: Int32? { get }
+    /// False once the backend has lost its peer for good (a switch port whose connection the
+    /// switch closed): the device then reports the link down to the guest.
+    var isLinkUp: Bool { get }
+}
+
+extension NetBackend {
+    public var isLinkUp: Bool { true }
 }
 
 /// A host tap interface as the backend (`--net tap=NAME`).
