@@ -37,6 +37,11 @@ final class VMManager: Sendable {
         return process
     }
 
+    /// Removes the taps and switch ports the VM's NICs used (its process has ended).
+    func unplumb(_ vmid: Int, config: [String: String], log: @escaping @Sendable (String) -> Void) {
+        HostNetwork().unplumb(VMConfigSchema.spec(vmid: vmid, config: config), log: log)
+    }
+
     func start(_ vmid: Int, log: TaskLog) async throws {
         try await queue.run(vmid) { [self] in
             let record = try record(vmid)
@@ -61,6 +66,7 @@ final class VMManager: Sendable {
             try await engine(for: record.config).stop(process, timeout: timeout, log: { log($0) })
             try store.setProcess(vmid: vmid, process: nil, lastExit: "stopped")
             log("VM \(vmid) stopped")
+            unplumb(vmid, config: record.config, log: { log($0) })
         }
     }
 
@@ -76,12 +82,14 @@ final class VMManager: Sendable {
             log("asking the guest to power off")
             if try await engine.shutdown(process, timeout: timeout, log: { log($0) }) {
                 try store.setProcess(vmid: vmid, process: nil, lastExit: "shutdown")
+                unplumb(vmid, config: record.config, log: { log($0) })
                 return
             }
             guard forceStop else { throw EngineError("VM quit/powerdown failed - got timeout") }
             log("WARN: the guest did not power off in time: stopping it")
             try await engine.stop(process, timeout: .seconds(10), log: { log($0) })
             try store.setProcess(vmid: vmid, process: nil, lastExit: "stopped")
+            unplumb(vmid, config: record.config, log: { log($0) })
         }
     }
 
@@ -99,6 +107,7 @@ final class VMManager: Sendable {
         try await queue.run(vmid) { [self] in
             let record = try record(vmid)
             if let process = record.process, process.isAlive { throw EngineError("VM \(vmid) is running - destroy failed") }
+            unplumb(vmid, config: record.config, log: { log($0) })
             try store.deleteVM(vmid: vmid)
             try? FileManager.default.removeItem(atPath: "\(runDirectory)/\(vmid)")
             log("destroyed VM \(vmid)")
@@ -119,6 +128,8 @@ final class VMManager: Sendable {
                 let how = code.map { "exited with code \($0)" } ?? "exited"
                 logger.notice("VM \(record.vmid) (pid \(process.pid)) \(how)")
                 try store.setProcess(vmid: record.vmid, process: nil, lastExit: how)
+                let logger = logger
+                unplumb(record.vmid, config: current.config, log: { logger.notice("VM \(record.vmid): \($0)") })
             }
         }
     }

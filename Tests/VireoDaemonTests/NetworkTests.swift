@@ -152,6 +152,33 @@ struct NetworkTests {
         let log = try await daemon.taskLog(create.data).joined(separator: "\n")
         #expect(log.contains("tap \(tap) on Linux bridge \(bridge)"), "\(log)")
 
+        // Stopping the VM removes its tap and its switch port; starting it again plumbs them afresh.
+        func switchPorts() throws -> [String: [String: Any]] {
+            let reply = try SwitchControlClient(path: control).request("ports")
+            let ports = (try JSONSerialization.jsonObject(with: Data(reply.utf8)) as? [String: Any])?["ports"] as? [[String: Any]] ?? []
+            return Dictionary(uniqueKeysWithValues: ports.compactMap { port in (port["name"] as? String).map { ($0, port) } })
+        }
+        let stop = try await daemon.request("POST", "/nodes/testnode/qemu/\(vmid)/status/stop")
+        #expect(try await daemon.waitTask(stop.data)["exitstatus"] as? String == "OK")
+        #expect(try Self.ipLink(tap) == nil)
+        #expect(try switchPorts()["vm525400123456"] == nil)
+        let restart = try await daemon.request("POST", "/nodes/testnode/qemu/\(vmid)/status/start")
+        #expect(try await daemon.waitTask(restart.data)["exitstatus"] as? String == "OK")
+        #expect(try Self.ipLink(tap)?["master"] as? String == bridge)
+        #expect(try switchPorts()["vm525400123456"]?["connected"] as? Bool == true)
+        // A VMM killed behind vireod's back leaves a stale port and a tap: they go when vireod notices.
+        let pid = try #require(try await daemon.vmStatus(vmid)["pid"] as? Int)
+        kill(Int32(pid), SIGKILL)
+        try await waitUntil("vireod removes the killed VM's tap and port", timeout: 30) {
+            let tapGone = try Self.ipLink(tap) == nil
+            let portGone = try switchPorts()["vm525400123456"] == nil
+            return tapGone && portGone
+        }
+        let destroy = try await daemon.request("DELETE", "/nodes/testnode/qemu/\(vmid)")
+        #expect(try await daemon.waitTask(destroy.data)["exitstatus"] as? String == "OK")
+        #expect(try Self.ipLink(tap) == nil)
+        #expect(try switchPorts()["vm525400123456"] == nil)
+
         let missing = try await daemon.request("POST", "/nodes/testnode/qemu", [
             "vmid": "\(vmid + 1)", "memory": "16", "engine": "vireo", "raw": daemon.spinGuest(), "net0": "virtio,bridge=vt\(tag)none", "start": "1",
         ])
@@ -264,6 +291,16 @@ struct NetworkTests {
         #expect((try Self.ipLink(tap)?["flags"] as? [String])?.contains("UP") == true)
         let paths = try await daemon.request("GET", "/nodes/testnode/qemu/\(vmid)/network-path").data as? [[String: Any]] ?? []
         #expect(paths.first?["port"] as? String == tap && paths.first?["vlan"] as? Int == 20, "\(paths)")
+
+        // Stopped: the tap and its uplink port are gone.
+        let stop = try await daemon.request("POST", "/nodes/testnode/qemu/\(vmid)/status/stop")
+        let stopped = try await daemon.waitTask(stop.data)
+        let stopLog = try await daemon.taskLog(stop.data)
+        #expect(stopped["exitstatus"] as? String == "OK")
+        #expect(stopLog.contains("removed net0: switch \(switchName) port \(tap)"), "\(stopLog)")
+        #expect(try Self.ipLink(tap) == nil)
+        let after = try SwitchControlClient(path: daemon.dataDirectory + "/switches/\(switchName).ctl").request("ports")
+        #expect(!after.contains("\"\(tap)\""), "\(after)")
     }
 
     /// A TCP transfer between two endpoints on a Vireo switch, with VMs plumbed onto the same
