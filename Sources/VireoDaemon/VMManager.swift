@@ -41,6 +41,11 @@ final class VMManager: Sendable {
         return process
     }
 
+    /// Removes the taps and switch ports the VM's NICs used (its process has ended).
+    func unplumb(_ vmid: Int, config: [String: String], log: @escaping @Sendable (String) -> Void) {
+        HostNetwork().unplumb(VMConfigSchema.spec(vmid: vmid, config: config), log: log)
+    }
+
     func start(_ vmid: Int, log: TaskLog) async throws {
         try await queue.run(vmid) { [self] in
             let record = try record(vmid)
@@ -67,6 +72,7 @@ final class VMManager: Sendable {
             try await engine(for: record.config).stop(process, timeout: timeout, log: { log($0) })
             try store.setProcess(vmid: vmid, process: nil, lastExit: "stopped")
             log("VM \(vmid) stopped")
+            unplumb(vmid, config: record.config, log: { log($0) })
         }
     }
 
@@ -82,12 +88,14 @@ final class VMManager: Sendable {
             log("asking the guest to power off")
             if try await engine.shutdown(process, timeout: timeout, log: { log($0) }) {
                 try store.setProcess(vmid: vmid, process: nil, lastExit: "shutdown")
+                unplumb(vmid, config: record.config, log: { log($0) })
                 return
             }
             guard forceStop else { throw EngineError("VM quit/powerdown failed - got timeout") }
             log("WARN: the guest did not power off in time: stopping it")
             try await engine.stop(process, timeout: .seconds(10), log: { log($0) })
             try store.setProcess(vmid: vmid, process: nil, lastExit: "stopped")
+            unplumb(vmid, config: record.config, log: { log($0) })
         }
     }
 
@@ -107,6 +115,7 @@ final class VMManager: Sendable {
         try await queue.run(vmid) { [self] in
             let record = try record(vmid)
             if let process = record.process, process.isAlive { throw EngineError("VM \(vmid) is running - destroy failed") }
+            unplumb(vmid, config: record.config, log: { log($0) })
             var volumes = storage.ownedVolumes(vmid: vmid, config: record.config)
             if unreferenced {
                 for pool in storage.pools.values.sorted(by: { $0.id < $1.id }) {
@@ -141,6 +150,8 @@ final class VMManager: Sendable {
                 let how = code.map { "exited with code \($0)" } ?? "exited"
                 logger.notice("VM \(record.vmid) (pid \(process.pid)) \(how)")
                 try store.setProcess(vmid: record.vmid, process: nil, lastExit: how)
+                let logger = logger
+                unplumb(record.vmid, config: current.config, log: { logger.notice("VM \(record.vmid): \($0)") })
             }
         }
     }

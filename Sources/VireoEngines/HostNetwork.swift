@@ -180,7 +180,7 @@ extension HostNetwork {
                     try attachTap(tap, toSwitch: name, tag: nic.tag)
                     log("net\(nic.index): tap \(tap) on Vireo switch \(name) (uplink port, VLAN \(nic.tag ?? 1))")
                 case .vireoSwitch(let name):
-                    log("net\(nic.index): Vireo switch \(name) port vm\(nic.mac.lowercased().replacingOccurrences(of: ":", with: "")) (VLAN \(nic.tag ?? 1))")
+                    log("net\(nic.index): Vireo switch \(name) port \(VMSpec.NIC.switchPortName(mac: nic.mac)) (VLAN \(nic.tag ?? 1))")
                 }
             } catch {
                 throw EngineError("net\(nic.index): cannot attach to bridge '\(name)': \(error)")
@@ -188,5 +188,52 @@ extension HostNetwork {
             bridges[nic.index] = bridge
         }
         return bridges
+    }
+}
+
+extension HostNetwork {
+    /// Undoes ``plumb(_:forTapHolder:log:)`` once the VM's process has ended (stopped, exited,
+    /// killed, or destroyed): the switch ports its NICs used (a VMM's `vm…` port, a QEMU tap's
+    /// `uplink:` port) are deleted, and the taps vireod created are removed, so nothing of the VM
+    /// is left on the host; the next start plumbs afresh. Best effort: what cannot be removed is
+    /// logged, and what is already gone (a VMM that stopped normally deletes its own port) is skipped.
+    /// Returns what was removed, for the task log.
+    @discardableResult
+    public func unplumb(_ spec: VMSpec, log: EngineLog) -> [String] {
+        var removed: [String] = []
+        for nic in spec.nics {
+            guard let name = nic.bridge else { continue }
+            let tap = nic.tapName(vmid: spec.vmid)
+            if case .vireoSwitch? = try? resolve(bridge: name) {
+                let candidates = [tap, VMSpec.NIC.switchPortName(mac: nic.mac)]
+                let ports = Set(((try? switchPorts(name)) ?? []).compactMap { $0["name"] as? String })
+                for port in candidates where ports.contains(port) {
+                    do {
+                        try control(name).removePort(named: port)
+                        removed.append("net\(nic.index): switch \(name) port \(port)")
+                    } catch {
+                        log("warning: net\(nic.index): cannot delete port \(port) of switch \(name): \(error)")
+                    }
+                }
+            }
+            do {
+                let netlink = try netlink()
+                if try netlink.link(named: tap) != nil {
+                    try netlink.deleteLink(named: tap)
+                    removed.append("net\(nic.index): tap \(tap)")
+                }
+            } catch {
+                log("warning: net\(nic.index): cannot remove tap \(tap): \(error)")
+            }
+        }
+        for item in removed { log("removed \(item)") }
+        return removed
+    }
+}
+
+extension VMSpec.NIC {
+    /// The switch port `vireo-vmm --net switch=` asks for when given no `port=`: `vm` + the MAC in hex.
+    public static func switchPortName(mac: String) -> String {
+        "vm" + mac.lowercased().replacingOccurrences(of: ":", with: "")
     }
 }

@@ -110,6 +110,15 @@ final class DaemonHarness: @unchecked Sendable {
         self.process = nil
     }
 
+    /// SIGTERM (a graceful stop), then wait (bounded) until the process is gone; what it started keeps running.
+    func terminate() async throws {
+        guard let process else { return }
+        let pid = process.processIdentifier
+        kill(pid, SIGTERM)
+        try await waitUntil("vireod (pid \(pid)) stops on SIGTERM", timeout: 30) { !processAlive(Int(pid)) }
+        self.process = nil
+    }
+
     /// Stops vireod, kills the VMs it left running (any process whose command line names this
     /// data directory), and removes the data directory. Synchronous, so `defer` can call it.
     func shutdown() {

@@ -152,6 +152,33 @@ struct NetworkTests {
         let log = try await daemon.taskLog(create.data).joined(separator: "\n")
         #expect(log.contains("tap \(tap) on Linux bridge \(bridge)"), "\(log)")
 
+        // Stopping the VM removes its tap and its switch port; starting it again plumbs them afresh.
+        func switchPorts() throws -> [String: [String: Any]] {
+            let reply = try SwitchControlClient(path: control).request("ports")
+            let ports = (try JSONSerialization.jsonObject(with: Data(reply.utf8)) as? [String: Any])?["ports"] as? [[String: Any]] ?? []
+            return Dictionary(uniqueKeysWithValues: ports.compactMap { port in (port["name"] as? String).map { ($0, port) } })
+        }
+        let stop = try await daemon.request("POST", "/nodes/testnode/qemu/\(vmid)/status/stop")
+        #expect(try await daemon.waitTask(stop.data)["exitstatus"] as? String == "OK")
+        #expect(try Self.ipLink(tap) == nil)
+        #expect(try switchPorts()["vm525400123456"] == nil)
+        let restart = try await daemon.request("POST", "/nodes/testnode/qemu/\(vmid)/status/start")
+        #expect(try await daemon.waitTask(restart.data)["exitstatus"] as? String == "OK")
+        #expect(try Self.ipLink(tap)?["master"] as? String == bridge)
+        #expect(try switchPorts()["vm525400123456"]?["connected"] as? Bool == true)
+        // A VMM killed behind vireod's back leaves a stale port and a tap: they go when vireod notices.
+        let pid = try #require(try await daemon.vmStatus(vmid)["pid"] as? Int)
+        kill(Int32(pid), SIGKILL)
+        try await waitUntil("vireod removes the killed VM's tap and port", timeout: 30) {
+            let tapGone = try Self.ipLink(tap) == nil
+            let portGone = try switchPorts()["vm525400123456"] == nil
+            return tapGone && portGone
+        }
+        let destroy = try await daemon.request("DELETE", "/nodes/testnode/qemu/\(vmid)")
+        #expect(try await daemon.waitTask(destroy.data)["exitstatus"] as? String == "OK")
+        #expect(try Self.ipLink(tap) == nil)
+        #expect(try switchPorts()["vm525400123456"] == nil)
+
         let missing = try await daemon.request("POST", "/nodes/testnode/qemu", [
             "vmid": "\(vmid + 1)", "memory": "16", "engine": "vireo", "raw": daemon.spinGuest(), "net0": "virtio,bridge=vt\(tag)none", "start": "1",
         ])
@@ -264,5 +291,143 @@ struct NetworkTests {
         #expect((try Self.ipLink(tap)?["flags"] as? [String])?.contains("UP") == true)
         let paths = try await daemon.request("GET", "/nodes/testnode/qemu/\(vmid)/network-path").data as? [[String: Any]] ?? []
         #expect(paths.first?["port"] as? String == tap && paths.first?["vlan"] as? Int == 20, "\(paths)")
+
+        // Stopped: the tap and its uplink port are gone.
+        let stop = try await daemon.request("POST", "/nodes/testnode/qemu/\(vmid)/status/stop")
+        let stopped = try await daemon.waitTask(stop.data)
+        let stopLog = try await daemon.taskLog(stop.data)
+        #expect(stopped["exitstatus"] as? String == "OK")
+        #expect(stopLog.contains("removed net0: switch \(switchName) port \(tap)"), "\(stopLog)")
+        #expect(try Self.ipLink(tap) == nil)
+        let after = try SwitchControlClient(path: daemon.dataDirectory + "/switches/\(switchName).ctl").request("ports")
+        #expect(!after.contains("\"\(tap)\""), "\(after)")
+    }
+
+    /// A TCP transfer between two endpoints on a Vireo switch, with VMs plumbed onto the same
+    /// switch by vireod, runs on while vireod is killed (SIGKILL), restarted, and stopped
+    /// (SIGTERM): the switch is a process of its own session that vireod neither starts nor stops.
+    /// Guests cannot run Linux on every host, so the endpoints are network namespaces behind the
+    /// switch's tap ports; the receiver's checksum must equal the sender's.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3")))
+    func aTransferSurvivesDaemonRestarts() async throws {
+        let daemon = try DaemonHarness()
+        let switchName = "vt\(tag)sw", sender = "vt\(tag)a", receiver = "vt\(tag)b"
+        let namespaces = ["vt\(tag)n1", "vt\(tag)n2"]
+        let subnet = "10.249.\(Int.random(in: 1...254))"
+        let directory = daemon.dataDirectory + "/switches"
+        let work = daemon.dataDirectory + "/transfer"
+        var switchPid: Int32 = 0
+        defer {
+            if switchPid > 0 { kill(switchPid, SIGTERM) }
+            daemon.shutdown()
+            for namespace in namespaces { _ = try? Self.run(["ip", "netns", "del", namespace]) }
+        }
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+
+        // The switch, as a host starts it: its own session, no tie to any control plane.
+        switchPid = try ProcessControl.spawnDetached(
+            executable: DaemonHarness.productsDirectory + "/vireo-switchd",
+            arguments: ["--name", switchName, "--socket-dir", directory, "--log-level", "warning",
+                        "--port", "tap:\(sender),tag=10", "--port", "tap:\(receiver),tag=10"],
+            logPath: daemon.dataDirectory + "/switchd.log")
+        let switchStart = try #require(ProcessControl.startTime(of: switchPid))
+        #expect(getsid(switchPid) == switchPid)
+        let control = SwitchControlClient(path: "\(directory)/\(switchName).ctl")
+        try await waitUntil("the switch answers on its control socket", timeout: 60) {
+            (try? control.request("ports")) != nil || ProcessControl.startTime(of: switchPid) == nil
+        }
+        for (index, (namespace, tap)) in zip(namespaces, [sender, receiver]).enumerated() {
+            try Self.run(["ip", "netns", "add", namespace])
+            try Self.run(["ip", "link", "set", tap, "netns", namespace])
+            try Self.run(["ip", "-n", namespace, "addr", "add", "\(subnet).\(index + 1)/24", "dev", tap])
+            try Self.run(["ip", "-n", namespace, "link", "set", tap, "up"])
+        }
+
+        try await startDaemon(daemon)
+        try await daemon.login()
+        let vms = kvmUsable ? [730, 731] : []
+        for vmid in vms {
+            let create = try await daemon.request("POST", "/nodes/testnode/qemu", [
+                "vmid": "\(vmid)", "memory": "16", "engine": "vireo", "raw": daemon.spinGuest() + ",mode=real",
+                "net0": "virtio=52:54:00:cc:00:\(vmid - 700),bridge=\(switchName),tag=10", "start": "1",
+            ])
+            #expect(try await daemon.waitTask(create.data)["exitstatus"] as? String == "OK")
+        }
+        func connectedVMPorts() throws -> Int {
+            let reply = try control.request("ports")
+            let ports = (try JSONSerialization.jsonObject(with: Data(reply.utf8)) as? [String: Any])?["ports"] as? [[String: Any]] ?? []
+            return ports.filter { $0["kind"] as? String == "vm" && $0["connected"] as? Bool == true }.count
+        }
+        #expect(try connectedVMPorts() == vms.count)
+
+        // Receiver: sums what arrives until the sender closes. Sender: a seeded stream, paced, until told to stop.
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        server.arguments = ["netns", "exec", namespaces[1], "/usr/bin/python3", "-c", """
+            import hashlib, os, socket, sys
+            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((sys.argv[1], 5001)); s.listen(1); open(sys.argv[2] + "/listening", "w").close()
+            c, _ = s.accept(); h = hashlib.sha256(); n = 0
+            while True:
+                b = c.recv(65536)
+                if not b: break
+                h.update(b); n += len(b)
+            open(sys.argv[2] + "/received.tmp", "w").write(f"{n} {h.hexdigest()}"); os.rename(sys.argv[2] + "/received.tmp", sys.argv[2] + "/received")
+            """, "\(subnet).2", work]
+        try server.run()
+        try await waitUntil("the receiver listens", timeout: 30) { FileManager.default.fileExists(atPath: work + "/listening") }
+        let client = Process()
+        client.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        client.arguments = ["netns", "exec", namespaces[0], "/usr/bin/python3", "-c", """
+            import hashlib, os, random, socket, sys, time
+            c = socket.create_connection((sys.argv[1], 5001), timeout=120)
+            rng = random.Random(7); h = hashlib.sha256(); n = 0
+            while not os.path.exists(sys.argv[2] + "/stop"):
+                b = rng.randbytes(65536); c.sendall(b); h.update(b); n += len(b)
+                time.sleep(0.02)  # pacing, so the transfer lasts without loading the host
+            c.shutdown(socket.SHUT_WR); c.recv(1)
+            open(sys.argv[2] + "/sent.tmp", "w").write(f"{n} {h.hexdigest()}"); os.rename(sys.argv[2] + "/sent.tmp", sys.argv[2] + "/sent")
+            """, "\(subnet).2", work]
+        try client.run()
+
+        /// Bytes the switch has delivered to the receiver's port.
+        func delivered() -> Int {
+            guard let reply = try? control.request("stats"),
+                  let stats = try? JSONSerialization.jsonObject(with: Data(reply.utf8)) as? [String: Any] else { return 0 }
+            let ports = stats["ports"] as? [[String: Any]] ?? []
+            return ports.first { $0["name"] as? String == receiver }?["tx_bytes"] as? Int ?? 0
+        }
+        func transferAdvances(_ what: String) async throws {
+            let mark = delivered()
+            try await waitUntil("the transfer advances \(what) (delivered \(mark) bytes so far)", timeout: 60) {
+                delivered() > mark + 512 * 1024
+            }
+        }
+        try await transferAdvances("once started")
+
+        try await daemon.kill9()
+        try await transferAdvances("with vireod killed")
+        try await startDaemon(daemon)
+        try await daemon.login()
+        try await transferAdvances("with vireod restarted")
+        #expect(rows(try await daemon.request("GET", "/nodes/testnode/network"))[switchName]?["active"] as? Int == 1)
+        try await daemon.terminate()
+        try await transferAdvances("with vireod stopped")
+        try await startDaemon(daemon)
+        try await daemon.login()
+        try await transferAdvances("with vireod started again")
+
+        FileManager.default.createFile(atPath: work + "/stop", contents: nil)
+        try await waitUntil("both ends finish", timeout: 60) {
+            FileManager.default.fileExists(atPath: work + "/received") && FileManager.default.fileExists(atPath: work + "/sent")
+        }
+        let sent = try String(contentsOfFile: work + "/sent", encoding: .utf8)
+        let received = try String(contentsOfFile: work + "/received", encoding: .utf8)
+        #expect(sent == received)
+        #expect((Int(sent.split(separator: " ").first ?? "") ?? 0) > 5 * 512 * 1024)
+        #expect(ProcessControl.startTime(of: switchPid) == switchStart, "the switch is the same process throughout")
+        #expect(try connectedVMPorts() == vms.count, "the VMs' ports stayed connected")
+        for vmid in vms { #expect(try await daemon.vmStatus(vmid)["status"] as? String == "running") }
     }
 }

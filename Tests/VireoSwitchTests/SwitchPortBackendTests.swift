@@ -98,13 +98,18 @@ struct SwitchPortBackendTests {
         try lab.startSwitch(ports: [])
         let port = try attachment(lab, "trunk=10,20,native=1")
         let first = try port.attach(logger: Self.logger)
+        let nic = VirtioNet(mac: [0x52, 0x54, 0, 0, 0, 1], backend: first)
+        #expect(nic.readConfig(offset: 6, size: 2) == 1)
         let second = try port.attach(logger: Self.logger)
-        // The first connection's port was deleted: its backend notices the hang-up and goes quiet.
+        // The first connection's port was deleted: its backend notices the hang-up and goes quiet,
+        // and the NIC on it reports the link down.
         let end = Date().addingTimeInterval(5)
         while first.isConnected, Date() < end {
-            if first.receive() == nil { usleep(1000) }
+            nic.backendReadable()
+            if first.isConnected { usleep(1000) }
         }
         #expect(!first.isConnected)
+        #expect(nic.readConfig(offset: 6, size: 2) == 0)
         #expect(first.receive() == nil)
         #expect(!first.send(arpRequest(lab, asking: 1)))
         #expect(second.isConnected)

@@ -21,6 +21,8 @@ final class MemoryNetBackend: NetBackend {
     }
     func receive() -> [UInt8]? { incoming.withLock { $0.isEmpty ? nil : $0.removeFirst() } }
     var pollDescriptor: Int32? { nil }
+    let peer = Atomic<Bool>(true)
+    var isLinkUp: Bool { peer.load(ordering: .relaxed) }
 }
 
 final class RecordingInterrupt: VirtioInterrupt {
@@ -87,6 +89,18 @@ struct NetHarness {
         h.net.setLink(up: false)
         #expect(h.net.readConfig(offset: 6, size: 2) == 0)
         #expect(h.interrupt.configChanges.load(ordering: .relaxed) == 1)
+    }
+
+    @Test func backendLosingItsPeerTakesTheLinkDown() throws {
+        let h = try NetHarness()
+        h.net.backendReadable()
+        #expect(h.net.readConfig(offset: 6, size: 2) == 1)
+        h.backend.peer.store(false, ordering: .relaxed)
+        h.net.backendReadable()
+        #expect(h.net.readConfig(offset: 6, size: 2) == 0)
+        #expect(h.interrupt.configChanges.load(ordering: .relaxed) == 1)
+        h.net.backendReadable()
+        #expect(h.interrupt.configChanges.load(ordering: .relaxed) == 1, "one interrupt per change")
     }
 
     @Test func transmitChainReachesTheBackend() throws {

@@ -41,6 +41,13 @@ public protocol NetBackend: AnyObject, Sendable {
     /// set at activation and back to none at reset. ``receive()`` must not produce packets
     /// needing others. False when the backend could not apply it. Default: does nothing.
     @discardableResult func enableReceiveOffloads(_ offloads: NetOffloads) -> Bool
+    /// False once the backend has lost its peer for good (a switch port whose connection the
+    /// switch closed): the device then reports the link down to the guest.
+    var isLinkUp: Bool { get }
+}
+
+extension NetBackend {
+    public var isLinkUp: Bool { true }
 }
 
 extension NetBackend {

@@ -9,7 +9,8 @@ import VireoSystem
 ///
 /// When the switch closes the connection (the port was deleted, the switch stopped, another
 /// process took the port over) the socket is parked on a descriptor that never becomes readable,
-/// so the I/O thread stops being woken; from then on every send is a drop.
+/// so the I/O thread stops being woken; from then on every send is a drop, and the device reports
+/// the link down (``isLinkUp``).
 public final class SwitchPortBackend: NetBackend {
     /// The port's socket path, `DIR/SWITCH-PORT.sock`.
     public let socketPath: String
@@ -58,6 +59,8 @@ public final class SwitchPortBackend: NetBackend {
     }
 
     public var pollDescriptor: Int32? { socket.rawValue }
+
+    public var isLinkUp: Bool { isConnected }
 
     private func disconnect() {
         guard connectedState.exchange(false, ordering: .acquiringAndReleasing) else { return }

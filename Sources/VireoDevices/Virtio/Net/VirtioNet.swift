@@ -163,10 +163,12 @@ public final class VirtioNet: VirtioDevice {
     }
 
     /// The backend's descriptor became readable (or a backend pushes): take every waiting packet
-    /// and deliver what the posted buffers hold.
+    /// and deliver what the posted buffers hold. A backend that lost its peer (its socket was
+    /// hung up) takes the link down: VIRTIO_NET_S_LINK_UP cleared, configuration change (§5.1.4).
     public func backendReadable() {
         while let packet = backend.receive() { enqueue(packet) }
         deliver()
+        if !backend.isLinkUp { setLink(up: false) }
     }
 
     /// Queues one received packet (header + frame) for the guest.
