@@ -64,11 +64,16 @@ struct APIMiddleware: RouterMiddleware {
         do {
             var context = context
             var request = request
-            let buffer: ByteBuffer
-            do {
-                buffer = try await request.collectBody(upTo: context.maxUploadSize)
-            } catch {
-                throw APIError(413, "request entity too large")
+            // Uploads (`…/storage/{storage}/upload`, multipart) stream their body to the route.
+            let isUpload = request.method == .post && request.uri.path.hasSuffix("/upload")
+                && (request.headers[.contentType] ?? "").lowercased().hasPrefix("multipart/form-data")
+            var buffer = ByteBuffer()
+            if !isUpload {
+                do {
+                    buffer = try await request.collectBody(upTo: context.maxUploadSize)
+                } catch {
+                    throw APIError(413, "request entity too large")
+                }
             }
             var params: [String: String] = [:]
             let body = String(buffer: buffer)

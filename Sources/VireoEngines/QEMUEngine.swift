@@ -92,7 +92,7 @@ public struct QEMUEngine: VMEngine {
         }
         let bridges = try HostNetwork().plumb(spec, forTapHolder: true, log: log)
         for disk in spec.disks where !disk.volume.hasPrefix("/") {
-            log("note: \(disk.key): storage '\(disk.volume)' is not available yet; disk not attached")
+            log("note: \(disk.key): '\(disk.volume)' is not a file the control plane could resolve; disk not attached")
         }
         let process = try await launch(executable: executable, arguments: arguments(for: spec, qmp: qmpPath, serial: serial, bridges: bridges),
                                        runDirectory: runDirectory, socket: qmpPath, serial: serial, log: log)

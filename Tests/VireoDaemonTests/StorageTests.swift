@@ -132,3 +132,51 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: pool + "/kernel/vmlinuz-test"))
     }
 }
+
+/// `POST …/storage/local/upload` (multipart, streamed) from curl, as PVE's docs show it.
+@Suite(.serialized) struct StorageUploadTests {
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/curl")))
+    func uploadsIsosAndKernelsWithChecksums() async throws {
+        let daemon = try DaemonHarness()
+        try await daemon.start()
+        defer { daemon.shutdown() }
+        try await daemon.login()
+        let token = try await daemon.request("POST", "/access/users/root@pam/token/upload", ["privsep": "0"])
+        let secret = try #require((token.data as? [String: Any])?["value"] as? String)
+        let pool = daemon.dataDirectory + "/storage/local"
+        let url = daemon.base + "/nodes/testnode/storage/local/upload"
+
+        // 768 KiB of patterned bytes: several body chunks, with the boundary possibly split across them.
+        let iso = daemon.dataDirectory + "/boot.iso"
+        let payload = Data((0..<(768 << 10)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 11) })
+        _ = FileManager.default.createFile(atPath: iso, contents: payload)
+        let sha256 = try runProgram("/usr/bin/sha256sum", [iso]).output.split(separator: " ").first.map(String.init) ?? ""
+        func curl(_ fields: [String]) throws -> (status: Int32, output: String) {
+            try runProgram("/usr/bin/curl", ["-sS", "-H", "Authorization: PVEAPIToken=root@pam!upload=\(secret)"]
+                           + fields.flatMap { ["-F", $0] } + [url])
+        }
+        let uploaded = try curl(["content=iso", "checksum=\(sha256)", "checksum-algorithm=sha256", "filename=@\(iso)"])
+        let reply = try JSONSerialization.jsonObject(with: Data(uploaded.output.utf8)) as? [String: Any]
+        let upid = try #require(reply?["data"] as? String, "\(uploaded.output)")
+        #expect(try await daemon.waitTask(upid)["exitstatus"] as? String == "OK")
+        #expect(FileManager.default.contents(atPath: pool + "/template/iso/boot.iso") == payload)
+        let isos = try #require(try await daemon.request("GET", "/nodes/testnode/storage/local/content", ["content": "iso"]).data as? [[String: Any]])
+        #expect(isos.map { $0["volid"] as? String } == ["local:iso/boot.iso"] && isos.first?["size"] as? Int == 768 << 10)
+
+        // Refusals leave nothing behind: bad checksum, wrong extension, unknown content, existing file.
+        #expect(try curl(["content=iso", "checksum=00", "checksum-algorithm=sha256", "filename=@\(iso);filename=other.iso"]).output.contains("checksum mismatch"))
+        #expect(try curl(["content=vztmpl", "filename=@\(iso)"]).output.contains("wrong file extension"))
+        #expect(try curl(["content=images", "filename=@\(iso);filename=x.iso"]).output.contains("enumeration"))
+        #expect(try curl(["content=iso", "filename=@\(iso)"]).output.contains("already exists"))
+        #expect(!FileManager.default.fileExists(atPath: pool + "/template/iso/other.iso"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: pool).allSatisfy { !$0.hasPrefix(".upload-") })
+
+        // Vireo's kernel content: then a VM boots from the volume id.
+        let kernel = try curl(["content=kernel", "filename=@\(iso);filename=vmlinuz-test"])
+        let kernelTask = try JSONSerialization.jsonObject(with: Data(kernel.output.utf8)) as? [String: Any]
+        #expect(try await daemon.waitTask(kernelTask?["data"])["exitstatus"] as? String == "OK")
+        let create = try await daemon.request("POST", "/nodes/testnode/qemu",
+                                              ["vmid": "100", "memory": "64", "engine": "vireo", "kernel": "local:kernel/vmlinuz-test"])
+        #expect(create.status == 200, "\(create.body)")
+    }
+}

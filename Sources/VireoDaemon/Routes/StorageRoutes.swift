@@ -19,6 +19,7 @@ struct StorageRoutes {
             return envelope(summary(pool))
         }
         routes.get(":node/storage/:storage/content") { _, context in try content(context) }
+        routes.post(":node/storage/:storage/upload") { request, context in try await StorageUpload(services: services).upload(request, context) }
         routes.post(":node/storage/:storage/content") { _, context in try allocate(context) }
         // A volid holds a slash (`local:100/vm-100-disk-0.qcow2`), escaped or not: match the rest of the path.
         routes.get(":node/storage/:storage/content/**") { _, context in try volumeInfo(context) }
