@@ -71,14 +71,6 @@ final class DaemonHarness: @unchecked Sendable {
         base = (tls ? "https://" : "http://") + hostPort + "/api2/json"
     }
 
-    /// SIGTERM, then wait (bounded) until vireod has exited.
-    func terminate() async throws {
-        guard let process else { return }
-        let pid = process.processIdentifier
-        kill(pid, SIGTERM)
-        try await waitUntil("vireod (pid \(pid)) exits after SIGTERM", timeout: 20) { !processAlive(Int(pid)) }
-        self.process = nil
-    }
 
     /// A GET outside /api2/json (e.g. /metrics) with the current credentials: status and body text.
     func rawGet(_ path: String) async throws -> (status: Int, text: String) {
