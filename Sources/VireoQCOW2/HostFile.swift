@@ -46,6 +46,8 @@ public final class PosixHostFile: HostFile {
     /// files that are thrown away if the host crashes.
     public let ignoresFlushes: Bool
     static let directAlignment = 4096
+    /// Orders `O_DIRECT` read-modify-writes of partial blocks against other writes to the same blocks.
+    let directWriteLocks = RegionLocks()
 
     public init(path: String, writable: Bool, create: Bool = false, direct: Bool = false, ignoresFlushes: Bool = false) throws(ImageError) {
         self.path = path
@@ -86,24 +88,30 @@ public final class PosixHostFile: HostFile {
         return Array(bytes[Int(offset - start)..<(Int(offset - start) + count)])
     }
 
+    /// An `O_DIRECT` write. One that covers only part of its first or last block reads those blocks,
+    /// patches them and writes the whole span back, holding the blocks' lock stripes exclusively so
+    /// that no other write to those blocks lands between the read and the write-back (it would be
+    /// undone); writes of whole blocks hold their stripes shared and still run in parallel.
     func writeDirect(_ bytes: ArraySlice<UInt8>, at offset: UInt64) throws(ImageError) {
+        if bytes.isEmpty { return }
         let a = UInt64(Self.directAlignment)
         let start = offset / a * a
         let end = (offset + UInt64(bytes.count) + a - 1) / a * a
-        do {
-            if start == offset && end == offset + UInt64(bytes.count) {
-                try descriptor.pwriteAligned(bytes, at: offset, alignment: Int(a))
+        let headPartial = start != offset
+        let tailPartial = end != offset + UInt64(bytes.count)
+        try directWriteLocks.holding(start..<end, exclusive: headPartial || tailPartial) { () throws(ImageError) in
+            if !headPartial && !tailPartial {
+                do throws(SystemError) { try descriptor.pwriteAligned(bytes, at: offset, alignment: Int(a)) } catch { throw ImageError(path, error) }
                 return
             }
-            var block = try readDirect(at: start, count: Int(end - start))
+            let span = Int(end - start)
+            var block = [UInt8](repeating: 0, count: span)
+            if headPartial { block.replaceSubrange(0..<Int(a), with: try readDirect(at: start, count: Int(a))) }
+            if tailPartial && (span > Int(a) || !headPartial) {
+                block.replaceSubrange((span - Int(a))..<span, with: try readDirect(at: end - a, count: Int(a)))
+            }
             block.replaceSubrange(Int(offset - start)..<(Int(offset - start) + bytes.count), with: bytes)
-            try descriptor.pwriteAligned(block[...], at: start, alignment: Int(a))
-        } catch let error as SystemError {
-            throw ImageError(path, error)
-        } catch let error as ImageError {
-            throw error
-        } catch {
-            throw ImageError(path, .io, "\(error)")
+            do throws(SystemError) { try descriptor.pwriteAligned(block[...], at: start, alignment: Int(a)) } catch { throw ImageError(path, error) }
         }
     }
 
@@ -138,5 +146,27 @@ public final class PosixHostFile: HostFile {
         } catch {
             throw ImageError(path, error)
         }
+    }
+}
+
+/// Striped readers-writer locks over 64 KiB regions of a file: a range's regions map onto stripes
+/// (region index modulo the stripe count), taken in ascending stripe order so that two holders never
+/// wait on each other in a cycle.
+final class RegionLocks {
+    static let regionBits: UInt64 = 16
+    let stripes = (0..<64).map { _ in StorageRWLock() }
+
+    /// Runs `body` holding the stripes of every region `range` touches, exclusively or shared.
+    func holding<R, E: Error>(_ range: Range<UInt64>, exclusive: Bool, _ body: () throws(E) -> R) throws(E) -> R {
+        let n = UInt64(stripes.count)
+        let firstRegion = range.lowerBound >> Self.regionBits
+        let regions = ((range.upperBound - 1) >> Self.regionBits) - firstRegion + 1
+        let first = Int(firstRegion % n), count = Int(min(n, regions))
+        func covered(_ stripe: Int) -> Bool { (stripe - first + stripes.count) % stripes.count < count }
+        for stripe in stripes.indices where covered(stripe) {
+            if exclusive { stripes[stripe].lockExclusive() } else { stripes[stripe].lockShared() }
+        }
+        defer { for stripe in stripes.indices.reversed() where covered(stripe) { stripes[stripe].unlock() } }
+        return try body()
     }
 }

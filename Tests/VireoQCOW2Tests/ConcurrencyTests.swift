@@ -15,7 +15,7 @@ import Testing
         let disk = try openImage(image, options: ImageOptions(writable: true, format: format, l2CacheBytes: 16384))
         let stripe = size / threads
         let failures = Failures()
-        DispatchQueue.concurrentPerform(iterations: threads) { t in
+        onThreads(threads) { t in
             var rng = SplitMix64(seed: UInt64(t) + 1)
             var model = [UInt8](repeating: 0, count: stripe)
             let base = t * stripe
@@ -44,16 +44,17 @@ import Testing
 
     /// Threads race to allocate the same fresh clusters: thread t writes 4 KiB block t of every 64 KiB
     /// cluster, so each cluster is allocated by whichever writer gets there first and the others must
-    /// land in it (or redo their write) without losing data.
-    @Test func racingAllocationsOfTheSameClusters() throws {
-        let dir = Scratch()
+    /// land in it (or redo their write) without losing data; also with cache=none (`O_DIRECT`).
+    @Test(arguments: [false, true])
+    func racingAllocationsOfTheSameClusters(directIO: Bool) throws {
+        let dir = directIO ? try directIOScratch() : Scratch()
         let image = dir.file("race.qcow2")
         let clusters = 64
         let blocks = 16
         try QCOW2Image.create(image, size: UInt64(clusters * blocks * 4096), clusterSize: 65536)
-        let disk = try QCOW2Image.open(image, options: ImageOptions(writable: true))
+        let disk = try QCOW2Image.open(image, options: ImageOptions(writable: true, directIO: directIO))
         let failures = Failures()
-        DispatchQueue.concurrentPerform(iterations: blocks) { t in
+        onThreads(blocks) { t in
             do {
                 for c in 0..<clusters {
                     try disk.write([UInt8](repeating: UInt8(t + 1), count: 4096), at: UInt64((c * blocks + t) * 4096))

@@ -51,12 +51,38 @@ func expectQemuCheckClean(_ path: String, sourceLocation: SourceLocation = #_sou
 /// A scratch directory removed at deinit.
 final class Scratch {
     let path: String
-    init() {
-        path = NSTemporaryDirectory() + "vireo-qcow2-" + UUID().uuidString
+    init(base: String = NSTemporaryDirectory()) {
+        path = base + "vireo-qcow2-" + UUID().uuidString
         try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     }
     func file(_ name: String) -> String { path + "/" + name }
     deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// A scratch directory on a file system that accepts `O_DIRECT` (tmpfs does not): the temporary
+/// directory if it does, else the build directory this test bundle lives in.
+func directIOScratch() throws -> Scratch {
+    let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    let bundleDirectory = URL(fileURLWithPath: me).deletingLastPathComponent().path + "/"
+    for base in [NSTemporaryDirectory(), bundleDirectory] {
+        let dir = Scratch(base: base)
+        if (try? PosixHostFile(path: dir.file("probe"), writable: true, create: true, direct: true)) != nil { return dir }
+    }
+    throw ImageError(bundleDirectory, .unsupported, "no scratch directory accepts O_DIRECT")
+}
+
+/// Runs `body(0..<count)` on `count` threads at once (unlike `DispatchQueue.concurrentPerform`, which
+/// runs no more at a time than there are CPUs) and returns when all have finished.
+func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+    let group = DispatchGroup()
+    for t in 0..<count {
+        group.enter()
+        Thread {
+            body(t)
+            group.leave()
+        }.start()
+    }
+    group.wait()
 }
 
 func readFile(_ path: String) -> [UInt8] { Array(FileManager.default.contents(atPath: path) ?? Data()) }
