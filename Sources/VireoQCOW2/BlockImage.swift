@@ -54,6 +54,16 @@ public struct ImageOptions: Sendable {
 }
 
 extension BlockImage {
+    /// Default for formats that cannot release space: the range is written with zeros.
+    public func discard(at offset: UInt64, length: UInt64) throws(ImageError) {
+        try writeZeroBytes(at: offset, length: length)
+    }
+
+    /// Default for formats that cannot release space: the range is written with zeros.
+    public func writeZeroes(at offset: UInt64, length: UInt64, unmap: Bool) throws(ImageError) {
+        try writeZeroBytes(at: offset, length: length)
+    }
+
     /// Writes zeros, in 1 MiB pieces.
     func writeZeroBytes(at offset: UInt64, length: UInt64) throws(ImageError) {
         var done: UInt64 = 0

@@ -92,14 +92,22 @@ struct VMMProcessTests {
         let control = directory + "/control.sock", console = directory + "/console.log"
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.binary)
-        process.arguments = ["--raw", file, "--raw-mode", "real", "--memory", "16M", "--serial", "file:" + console, "--control", "unix:" + control]
+        // A balloon polled every second: no driver ever offers statistics, and the poller must not delay the stop.
+        process.arguments = ["--raw", file, "--raw-mode", "real", "--memory", "16M", "--serial", "file:" + console, "--control", "unix:" + control,
+                             "--balloon", "0,stats=1"]
         try process.run()
         defer { if process.isRunning { process.terminate() } }
 
         try awaitCondition { (try? String(contentsOfFile: console, encoding: .utf8))?.contains("ready") == true }
         #expect(try controlCommand(control, "status").contains(#""state":"running""#))
         #expect(try controlCommand(control, "pause").contains(#""state":"paused""#))
+        #expect(try controlCommand(control, "status").contains(#""state":"paused","cpus":1,"memory":16777216,"reason":"pause""#))
         #expect(try controlCommand(control, "resume").contains(#""state":"running""#))
+        #expect(!(try controlCommand(control, "status").contains("reason")))
+        #expect(try controlCommand(control, "events") == #"{"return":{}}"#)
+        #expect(try controlCommand(control, "balloon-stats") == #"{"return":{"fresh":false,"generation":0,"stats":{}}}"#)
+        #expect(try controlCommand(control, "balloon-stats 0").contains(#""generation":0"#))
+        #expect(try controlCommand(control, "balloon-stats soon").contains(#""error""#))
         #expect(try controlCommand(control, "bogus").contains(#""error""#))
         kill(process.processIdentifier, SIGTERM)
         process.waitUntilExit()

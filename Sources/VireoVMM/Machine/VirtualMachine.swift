@@ -288,7 +288,7 @@ public final class VirtualMachine: Sendable {
     }
 
     private func emit(_ event: String) {
-        logger.notice("event \(event)")
+        logger.warning("event \(event)")  // visible at the default log level
         for handler in eventSubscribers.withLock({ Array($0.values) }) { handler(event) }
     }
 

@@ -32,6 +32,12 @@ done
 echo "paused again while the host is still full"
 mount -o remount,size=96M /small || fail "grow the tmpfs"
 echo "control: resume $(vireo vmm control "$SOCKET" resume)"
+i=0
+while kill -0 $vmm 2>/dev/null; do
+  i=$((i + 1))
+  [ $i -gt 600 ] && fail "the guest did not finish after resume; status $(vireo vmm control "$SOCKET" status)"
+  sleep 0.2
+done
 wait $vmm
 rc=$?
 cat "$CONSOLE"

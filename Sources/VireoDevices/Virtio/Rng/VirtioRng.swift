@@ -28,8 +28,17 @@ public final class VirtioRng: VirtioDevice {
             var writer = chain.writer(active.memory)
             let count = Int(min(writer.remaining, UInt64(Self.maxBytesPerRequest)))
             var generator = SystemRandomNumberGenerator()
+            // Eight bytes per draw: each draw may be a getrandom(2) call.
             var bytes = [UInt8](repeating: 0, count: count)
-            for index in bytes.indices { bytes[index] = generator.next() }
+            var index = 0
+            while index < count {
+                var word: UInt64 = generator.next()
+                for _ in 0..<min(8, count - index) {
+                    bytes[index] = UInt8(truncatingIfNeeded: word)
+                    word >>= 8
+                    index += 1
+                }
+            }
             try writer.write(bytes)
             return writer.written
         }
