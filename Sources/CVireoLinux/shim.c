@@ -199,6 +199,43 @@ long vireo_send_message(int fd, const uint8_t *buffer, size_t length) {
     return send(fd, buffer, length, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
+enum { vireo_batch_max = 64 };
+
+int vireo_recv_batch(int fd, uint8_t *arena, size_t slot, unsigned count, uint32_t *lengths) {
+    struct mmsghdr messages[vireo_batch_max];
+    struct iovec vectors[vireo_batch_max];
+    if (count > vireo_batch_max) count = vireo_batch_max;
+    memset(messages, 0, sizeof(struct mmsghdr) * count);
+    for (unsigned i = 0; i < count; i++) {
+        vectors[i].iov_base = arena + (size_t)i * slot;
+        vectors[i].iov_len = slot;
+        messages[i].msg_hdr.msg_iov = &vectors[i];
+        messages[i].msg_hdr.msg_iovlen = 1;
+    }
+    int got;
+    do { got = recvmmsg(fd, messages, count, MSG_DONTWAIT, NULL); } while (got < 0 && errno == EINTR);
+    for (int i = 0; i < got; i++) {
+        lengths[i] = (messages[i].msg_hdr.msg_flags & MSG_TRUNC) ? (uint32_t)slot : messages[i].msg_len;
+    }
+    return got;
+}
+
+int vireo_send_batch(int fd, const uint8_t *base, const uint32_t *offsets, const uint32_t *lengths, unsigned count) {
+    struct mmsghdr messages[vireo_batch_max];
+    struct iovec vectors[vireo_batch_max];
+    if (count > vireo_batch_max) count = vireo_batch_max;
+    memset(messages, 0, sizeof(struct mmsghdr) * count);
+    for (unsigned i = 0; i < count; i++) {
+        vectors[i].iov_base = (void *)(base + offsets[i]);
+        vectors[i].iov_len = lengths[i];
+        messages[i].msg_hdr.msg_iov = &vectors[i];
+        messages[i].msg_hdr.msg_iovlen = 1;
+    }
+    int sent;
+    do { sent = sendmmsg(fd, messages, count, MSG_DONTWAIT | MSG_NOSIGNAL); } while (sent < 0 && errno == EINTR);
+    return sent;
+}
+
 static int unix_address(const char *path, struct sockaddr_un *address) {
     memset(address, 0, sizeof *address);
     address->sun_family = AF_UNIX;

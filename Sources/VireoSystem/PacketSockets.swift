@@ -121,6 +121,43 @@ public enum FrameChannel {
         }
     }
 
+    /// The most messages ``receiveBatch(_:into:slot:lengths:)`` and ``sendBatch(_:bytes:offsets:lengths:)`` move per call.
+    public static let batchLimit = 64
+
+    /// Receives up to `lengths.count` (at most ``batchLimit``) messages from a seqpacket or datagram
+    /// socket with one `recvmmsg(2)`: message i lands in `arena` at `i * slot`, its length in
+    /// `lengths[i]` (`slot` when truncated). Returns how many; nil when nothing is ready (EAGAIN).
+    /// A zero length is the end of the stream.
+    public static func receiveBatch(_ fd: Int32, into arena: inout [UInt8], slot: Int, lengths: inout [UInt32]) throws(SystemError) -> Int? {
+        let count = min(lengths.count, batchLimit, slot > 0 ? arena.count / slot : 0)
+        guard count > 0 else { return 0 }
+        let got = unsafe arena.withUnsafeMutableBytes { raw in
+            unsafe lengths.withUnsafeMutableBufferPointer { lengths in
+                // SAFETY: `count` slots of `slot` bytes fit in `arena`, and `count` lengths in `lengths`.
+                unsafe vireo_recv_batch(fd, raw.baseAddress!.assumingMemoryBound(to: UInt8.self), slot, UInt32(count), lengths.baseAddress!)
+            }
+        }
+        if got >= 0 { return Int(got) }
+        if errno == EAGAIN { return nil }
+        throw SystemError("recvmmsg", errno: errno)
+    }
+
+    /// Sends messages `bytes[offsets[i] ..< offsets[i] + lengths[i]]` (at most ``batchLimit``) with one
+    /// `sendmmsg(2)`, never blocking nor raising SIGPIPE. Returns how many were sent (the first ones).
+    public static func sendBatch(_ fd: Int32, bytes: [UInt8], offsets: [UInt32], lengths: [UInt32]) -> Int {
+        let count = min(offsets.count, lengths.count, batchLimit)
+        guard count > 0, zip(offsets, lengths).prefix(count).allSatisfy({ Int($0) + Int($1) <= bytes.count }) else { return 0 }
+        let sent = unsafe bytes.withUnsafeBytes { raw in
+            unsafe offsets.withUnsafeBufferPointer { offsets in
+                unsafe lengths.withUnsafeBufferPointer { lengths in
+                    // SAFETY: every message lies inside `bytes` (checked above); `count` entries in both arrays.
+                    unsafe vireo_send_batch(fd, raw.baseAddress!.assumingMemoryBound(to: UInt8.self), offsets.baseAddress!, lengths.baseAddress!, UInt32(count))
+                }
+            }
+        }
+        return max(0, Int(sent))
+    }
+
     /// Sets (or clears) `SO_RCVTIMEO` on a blocking socket: tests and clients that must not hang.
     public static func setReceiveTimeout(_ fd: Int32, milliseconds: Int) {
         var value = timeval(tv_sec: milliseconds / 1000, tv_usec: (milliseconds % 1000) * 1000)

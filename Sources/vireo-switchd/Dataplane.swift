@@ -24,6 +24,11 @@ final class PortBackend {
     var peerToken: UInt64 = 0
     /// vm: the socket path.
     let socketPath: String?
+    /// vm: frames switched to this port during one ingress batch, sent together (one `sendmmsg`):
+    /// message i is `queuedLengths[i]` bytes at `queuedOffsets[i]` in `queuedBytes`.
+    var queuedBytes: [UInt8] = []
+    var queuedOffsets: [UInt32] = []
+    var queuedLengths: [UInt32] = []
 
     init(id: PortID, config: PortConfig, main: Handle, mainToken: UInt64, socketPath: String?) {
         self.id = id
@@ -51,9 +56,11 @@ final class ControlClient {
 
 /// The event loop: one thread, one epoll, every port and control connection.
 ///
-/// Frames are read in batches (up to ``batch`` per ready descriptor per wake-up), switched by
-/// ``Switch``, and written to each egress port without blocking: a port that cannot take a frame
-/// drops it (`transmit-failed`) rather than stall the others.
+/// Frames are read in batches (up to ``batch`` per ready descriptor per wake-up: one `recvmmsg` on
+/// a VM port, a `read` per frame on taps and uplinks), switched by ``Switch``, and written to each
+/// egress port without blocking: frames for a VM port are queued and sent with one `sendmmsg` at
+/// the end of the batch, others written one by one. A port that cannot take a frame drops it
+/// (`transmit-failed`) rather than stall the others.
 final class Dataplane {
     enum Registration {
         case port(PortID)
@@ -80,6 +87,13 @@ final class Dataplane {
 
     static let batch = 64
     var buffer = [UInt8](repeating: 0, count: 65_536 + 4)
+    /// The largest message a VM port carries (64 KiB plus a tag).
+    static let slot = 65_540
+    /// VM-port receive batches: message i at `i * slot`.
+    var receiveArena = [UInt8](repeating: 0, count: Dataplane.batch * Dataplane.slot)
+    var receiveLengths = [UInt32](repeating: 0, count: Dataplane.batch)
+    /// VM ports with queued frames (``PortBackend/queuedLengths``) to send at the end of the batch.
+    var queued: [PortBackend] = []
     var egress: [Egress] = []
     var untaggedOut: [UInt8] = []
     var taggedOut: [UInt8] = []
@@ -209,8 +223,39 @@ final class Dataplane {
 
     private func portReadable(_ id: PortID, token: UInt64, events: UInt32, now: UInt64) {
         guard let backend = backends[id.rawValue] else { return }
-        let isPeer = backend.config.kind == .vm
-        guard let fd = isPeer ? backend.peer?.raw : backend.main.raw else { return }
+        if backend.config.kind == .vm {
+            peerReadable(backend, events: events, now: now)
+        } else {
+            interfaceReadable(backend, token: token, now: now)
+        }
+        flushQueued()
+    }
+
+    /// One `recvmmsg` batch from a VM port's peer.
+    private func peerReadable(_ backend: PortBackend, events: UInt32, now: UInt64) {
+        guard let fd = backend.peer?.raw else { return }
+        let got: Int?
+        do {
+            got = try FrameChannel.receiveBatch(fd, into: &receiveArena, slot: Self.slot, lengths: &receiveLengths)
+        } catch {
+            dropPeer(backend, reason: "\(error)")
+            return
+        }
+        for index in 0..<(got ?? 0) {
+            let length = Int(receiveLengths[index])
+            guard length > 0 else {
+                dropPeer(backend, reason: "closed")
+                return
+            }
+            let start = index * Self.slot
+            switchFrame(receiveArena[start..<start + length], from: backend.id, now: now)
+        }
+        if events & Epoll.hangup != 0, events & Epoll.readable == 0 { dropPeer(backend, reason: "hang-up") }
+    }
+
+    /// Up to ``batch`` frames from a tap or an uplink, one read each.
+    private func interfaceReadable(_ backend: PortBackend, token: UInt64, now: UInt64) {
+        let fd = backend.main.raw
         for _ in 0..<Self.batch {
             let length: Int?
             do {
@@ -218,9 +263,7 @@ final class Dataplane {
                     ? try FrameChannel.receivePacket(fd, into: &buffer)
                     : try FrameChannel.read(fd, into: &buffer)
             } catch {
-                if isPeer {
-                    dropPeer(backend, reason: "\(error)")
-                } else if error.errno == ENETDOWN || error.errno == ENXIO {
+                if error.errno == ENETDOWN || error.errno == ENXIO {
                     // An interface going down reports this once (the socket's pending error);
                     // the port works again when the interface comes back up.
                     logger.notice("port \(backend.config.name): interface down")
@@ -231,14 +274,9 @@ final class Dataplane {
                 }
                 return
             }
-            guard let length else { break }
-            if length == 0 {
-                if isPeer { dropPeer(backend, reason: "closed") }
-                return
-            }
-            switchFrame(buffer[0..<length], from: id, now: now)
+            guard let length, length > 0 else { break }
+            switchFrame(buffer[0..<length], from: backend.id, now: now)
         }
-        if isPeer, events & Epoll.hangup != 0, events & Epoll.readable == 0 { dropPeer(backend, reason: "hang-up") }
     }
 
     private func switchFrame(_ frame: ArraySlice<UInt8>, from ingress: PortID, now: UInt64) {
@@ -248,6 +286,17 @@ final class Dataplane {
             guard let backend = backends[target.port.rawValue] else { continue }
             guard let fd = backend.transmitFD else {
                 fabric.countDrop(on: target.port, .noPeer)
+                continue
+            }
+            if backend.config.kind == .vm {
+                if target.vid == nil, !haveUntagged {
+                    header.egressFrame(frame, vid: nil, into: &untaggedOut)
+                    haveUntagged = true
+                } else if target.vid != nil, !haveTagged {
+                    header.egressFrame(frame, vid: vlan, into: &taggedOut)
+                    haveTagged = true
+                }
+                enqueue(backend, target.vid == nil ? untaggedOut : taggedOut)
                 continue
             }
             let sent: Bool
@@ -276,7 +325,39 @@ final class Dataplane {
     }
 
     private func transmit(_ backend: PortBackend, _ fd: Int32, _ frame: [UInt8]) -> Bool {
-        backend.config.kind == .vm ? FrameChannel.sendMessage(fd, frame) : FrameChannel.write(fd, frame)
+        FrameChannel.write(fd, frame)
+    }
+
+    /// Queues a frame for a VM port; a full batch goes out at once.
+    private func enqueue(_ backend: PortBackend, _ frame: [UInt8]) {
+        if backend.queuedLengths.isEmpty { queued.append(backend) }
+        backend.queuedOffsets.append(UInt32(backend.queuedBytes.count))
+        backend.queuedLengths.append(UInt32(frame.count))
+        backend.queuedBytes.append(contentsOf: frame)
+        if backend.queuedLengths.count >= FrameChannel.batchLimit { flush(backend) }
+    }
+
+    /// Sends a VM port's queued frames with one `sendmmsg`; those the socket cannot take are dropped.
+    private func flush(_ backend: PortBackend) {
+        guard !backend.queuedLengths.isEmpty else { return }
+        let sent = backend.peer.map {
+            FrameChannel.sendBatch($0.raw, bytes: backend.queuedBytes, offsets: backend.queuedOffsets, lengths: backend.queuedLengths)
+        } ?? 0
+        for (index, length) in backend.queuedLengths.enumerated() {
+            if index < sent {
+                fabric.countTransmit(on: backend.id, bytes: Int(length))
+            } else {
+                fabric.countDrop(on: backend.id, backend.peer == nil ? .noPeer : .transmitFailed)
+            }
+        }
+        backend.queuedBytes.removeAll(keepingCapacity: true)
+        backend.queuedOffsets.removeAll(keepingCapacity: true)
+        backend.queuedLengths.removeAll(keepingCapacity: true)
+    }
+
+    private func flushQueued() {
+        for backend in queued { flush(backend) }
+        queued.removeAll(keepingCapacity: true)
     }
 
     private func acceptPeer(_ id: PortID) {

@@ -131,6 +131,15 @@ unsigned int vireo_interface_index(const char *ifname);
 int vireo_termination_signalfd(void);
 /// Sends one message (a frame on a SOCK_SEQPACKET/SOCK_DGRAM socket) without blocking or raising SIGPIPE.
 long vireo_send_message(int fd, const uint8_t *buffer, size_t length);
+/// Receives up to `count` (at most 64) messages from a SOCK_SEQPACKET/SOCK_DGRAM socket with one
+/// recvmmsg(2), without blocking: message i lands at `arena + i * slot`, its length in `lengths[i]`
+/// (`slot` when it was truncated). Returns how many, or -1 with errno (EAGAIN: none queued).
+/// A zero length is the end of the stream.
+int vireo_recv_batch(int fd, uint8_t *arena, size_t slot, unsigned count, uint32_t *lengths);
+/// Sends `count` (at most 64) messages, message i being `lengths[i]` bytes at `base + offsets[i]`,
+/// with one sendmmsg(2), without blocking or raising SIGPIPE. Returns how many were sent (the
+/// first ones), or -1 with errno.
+int vireo_send_batch(int fd, const uint8_t *base, const uint32_t *offsets, const uint32_t *lengths, unsigned count);
 /// A non-blocking unix socket of `type` (SOCK_SEQPACKET, SOCK_DGRAM, SOCK_STREAM) listening (or bound,
 /// for datagrams) at `path`, replacing a stale socket file. Returns the fd or -1.
 int vireo_unix_listen(const char *path, int type);
