@@ -140,7 +140,9 @@ extension VMEngine {
         log("exec: " + ([executable] + arguments).joined(separator: " "))
         let pid = try ProcessControl.spawnDetached(executable: executable, arguments: arguments, logPath: logPath)
         let clock = ContinuousClock()
-        let deadline = clock.now + .seconds(10)
+        // Generous: a loaded host (CI running builds and nested guests side by side) can take seconds
+        // to start a process; an engine that fails exits, and that is noticed at once below.
+        let deadline = clock.now + .seconds(60)
         var ticks: UInt64?
         while clock.now < deadline {
             if ticks == nil { ticks = ProcessControl.startTime(of: pid) }
@@ -156,7 +158,7 @@ extension VMEngine {
         }
         ProcessControl.signal(pid, SIGKILL)
         _ = ProcessControl.reap(pid)
-        throw EngineError("\(name) did not open its control socket \(socket) within 10 s")
+        throw EngineError("\(name) did not open its control socket \(socket) within 60 s")
     }
 }
 
