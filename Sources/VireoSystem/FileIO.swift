@@ -21,20 +21,23 @@ extension FileDescriptor {
     /// Reads up to `count` bytes at `offset`, retrying short reads; fewer bytes only at end of file.
     public func pread(count: Int, at offset: UInt64) throws(SystemError) -> [UInt8] {
         precondition(count >= 0)
-        var buffer = [UInt8](repeating: 0, count: count)
-        var done = 0
-        while done < count {
-            let got = unsafe buffer.withUnsafeMutableBytes { raw in
-                unsafe Glibc.pread(rawValue, raw.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+        var failure: SystemError? = nil
+        // Read straight into uninitialised storage: no zero fill of a buffer about to be overwritten.
+        let buffer = unsafe [UInt8](unsafeUninitializedCapacity: count) { raw, initialized in
+            var done = 0
+            while done < count {
+                let got = unsafe Glibc.pread(rawValue, raw.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+                if got < 0 {
+                    if errno == EINTR { continue }
+                    failure = SystemError("pread \(count) bytes at \(offset)", errno: errno)
+                    break
+                }
+                if got == 0 { break }
+                done += got
             }
-            if got < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("pread \(count) bytes at \(offset)", errno: errno)
-            }
-            if got == 0 { break }
-            done += got
+            initialized = done
         }
-        if done < count { buffer.removeLast(count - done) }
+        if let failure { throw failure }
         return buffer
     }
 

@@ -372,7 +372,8 @@ struct ImgConvert: ParsableCommand {
                     } else if data {
                         if runStart == nil { runStart = start }
                     } else if let first = runStart {
-                        try target.write(Array(bytes[first..<start]), at: offset + UInt64(first))
+                        // A run covering the whole chunk goes out without a copy.
+                        try target.write(first == 0 && start == count ? bytes : Array(bytes[first..<start]), at: offset + UInt64(first))
                         runStart = nil
                     }
                 }

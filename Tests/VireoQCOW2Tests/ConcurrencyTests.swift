@@ -71,6 +71,41 @@ import Testing
         try disk.close()
         try expectQemuCheckClean(image)
     }
+
+    /// Threads race to allocate the same clusters of an overlay, each copying the rest of the cluster
+    /// from the backing file: thread t writes 1 KiB in the middle of 2 KiB slot t of every 32 KiB
+    /// cluster, so two threads share each 4 KiB block (with cache=none, both read-modify-write it).
+    /// Every write must survive, and every byte nobody wrote must still read as the backing file's.
+    @Test(arguments: [false, true])
+    func racingCopyOnWriteFromBacking(directIO: Bool) throws {
+        let dir = directIO ? try directIOScratch() : Scratch()
+        let clusters = 32
+        let blocks = 16
+        let size = clusters * blocks * 2048
+        let base = pattern(size, seed: 11)
+        writeFile(dir.file("base.raw"), base)
+        let image = dir.file("overlay.qcow2")
+        try QCOW2Image.create(image, size: UInt64(size), clusterSize: 32768, backing: "base.raw", backingFormat: .raw)
+        let disk = try QCOW2Image.open(image, options: ImageOptions(writable: true, directIO: directIO))
+        let failures = Failures()
+        onThreads(blocks) { t in
+            do {
+                for c in 0..<clusters {
+                    try disk.write([UInt8](repeating: UInt8(t + 1), count: 1024), at: UInt64((c * blocks + t) * 2048 + 512))
+                }
+            } catch {
+                failures.add("thread \(t): \(error)")
+            }
+        }
+        #expect(failures.all.isEmpty, "\(failures.all)")
+        var model = DiskModel(size: size, initial: base)
+        for i in 0..<(clusters * blocks) { model.write([UInt8](repeating: UInt8(i % blocks + 1), count: 1024), at: i * 2048 + 512) }
+        let seen = try disk.read(at: 0, count: size)
+        #expect(firstDifference(seen, model.bytes) == nil, "\(firstDifference(seen, model.bytes) ?? "")")
+        #expect(try disk.check().isClean)
+        try disk.close()
+        try expectQemuCheckClean(image)
+    }
 }
 
 final class Failures: @unchecked Sendable {
