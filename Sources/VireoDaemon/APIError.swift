@@ -77,8 +77,14 @@ enum JSONText {
         case let number as UInt64: buffer.writeString(String(number))
         case let number as Int32: buffer.writeString(String(number))
         case let number as NSNumber: buffer.writeString(number.stringValue)
-        case let optional as Any? where optional == nil: buffer.writeStaticString("null")
-        default: writeString("\(value!)", to: &buffer)
+        default:
+            // An Optional boxed in Any: write what it wraps, or null.
+            let mirror = Mirror(reflecting: value!)
+            if mirror.displayStyle == .optional {
+                write(mirror.children.first?.value, to: &buffer)
+            } else {
+                writeString("\(value!)", to: &buffer)
+            }
         }
     }
 
