@@ -49,7 +49,7 @@ func jsonResponse(_ object: Any, status: HTTPResponse.Status = .ok) -> Response 
 enum JSONText {
     static func write(_ value: Any?, to buffer: inout ByteBuffer) {
         switch value {
-        case nil, is NSNull: buffer.writeStaticString("null")
+        case nil: buffer.writeStaticString("null")
         case let text as String: writeString(text, to: &buffer)
         case let number as Int: buffer.writeString(String(number))
         case let flag as Bool: buffer.writeStaticString(flag ? "true" : "false")
@@ -72,11 +72,19 @@ enum JSONText {
                 write(element, to: &buffer)
             }
             buffer.writeInteger(UInt8(ascii: "]"))
+        // Class casts last: testing a Swift dictionary against NSNull bridges it to NSDictionary first.
+        case is NSNull: buffer.writeStaticString("null")
         case let number as UInt64: buffer.writeString(String(number))
         case let number as Int32: buffer.writeString(String(number))
         case let number as NSNumber: buffer.writeString(number.stringValue)
-        case let optional as Any? where optional == nil: buffer.writeStaticString("null")
-        default: writeString("\(value!)", to: &buffer)
+        default:
+            // An Optional boxed in Any: write what it wraps, or null.
+            let mirror = Mirror(reflecting: value!)
+            if mirror.displayStyle == .optional {
+                write(mirror.children.first?.value, to: &buffer)
+            } else {
+                writeString("\(value!)", to: &buffer)
+            }
         }
     }
 

@@ -3,8 +3,13 @@ import GRDB
 import VireoEngines
 
 /// ``Store`` on SQLite (GRDB), one file in the data directory, schema by migrations.
-public final class SQLiteStore: Store {
+public final class SQLiteStore: Store, @unchecked Sendable {
+    // SAFETY (@unchecked): `cachedVMs` is only touched while holding `cacheLock`.
     private let queue: DatabaseQueue
+    /// Decoded VM records, kept in step with every VM write this store makes (vireod is the
+    /// database's only writer): VM lists then cost no JSON decoding. nil until first loaded.
+    private var cachedVMs: [Int: VMRecord]?
+    private let cacheLock = NSLock()
 
     public init(path: String) throws {
         var configuration = Configuration()
@@ -175,11 +180,29 @@ public final class SQLiteStore: Store {
     }
 
     public func vm(_ vmid: Int) throws -> VMRecord? {
-        try queue.read { db in try Row.fetchOne(db, sql: "SELECT * FROM vm WHERE vmid = ?", arguments: [vmid]).map(Self.vmRecord) }
+        if let cached = cacheLock.withLock({ cachedVMs }) { return cached[vmid] }
+        return try queue.read { db in try Row.fetchOne(db, sql: "SELECT * FROM vm WHERE vmid = ?", arguments: [vmid]).map(Self.vmRecord) }
     }
 
     public func vms() throws -> [VMRecord] {
-        try queue.read { db in try Row.fetchAll(db, sql: "SELECT * FROM vm ORDER BY vmid").map(Self.vmRecord) }
+        if let cached = cacheLock.withLock({ cachedVMs }) { return cached.values.sorted { $0.vmid < $1.vmid } }
+        // Loaded under the write lock, so no write can slip between the read and the cache fill.
+        return try queue.write { db in
+            let records = try Row.fetchAll(db, sql: "SELECT * FROM vm ORDER BY vmid").map(Self.vmRecord)
+            cacheLock.withLock { cachedVMs = Dictionary(uniqueKeysWithValues: records.map { ($0.vmid, $0) }) }
+            return records
+        }
+    }
+
+    /// Applies a committed change to the cache (inside the write transaction's closure, so writes
+    /// reach the cache in commit order).
+    private func updateCache(_ vmid: Int, _ change: (inout VMRecord?) -> Void) {
+        cacheLock.withLock {
+            guard cachedVMs != nil else { return }
+            var record = cachedVMs?[vmid]
+            change(&record)
+            cachedVMs?[vmid] = record
+        }
     }
 
     public func createVM(vmid: Int, config: [String: String]) throws {
@@ -188,6 +211,7 @@ public final class SQLiteStore: Store {
                 throw StoreError.duplicateVM(vmid)
             }
             try db.execute(sql: "INSERT INTO vm (vmid, config) VALUES (?, ?)", arguments: [vmid, try Self.encode(config)])
+            updateCache(vmid) { $0 = VMRecord(vmid: vmid, config: config, process: nil, lastExit: nil) }
         }
     }
 
@@ -200,6 +224,7 @@ public final class SQLiteStore: Store {
             if let expectedDigest, !expectedDigest.isEmpty, expectedDigest != configDigest(config) { throw StoreError.digestMismatch }
             try change(&config)
             try db.execute(sql: "UPDATE vm SET config = ? WHERE vmid = ?", arguments: [try Self.encode(config), vmid])
+            updateCache(vmid) { $0?.config = config }
         }
     }
 
@@ -208,6 +233,10 @@ public final class SQLiteStore: Store {
             try db.execute(sql: "UPDATE vm SET process = ?, last_exit = ? WHERE vmid = ?",
                            arguments: [try process.map(Self.encode), lastExit, vmid])
             guard db.changesCount == 1 else { throw StoreError.noSuchVM(vmid) }
+            updateCache(vmid) { record in
+                record?.process = process
+                record?.lastExit = lastExit
+            }
         }
     }
 
@@ -215,6 +244,7 @@ public final class SQLiteStore: Store {
         try queue.write { db in
             try db.execute(sql: "DELETE FROM vm WHERE vmid = ?", arguments: [vmid])
             guard db.changesCount == 1 else { throw StoreError.noSuchVM(vmid) }
+            updateCache(vmid) { $0 = nil }
         }
     }
 

@@ -47,7 +47,7 @@ enum HTTPTransport {
         var target = url.path.isEmpty ? "/" : url.path
         if let query = url.query { target += "?" + query }
 
-        var sslContext: NIOSSLContext?
+        var context: NIOSSLContext?
         if scheme == "https" {
             var configuration = TLSConfiguration.makeClientConfiguration()
             switch trust {
@@ -56,8 +56,9 @@ enum HTTPTransport {
             case .fingerprint: configuration.certificateVerification = .noHostnameVerification
             case .system: break
             }
-            sslContext = try NIOSSLContext(configuration: configuration)
+            context = try NIOSSLContext(configuration: configuration)
         }
+        let sslContext = context
         let group = MultiThreadedEventLoopGroup.singleton
         let promise = group.next().makePromise(of: HTTPReply.self)
         let bootstrap = ClientBootstrap(group: group)
