@@ -1,4 +1,5 @@
 import Foundation
+import VireoTestSupport
 import Testing
 import VireoSwitch
 import VireoSystem
@@ -11,16 +12,7 @@ struct NetworkTests {
 
     @discardableResult
     static func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        try ChildCommand.run(arguments[0], Array(arguments.dropFirst()))
     }
 
     static func ipLink(_ name: String) throws -> [String: Any]? {

@@ -1,4 +1,5 @@
 import Foundation
+import VireoTestSupport
 import Testing
 import VireoNetlink
 
@@ -14,17 +15,8 @@ final class TestNamespace {
 
     @discardableResult
     static func run(_ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let output = String(decoding: data, as: UTF8.self)
-        guard process.terminationStatus == 0 else { throw CommandFailed(command: arguments.joined(separator: " "), output: output) }
+        let (status, output) = try ChildCommand.run(arguments[0], Array(arguments.dropFirst()))
+        guard status == 0 else { throw CommandFailed(command: arguments.joined(separator: " "), output: output) }
         return output
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import VireoTestSupport
 import Testing
 @testable import VireoQCOW2
 
@@ -13,17 +14,7 @@ import Testing
 
         @discardableResult
         func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: program[0])
-            process.arguments = Array(program.dropFirst()) + arguments
-            process.currentDirectoryURL = URL(fileURLWithPath: directory)
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            process.standardError = pipe
-            try process.run()
-            let data = pipe.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+            try ChildCommand.run(program[0], Array(program.dropFirst()) + arguments, in: directory)
         }
 
     }

@@ -1,20 +1,12 @@
 import Foundation
+import VireoTestSupport
 import Testing
 @testable import VireoQCOW2
 
 /// Runs a tool (qemu-img, qemu-io) and returns its exit status and combined output.
 @discardableResult
 func tool(_ name: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: name.hasPrefix("/") ? name : "/usr/bin/" + name)
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    try ChildCommand.run(name.hasPrefix("/") ? name : "/usr/bin/" + name, arguments)
 }
 
 /// qemu-img with `-U` where it reads, so a lock held elsewhere never matters.

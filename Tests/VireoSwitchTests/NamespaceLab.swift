@@ -1,4 +1,5 @@
 import Foundation
+import VireoTestSupport
 import Testing
 import VireoSwitch
 import VireoSystem
@@ -77,20 +78,11 @@ final class NamespaceLab {
 
     @discardableResult
     static func run(_ arguments: [String], allowFailure: Bool = false) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let output = String(decoding: data, as: UTF8.self)
-        if !allowFailure && process.terminationStatus != 0 {
+        let (status, output) = try ChildCommand.run(arguments[0], Array(arguments.dropFirst()))
+        if !allowFailure && status != 0 {
             throw LabError.command(arguments.joined(separator: " "), output)
         }
-        return (process.terminationStatus, output)
+        return (status, output)
     }
 
     enum LabError: Error, CustomStringConvertible {
