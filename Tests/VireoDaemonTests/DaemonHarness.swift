@@ -98,7 +98,7 @@ final class DaemonHarness: @unchecked Sendable {
         guard let process else { return }
         let pid = process.processIdentifier
         kill(pid, SIGKILL)
-        try await waitUntil("vireod (pid \(pid)) dies", timeout: 10) { !processAlive(Int(pid)) }
+        try await waitUntil("vireod (pid \(pid)) dies", timeout: 60) { !processAlive(Int(pid)) }
         self.process = nil
     }
 

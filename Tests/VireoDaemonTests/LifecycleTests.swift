@@ -62,12 +62,12 @@ import Testing
         try await daemon.start()
         try await daemon.login()  // the signing key persisted, but log in afresh anyway
         #expect(try await daemon.vmStatus(400)["status"] as? String == "running")
-        try await waitUntil("vireod notices VM 401 is gone", timeout: 10) {
+        try await waitUntil("vireod notices VM 401 is gone", timeout: 60) {
             try await daemon.vmStatus(401)["status"] as? String == "stopped"
         }
         let stop = try await daemon.request("POST", "/nodes/testnode/qemu/400/status/stop")
         #expect(try await daemon.waitTask(stop.data)["exitstatus"] as? String == "OK")
-        try await waitUntil("VM 400 (pid \(pid)) ends", timeout: 10) { !processAlive(pid) }
+        try await waitUntil("VM 400 (pid \(pid)) ends", timeout: 60) { !processAlive(pid) }
         #expect(try await daemon.vmStatus(400)["status"] as? String == "stopped")
     }
 
@@ -82,7 +82,7 @@ import Testing
         let pid = try #require(try await daemon.vmStatus(500)["pid"] as? Int)
         kill(Int32(pid), SIGTERM)  // vireo-vmm exits with code 4
         // The monitor reaps its child and records the exit code (4: stopped by a signal).
-        try await waitUntil("VM 500 is recorded as exited", timeout: 10) {
+        try await waitUntil("VM 500 is recorded as exited", timeout: 60) {
             try await daemon.vmStatus(500)["vireo-lastexit"] as? String == "exited with code 4"
         }
         #expect(try await daemon.vmStatus(500)["status"] as? String == "stopped")

@@ -230,7 +230,7 @@ struct NetworkTests {
         let fake = try FrameChannel.connectSeqPacket(path: daemon.dataDirectory + "/switches/\(switchName)-fake.sock")
         let frame: [UInt8] = [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x52, 0x54, 0x00, 0xAA, 0x00, 0x01, 0x08, 0x00] + [UInt8](repeating: 0, count: 46)
         #expect(FrameChannel.sendMessage(fake.rawValue, frame))
-        try await waitUntil("the switch learns the fake port's address", timeout: 10) {
+        try await waitUntil("the switch learns the fake port's address", timeout: 60) {
             (try? await problems(daemon, vmid, "net0")) == ["mac-conflict"]
         }
 
