@@ -41,13 +41,46 @@ struct APIConnectionOptions: ParsableArguments {
     }
 }
 
+/// A non-2xx reply, described with what to do about it.
 struct APIClientError: Error, CustomStringConvertible {
     var status: Int
     var message: String
     var errors: [String: String]
     var description: String {
         let details = errors.keys.sorted().map { "\n  \($0): \(errors[$0]!)" }.joined()
-        return "\(status) \(message.trimmingCharacters(in: .whitespacesAndNewlines))\(details)"
+        let text = "\(status) \(message.trimmingCharacters(in: .whitespacesAndNewlines))\(details)"
+        return hint.map { text + "\n" + $0 } ?? text
+    }
+
+    /// What the user can do next, for the statuses that have an obvious answer.
+    var hint: String? {
+        switch status {
+        case 401:
+            return "hint: log in with --password (or VIREO_PASSWORD; user --user or VIREO_USER, default root@pam), "
+                + "or use an API token: --token user@realm!tokenid=SECRET (or VIREO_TOKEN)"
+        case 403:
+            return "hint: this user lacks the privilege named above; an administrator can grant a role holding it "
+                + "(vireo api put /access/acl path=PATH roles=ROLE users=USER)"
+        default:
+            return nil
+        }
+    }
+}
+
+/// The API could not be reached at all.
+struct ConnectionError: Error, CustomStringConvertible {
+    var base: String
+    var underlying: String
+    var description: String {
+        var text = "cannot reach vireod at \(base): \(underlying)\n"
+        if underlying.contains("certificate") || underlying.contains("SSL") || underlying.contains("TLS") {
+            text += "hint: pin the node certificate with --fingerprint AA:BB:… (or VIREO_FINGERPRINT; vireod logs it at start, or"
+                + " openssl x509 -noout -fingerprint -sha256 -in /var/lib/vireo/pki/vireod.pem),"
+                + " or pass --insecure"
+        } else {
+            text += "hint: is vireod running on that host (systemctl status vireod)? Point --url (or VIREO_URL) at it"
+        }
+        return text
     }
 }
 
@@ -93,7 +126,7 @@ final class APIClient: @unchecked Sendable {
         do {
             reply = try HTTPTransport.send(method: method, url: url, headers: headers, body: hasBody ? Data(form.utf8) : nil, trust: trust)
         } catch {
-            throw TransportError(description: "\(method) \(text): \(error)")
+            throw ConnectionError(base: base, underlying: "\(method) \(path): \(error)")
         }
         let status = reply.status, data: Data? = reply.body
         let body = data.flatMap { try? JSONSerialization.jsonObject(with: $0, options: .fragmentsAllowed) } as? [String: Any] ?? [:]
@@ -107,25 +140,45 @@ final class APIClient: @unchecked Sendable {
     /// The node to address: the first (only) one vireod reports.
     func defaultNode() throws -> String {
         guard let nodes = try call("GET", "/nodes") as? [[String: Any]], let node = nodes.first?["node"] as? String else {
-            throw ValidationError("vireod reported no nodes")
+            throw CLIError("vireod reported no nodes")
         }
         return node
     }
 
-    /// Polls a task until it stops; throws with the log's tail unless it ended OK or with warnings.
-    func wait(_ node: String, _ upid: String, timeout: Double = 600) throws -> [String: Any] {
+    /// Polls a task until it stops, handing each new log line to `progress` as it arrives (like
+    /// `qm`); throws with the log's tail unless it ended OK or with warnings.
+    func wait(_ node: String, _ upid: String, timeout: Double = 600, progress: ((String) -> Void)? = nil) throws -> [String: Any] {
         let deadline = Date().addingTimeInterval(timeout)
+        var shown = 0
+        func showNewLines() throws {
+            guard let progress else { return }
+            let lines = try call("GET", "/nodes/\(node)/tasks/\(upid)/log", ["start": String(shown), "limit": "1000"]) as? [[String: Any]] ?? []
+            for line in lines { progress(line["t"] as? String ?? "") }
+            shown += lines.count
+        }
         while Date() < deadline {
             let status = try call("GET", "/nodes/\(node)/tasks/\(upid)/status") as? [String: Any] ?? [:]
+            try showNewLines()
             if status["status"] as? String == "stopped" {
                 let exit = status["exitstatus"] as? String ?? "unexpected status"
                 if exit == "OK" || exit.hasPrefix("WARNINGS") { return status }
+                if progress != nil { throw TaskFailure(upid: upid, exit: exit, log: []) }
                 let log = try call("GET", "/nodes/\(node)/tasks/\(upid)/log", ["start": "0", "limit": "1000"]) as? [[String: Any]] ?? []
-                throw ValidationError("task failed: \(exit)\n" + log.compactMap { $0["t"] as? String }.suffix(20).joined(separator: "\n"))
+                throw TaskFailure(upid: upid, exit: exit, log: log.compactMap { $0["t"] as? String }.suffix(20))
             }
             Thread.sleep(forTimeInterval: 0.2)
         }
-        throw ValidationError("task \(upid) still running after \(Int(timeout)) s")
+        throw CLIError("task \(upid) still running after \(Int(timeout)) s (follow it with `vireo task log \(upid)`)")
+    }
+}
+
+/// A task that ended with an error: its exit status and (when not already shown) its log's tail.
+struct TaskFailure: Error, CustomStringConvertible {
+    var upid: String
+    var exit: String
+    var log: [String]
+    var description: String {
+        (["task failed: \(exit)"] + log + ["(full log: vireo task log \(upid))"]).joined(separator: "\n")
     }
 }
 

@@ -6,7 +6,7 @@ struct Vireo: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vireo",
         abstract: "Vireo: a KVM hypervisor platform.",
-        subcommands: [VMCommand.self, APICommand.self, ImgCommand.self, VMMCommand.self, NetCommand.self, Lab.self])
+        subcommands: [VMCommand.self, TaskCommand.self, APICommand.self, ImgCommand.self, VMMCommand.self, NetCommand.self, Lab.self])
 }
 
 struct Lab: ParsableCommand {

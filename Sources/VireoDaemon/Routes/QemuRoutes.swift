@@ -162,6 +162,8 @@ struct QemuRoutes {
         data["ha"] = ["managed": 0]
         if let agent = record.config["agent"], agent.hasPrefix("1") || agent.hasPrefix("enabled=1") { data["agent"] = 1 }
         if let lastExit = record.lastExit, record.process == nil { data["vireo-lastexit"] = lastExit }
+        // Vireo extension: the serial console's unix socket on this node (what `vireo vm console` opens).
+        if let process = record.process, process.isAlive { data["vireo-serial"] = process.serialSocket }
         if let paused = pausedFlag(record), paused { data["qmpstatus"] = "paused" }
         return envelope(data)
     }
