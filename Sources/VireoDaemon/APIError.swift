@@ -53,7 +53,7 @@ enum JSONText {
         case let text as String: writeString(text, to: &buffer)
         case let number as Int: buffer.writeString(String(number))
         case let flag as Bool: buffer.writeStaticString(flag ? "true" : "false")
-        case let number as Double: buffer.writeString(number.isFinite ? (number == number.rounded() && abs(number) < 1e15 ? String(Int(number)) : String(number)) : "0")
+        case let number as Double: writeNumber(number, to: &buffer)
         case let object as [String: Any]:
             buffer.writeInteger(UInt8(ascii: "{"))
             var first = true
@@ -88,10 +88,31 @@ enum JSONText {
         }
     }
 
+    /// A whole number is written without a fraction (`0`, not `0.0`); a non-finite one as 0.
+    static func writeNumber(_ number: Double, to buffer: inout ByteBuffer) {
+        buffer.writeString(number.isFinite ? (number == number.rounded() && abs(number) < 1e15 ? String(Int(number)) : String(number)) : "0")
+    }
+
+    /// `,"key":value` for each entry: members after those a typed writer wrote.
+    static func writeMoreMembers(_ object: [String: Any], to buffer: inout ByteBuffer) {
+        for (key, value) in object {
+            buffer.writeInteger(UInt8(ascii: ","))
+            writeString(key, to: &buffer)
+            buffer.writeInteger(UInt8(ascii: ":"))
+            write(value, to: &buffer)
+        }
+    }
+
+    private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
+
     /// A string with `"`, `\\` and control characters escaped (RFC 8259 §7); other UTF-8 as is.
     static func writeString(_ text: String, to buffer: inout ByteBuffer) {
         buffer.writeInteger(UInt8(ascii: "\""))
-        let hex: [UInt8] = Array("0123456789abcdef".utf8)
+        defer { buffer.writeInteger(UInt8(ascii: "\"")) }
+        if !text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+            buffer.writeString(text)
+            return
+        }
         for byte in text.utf8 {
             switch byte {
             case UInt8(ascii: "\""): buffer.writeStaticString("\\\"")
@@ -103,13 +124,22 @@ enum JSONText {
             default: buffer.writeInteger(byte)
             }
         }
-        buffer.writeInteger(UInt8(ascii: "\""))
     }
 }
 
 /// `{"data": value}`: every 2xx body.
 func envelope(_ value: Any?) -> Response {
     jsonResponse(["data": value ?? NSNull()])
+}
+
+/// `{"data": …}` with the value written by `writeData` (typed writers, for large lists).
+func envelope(reserving capacity: Int = 256, _ writeData: (inout ByteBuffer) -> Void) -> Response {
+    var buffer = ByteBuffer()
+    buffer.reserveCapacity(capacity)
+    buffer.writeStaticString("{\"data\":")
+    writeData(&buffer)
+    buffer.writeInteger(UInt8(ascii: "}"))
+    return Response(status: .ok, headers: [.contentType: "application/json;charset=UTF-8"], body: ResponseBody(byteBuffer: buffer))
 }
 
 /// The request context: merged parameters (query over body) and the authenticated principal.

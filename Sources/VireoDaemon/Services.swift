@@ -27,39 +27,8 @@ struct Services: Sendable {
         return vmid
     }
 
-    /// The status fields `GET /nodes/{node}/qemu`, `status/current` and `/cluster/resources` share,
-    /// as Proxmox reports them: memory and disk in bytes, `cpu` the share of the VM's vCPUs it used
-    /// (averaged since it started), `mem` its resident memory, `diskread`/`diskwrite` its engine
-    /// process's block I/O (/proc/PID/io). `netin`/`netout` stay 0 until NICs report counters.
-    func vmSummary(_ record: VMRecord) -> [String: Any] {
-        let config = record.config
-        let process = record.process.flatMap { $0.isAlive ? $0 : nil }
-        let demand = Admission.demand(config)
-        let figures = process.map(ProcessFigures.init)
-        let uptime = process.map { max(0, Int(Date().timeIntervalSince1970) - $0.startedAt) } ?? 0
-        var cpu = 0.0
-        if let figures, uptime > 0 { cpu = min(1, figures.cpuSeconds / Double(uptime) / Double(max(1, demand.cpus))) }
-        var summary: [String: Any] = [
-            "vmid": record.vmid, "name": config["name"] ?? "VM \(record.vmid)", "status": process == nil ? "stopped" : "running",
-            "cpus": demand.cpus, "maxcpu": demand.cpus, "maxmem": demand.memory, "mem": figures?.residentBytes ?? 0, "cpu": cpu,
-            "maxdisk": maxDisk(config), "disk": 0, "netin": 0, "netout": 0,
-            "diskread": figures?.readBytes ?? 0, "diskwrite": figures?.writeBytes ?? 0, "uptime": uptime,
-            "template": parseBool(config["template"] ?? "0") == true ? 1 : 0,
-        ]
-        if let process { summary["pid"] = Int(process.pid) }
-        if let tags = config["tags"] { summary["tags"] = tags }
-        return summary
-    }
-
-    /// The first disk's `size=` (what PVE reports as maxdisk), in bytes.
-    func maxDisk(_ config: [String: String]) -> Int {
-        for key in config.keys.sorted() where StorageManager.isDiskKey(key) {
-            guard let value = config[key], !value.contains("media=cdrom") else { continue }
-            if let option = value.split(separator: ",").first(where: { $0.hasPrefix("size=") }),
-               let bytes = parseSize(String(option.dropFirst(5)), defaultUnit: 1) { return Int(bytes) }
-        }
-        return 0
-    }
+    /// Each VM's summary fields, encoded once per config (``VMSummary``).
+    let summaries = VMSummaryCache()
 }
 
 /// What /proc tells about a VM's engine process.

@@ -140,4 +140,43 @@ import VireoAPI
         let final = try #require(try await daemon.request("GET", "/nodes/testnode/qemu/200/config").data as? [String: Any])
         #expect(final["tags"] == nil && final["cores"] as? Int == 2)
     }
+
+    /// The list and cluster/resources report each VM's summary with PVE's fields and JSON types, and
+    /// follow config changes (the summaries are encoded once per config and cached).
+    @Test func listSummariesFollowConfigChanges() async throws {
+        let daemon = try DaemonHarness()
+        try await daemon.start()
+        defer { daemon.shutdown() }
+        try await daemon.login()
+        let create = try await daemon.request("POST", "/nodes/testnode/qemu",
+                                              ["vmid": "300", "name": "first", "memory": "128", "cores": "2", "tags": "a;b",
+                                               "ide2": "none,media=cdrom", "virtio1": "/tmp/vireo-no-disk-1.raw,size=2G",
+                                               "virtio0": "/tmp/vireo-no-disk-0.raw,size=1G"])
+        try #require(create.status == 200, "\(create.body)")
+        _ = try await daemon.waitTask(create.data)
+        let fields: Set<String> = ["vmid", "name", "status", "cpus", "maxcpu", "maxmem", "mem", "cpu", "maxdisk", "disk",
+                                   "netin", "netout", "diskread", "diskwrite", "uptime", "template", "tags"]
+        func list() async throws -> [String: Any] {
+            let vms = try #require(try await daemon.request("GET", "/nodes/testnode/qemu").data as? [[String: Any]])
+            let resources = try #require(try await daemon.request("GET", "/cluster/resources").data as? [[String: Any]])
+            let vm = try #require(vms.first)
+            let resource = try #require(resources.first { $0["type"] as? String == "qemu" })
+            #expect(vms.count == 1 && resources.contains { $0["type"] as? String == "node" } && resources.contains { $0["type"] as? String == "storage" })
+            #expect(resource["id"] as? String == "qemu/300" && resource["node"] as? String == "testnode")
+            #expect(Set(resource.keys) == Set(vm.keys).union(["id", "type", "node"]))
+            for key in Set(vm.keys).subtracting(["name", "status", "tags"]) { #expect(vm[key] is NSNumber && resource[key] is NSNumber, "\(key)") }
+            return vm
+        }
+        let before = try await list()
+        #expect(Set(before.keys) == fields)
+        #expect(before["name"] as? String == "first" && before["status"] as? String == "stopped" && before["tags"] as? String == "a;b")
+        #expect(before["vmid"] as? Int == 300 && before["cpus"] as? Int == 2 && before["maxcpu"] as? Int == 2)
+        #expect(before["maxmem"] as? Int == 128 * 1_048_576 && before["maxdisk"] as? Int == 1 << 30 && before["uptime"] as? Int == 0)
+
+        let change = try await daemon.request("PUT", "/nodes/testnode/qemu/300/config", ["name": "second", "memory": "256", "delete": "tags,virtio0"])
+        #expect(change.status == 200)
+        let after = try await list()
+        #expect(Set(after.keys) == fields.subtracting(["tags"]))
+        #expect(after["name"] as? String == "second" && after["maxmem"] as? Int == 256 * 1_048_576 && after["maxdisk"] as? Int == 2 << 30)
+    }
 }

@@ -36,8 +36,14 @@ struct QemuRoutes {
 
     func list(_ context: APIContext) throws -> Response {
         _ = try services.checkNode(context)
-        let visible = try services.store.vms().filter { context.principal?.may("VM.Audit", on: "/vms/\($0.vmid)") == true }
-        return envelope(visible.map(services.vmSummary))
+        let records = try services.store.vms()
+        services.summaries.retain(only: records)
+        let visible = records.filter { context.principal?.may("VM.Audit", on: "/vms/\($0.vmid)") == true }
+        return envelope(reserving: 384 * visible.count + 64) { (buffer: inout ByteBuffer) in
+            buffer.writeInteger(UInt8(ascii: "["))
+            services.summaries.writeObjects(visible, to: &buffer)
+            buffer.writeInteger(UInt8(ascii: "]"))
+        }
     }
 
     /// Validates config parameters; a 400 leaves the store untouched.
@@ -157,15 +163,18 @@ struct QemuRoutes {
         let vmid = try services.vmid(context)
         try context.require("VM.Audit", on: "/vms/\(vmid)")
         guard let record = try services.store.vm(vmid) else { throw StoreError.noSuchVM(vmid) }
-        var data = services.vmSummary(record)
-        data["qmpstatus"] = data["status"]
-        data["ha"] = ["managed": 0]
-        if let agent = record.config["agent"], agent.hasPrefix("1") || agent.hasPrefix("enabled=1") { data["agent"] = 1 }
-        if let lastExit = record.lastExit, record.process == nil { data["vireo-lastexit"] = lastExit }
+        var more: [String: Any] = ["ha": ["managed": 0]]
+        more["qmpstatus"] = pausedFlag(record).map { $0 ? "paused" : "running" } ?? "stopped"
+        if let agent = record.config["agent"], agent.hasPrefix("1") || agent.hasPrefix("enabled=1") { more["agent"] = 1 }
+        if let lastExit = record.lastExit, record.process == nil { more["vireo-lastexit"] = lastExit }
         // Vireo extension: the serial console's unix socket on this node (what `vireo vm console` opens).
-        if let process = record.process, process.isAlive { data["vireo-serial"] = process.serialSocket }
-        if let paused = pausedFlag(record), paused { data["qmpstatus"] = "paused" }
-        return envelope(data)
+        if let process = record.process, process.isAlive { more["vireo-serial"] = process.serialSocket }
+        return envelope { (buffer: inout ByteBuffer) in
+            buffer.writeInteger(UInt8(ascii: "{"))
+            services.summaries.writeMembers(of: record, now: Int(Date().timeIntervalSince1970), to: &buffer)
+            JSONText.writeMoreMembers(more, to: &buffer)
+            buffer.writeInteger(UInt8(ascii: "}"))
+        }
     }
 
     /// Whether a running VM is paused, as recorded by the last suspend/resume (no engine call on the request path).
