@@ -88,6 +88,7 @@ enum HTTPTransport {
         do {
             channel = try bootstrap.connect(host: host, port: port).wait()
         } catch {
+            promise.fail(error)  // a promise must be completed before it goes (NIO traps on a leaked one)
             throw TransportError(description: "cannot connect to \(host):\(port): \(error)")
         }
         var head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method), uri: target)
