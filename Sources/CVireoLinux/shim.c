@@ -12,6 +12,7 @@
 #include <linux/if_tun.h>
 #include <unistd.h>
 #include <linux/falloc.h>
+#include <spawn.h>
 
 _Static_assert(sizeof(struct kvm_regs) == 144, "kvm_regs ABI");
 _Static_assert(sizeof(struct kvm_sregs) == 312, "kvm_sregs ABI");
@@ -277,4 +278,8 @@ int vireo_accept_nonblocking(int listener) { return accept4(listener, NULL, NULL
 
 int vireo_punch_hole(int fd, int64_t offset, int64_t length) {
     return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length);
+}
+
+int vireo_spawn_close_from(posix_spawn_file_actions_t *actions, int lowfd) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, lowfd);
 }

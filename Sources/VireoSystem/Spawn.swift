@@ -34,6 +34,9 @@ public enum ProcessControl {
         _ = unsafe posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         _ = unsafe posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o640)
         _ = unsafe posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // Nothing else of ours goes with it: a VM must not hold the daemon's listening socket, database or
+        // logs (a restarted vireod could not take its port back while an old VM kept the socket open).
+        guard unsafe vireo_spawn_close_from(&actions, 3) == 0 else { throw SystemError("posix_spawn_file_actions_addclosefrom_np", errno: errno) }
 
         let argv = unsafe ([executable] + arguments).map { unsafe strdup($0) }
         defer { for unsafe pointer in unsafe argv { unsafe free(pointer) } }

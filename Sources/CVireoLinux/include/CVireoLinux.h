@@ -11,6 +11,7 @@
 #include <sys/eventfd.h>
 #include <sys/epoll.h>
 #include <termios.h>
+#include <spawn.h>
 #include "CVireoNetlink.h"
 
 // MARK: ioctl entry points (ioctl(2) is variadic; Swift cannot call it).
@@ -153,5 +154,9 @@ int vireo_accept_nonblocking(int listener);
 /// (it reads as zeros) without changing the file size. Returns 0 or -1 with errno (EOPNOTSUPP where the
 /// file system cannot punch holes).
 int vireo_punch_hole(int fd, int64_t offset, int64_t length);
+
+/// Closes every descriptor from `lowfd` up in a posix_spawn child (glibc's
+/// posix_spawn_file_actions_addclosefrom_np, which Swift's Glibc module does not expose).
+int vireo_spawn_close_from(posix_spawn_file_actions_t *actions, int lowfd);
 
 #endif
