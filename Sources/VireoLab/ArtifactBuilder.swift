@@ -90,6 +90,7 @@ public struct ArtifactBuilder: Sendable {
         }
         request.needs.formUnion(request.optional.subtracting([.vireoVMM]))
         if request.needs.contains(.l2Initramfs) || request.needs.contains(.rootfs) { request.needs.insert(.l2Kernel) }
+        if request.needs.contains(.vireod) { request.needs.insert(.vireoVMM) }
         let base = note(try buildL1Base(needs: request.needs))
         var guestInit = request.defaultGuestInit
         if let path = request.scenario?.guestInitPath {
@@ -192,6 +193,15 @@ public struct ArtifactBuilder: Sendable {
         }
         if needs.contains(.qemu) { manifest.addFileStat(host.qemu) }
         if needs.contains(.l2Kernel) { manifest.addFileStat(host.kernel) }
+        var vireod: String?
+        if needs.contains(.vireod) {
+            let path = ((vmm ?? "") as NSString).deletingLastPathComponent + "/vireod"
+            guard vmm != nil, FileManager.default.isExecutableFile(atPath: path) else {
+                throw LabError.missingTool("this scenario needs vireod beside vireo-vmm (\(path)); build it with `swift build --product vireod`")
+            }
+            vireod = path
+            manifest.addFileStat(path)
+        }
         let e2fsprogs = needs.contains(.e2fsprogs) ? try Self.e2fsprogsTools() : []
         for tool in e2fsprogs { manifest.addFileStat(tool) }
         return try cache.entry(kind: "l1-base", manifest: manifest) { dir in
@@ -204,6 +214,7 @@ public struct ArtifactBuilder: Sendable {
                     try addWithLibraries(companion, as: "/vireo/bin/" + name, into: &archive)
                 }
             }
+            if let vireod { try addWithLibraries(vireod, as: "/vireo/bin/vireod", into: &archive) }
             if needs.contains(.qemu) {
                 try addWithLibraries(host.qemu, as: InitScripts.L1Paths.qemu, into: &archive)
                 for (name, path) in qemuDataFiles() {

@@ -62,6 +62,7 @@ public struct ScenarioSpec: Codable, Sendable, Equatable {
     public var needSet: Set<Need> {
         var set = Set(needs.compactMap(Need.init(rawValue:)))
         if set.contains(.l2Initramfs) || set.contains(.rootfs) { set.insert(.l2Kernel) }
+        if set.contains(.vireod) { set.insert(.vireoVMM) }
         return set
     }
 
@@ -83,6 +84,9 @@ public enum Need: String, CaseIterable, Sendable, Hashable, Comparable {
     /// The build host's `e2fsck` and `mke2fs` (e2fsprogs) in the L1 host's /usr/sbin (call them by that path: busybox has its own mke2fs): scenarios that make
     /// or check ext4 images there.
     case e2fsprogs
+    /// The `vireod` control-plane daemon built beside vireo-vmm, in /vireo/bin (implies vireo-vmm): scenarios that
+    /// drive VMs through the API.
+    case vireod
 
     public static func < (a: Need, b: Need) -> Bool { a.rawValue < b.rawValue }
 }

@@ -15,6 +15,12 @@ public enum TerminationSignals {
         _ = unsafe pthread_sigmask(SIG_BLOCK, &set, nil)
     }
 
+    /// Ignores SIGPIPE for the whole process, so a peer closing a socket (a serial console client going
+    /// away) is an EPIPE from write(2) rather than the end of the process.
+    public static func ignoreBrokenPipes() {
+        _ = signal(SIGPIPE, SIG_IGN)
+    }
+
     /// Waits for one of the signals and returns it.
     public static func wait() -> Int32 {
         var set = sigset_t()

@@ -95,6 +95,7 @@ struct VireoVMMCommand: ParsableCommand {
         let logger = Logger(label: "vireo-vmm")
 
         TerminationSignals.block()
+        TerminationSignals.ignoreBrokenPipes()
         let machine: VirtualMachine
         do {
             machine = try VirtualMachine(config: config, logger: logger)

@@ -7,7 +7,7 @@ struct VMMCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vmm",
         abstract: "Talk to a running vireo-vmm directly.",
-        subcommands: [VMMControl.self])
+        subcommands: [VMMControl.self, VMMSerial.self])
 }
 
 struct VMMControl: ParsableCommand {
@@ -43,5 +43,37 @@ struct VMMControl: ParsableCommand {
             if reply.hasPrefix(#"{"error""#) { failed = true }
         }
         if failed { throw ExitCode(1) }
+    }
+}
+
+/// `vireo vmm serial SOCKET [--until TEXT]`: copies a `--serial unix:PATH` console to stdout. A new client
+/// first gets the VMM's recent output (its scrollback), so the boot log is there too.
+struct VMMSerial: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serial",
+        abstract: "Print the output of a vireo-vmm serial console socket.",
+        discussion: "Without --until it prints until the VMM closes the socket; with it, exits 0 once TEXT has appeared and 1 if the socket closes first.")
+
+    @Argument(help: "The socket given to vireo-vmm as --serial unix:PATH.") var socket: String
+    @Option(help: "Stop once this text has been printed.") var until: String?
+
+    func run() throws {
+        let connection: FileDescriptor
+        do {
+            connection = try UnixSocket.connect(path: socket)
+        } catch {
+            throw ValidationError("cannot connect to \(socket): \(SystemError.message(for: error.errno)); is vireo-vmm running with --serial unix:\(socket)?")
+        }
+        let wanted = until.map { Array($0.utf8) }
+        var seen: [UInt8] = []
+        while let bytes = RawDescriptorIO.readSome(connection.rawValue) {
+            _ = RawDescriptorIO.writeAll(1, bytes)
+            guard let wanted, !wanted.isEmpty else { continue }
+            // Keep only the tail that could still begin a match across reads.
+            seen += bytes
+            if seen.firstRange(of: wanted) != nil { return }
+            seen = Array(seen.suffix(wanted.count - 1))
+        }
+        if until != nil { throw ExitCode(1) }
     }
 }

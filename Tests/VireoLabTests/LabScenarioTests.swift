@@ -262,3 +262,15 @@ extension LabTests {
         }
     }
 }
+
+extension LabTests {
+    /// VMs driven through a real vireod (packaged with the `vireod` need) and the vireo CLI inside the lab host.
+    @Suite struct DaemonScenarios {
+        @Test(.timeLimit(.minutes(4)), arguments: ["vireod-vireo-engine"])
+        func scenarioPasses(_ name: String) throws {
+            let result = try TestLab.run(name)
+            #expect(result.passed, "\(result.report)")
+            try TestLab.expectNoQEMULeft(result)
+        }
+    }
+}

@@ -165,6 +165,11 @@ extension HashAndCacheTests {
         #expect(spec.resultsDiskMiB == 8)
     }
 
+    @Test func knowsTheVireodNeed() throws {
+        let spec = try JSONDecoder().decode(ScenarioSpec.self, from: Data(#"{"needs": ["vireod", "l2-initramfs"]}"#.utf8))
+        #expect(spec.needSet == [.vireod, .vireoVMM, .l2Initramfs, .l2Kernel])
+    }
+
     @Test func appliesDefaults() throws {
         let spec = try JSONDecoder().decode(ScenarioSpec.self, from: Data("{}".utf8))
         #expect(spec.timeout == 180 && spec.hosts == 1 && spec.needs.isEmpty)
