@@ -185,7 +185,7 @@ struct TaskFailure: Error, CustomStringConvertible {
 /// Prints `data` as pretty JSON.
 func printJSON(_ value: Any?) {
     guard let value else { print("null"); return }
-    if let data = try? JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .fragmentsAllowed]) {
+    if let data = try? JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .fragmentsAllowed, .withoutEscapingSlashes]) {
         print(String(decoding: data, as: UTF8.self))
     } else {
         print(value)

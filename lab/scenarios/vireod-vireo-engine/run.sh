@@ -1,6 +1,6 @@
 #!/bin/sh
 # A VM's life through a real vireod (plain HTTP on loopback) and the vireo CLI, on the vireo engine:
-# create, start, read its serial console, shut down, start + stop, destroy, and the task logs.
+# create, start, read its serial console, survive `kill -9 vireod` (re-adoption), shut down, start + stop, destroy, and the task logs.
 # Few PBKDF2 rounds for root@pam: every CLI call logs in, and the lab host runs under TCG.
 export VIREO_ROOT_PASSWORD=lab-root-secret VIREO_PASSWORD=lab-root-secret VIREO_PASSWORD_ROUNDS=100
 export VIREO_URL=http://127.0.0.1:8006
@@ -27,7 +27,7 @@ current() { vireo api get "/nodes/$NODE/qemu/$VMID/status/current" --output json
 start_vireod() {
   vireod --no-tls --data-dir "$DATA" --listen 127.0.0.1:8006 >>"$LOG" 2>&1 &
   daemon=$!
-  await "vireod to answer" vireo api get /version
+  await "vireod to answer" timeout 10 vireo api get /version
 }
 # Prints a task's log lines (by UPID) prefixed with the task's name.
 task_log() { vireo api get "/nodes/$NODE/tasks/$2/log" limit=100 --output json | sed -n 's/^ *"t" : "\(.*\)"$/\1/p' | sed "s/^/task $1: /"; }
@@ -51,7 +51,13 @@ pid=$(echo "$out" | field pid)
 [ -n "$pid" ] || { echo "$out"; fail "no running VM after the serial console client left"; }
 echo "after the serial client left: $(echo "$out" | field status), pid $pid"
 
-out=$(vireo vm stop $VMID --shutdown --timeout 60) || fail "vm shutdown: $out"
+kill -9 "$daemon"; wait "$daemon" 2>/dev/null
+alive "$pid" || fail "the VM died with vireod"
+echo "vireod killed; vireo-vmm pid $pid still alive"
+start_vireod
+[ "$(current | field pid)" = "$pid" ] && echo "after restart: same pid $pid, status $(current | field status)"
+
+out=$(vireo vm shutdown $VMID --timeout 60) || fail "vm shutdown: $out"
 echo "shutdown: $out"
 SHUTDOWN_UPID=${out%% *}
 alive "$pid" && fail "vireo-vmm $pid still runs after the shutdown task"
