@@ -240,8 +240,9 @@ public final class VirtualMachine: Sendable {
             state.pauseReason = .requested
             return true
         }) else { return }
-        kickAll()
-        _ = lifecycle.state.wait { $0.parked == vcpus.count || $0.exit != nil }
+        // Kicked again until every vCPU has parked: on a PVM host a kick that lands while a guest spins
+        // without exits (`jmp $`) was seen to stay unnoticed inside KVM_RUN; a repeat costs nothing.
+        repeat { kickAll() } while lifecycle.state.wait(until: { $0.parked == vcpus.count || $0.exit != nil }, timeout: 0.05) == nil
     }
 
     /// Lets parked vCPUs run again, and retries the disk requests held for lack of host space
