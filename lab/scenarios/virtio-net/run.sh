@@ -14,12 +14,18 @@ timeout 170 "$VIREO_VMM" --kernel "$L2_KERNEL" --initrd "$L2_INITRD" \
   --cmdline "console=ttyS0 panic=-1 quiet" --cpus 1 --memory 256M --serial "file:$LOG" \
   --net tap=tap0,mac=52:54:00:12:34:56 --control "unix:$SOCKET" --log-level notice </dev/null > /tmp/vmm.log 2>&1 &
 VMM=$!
-# Wait (bounded) for a line in the guest console; gives up when the VMM has exited.
+# Wait (bounded: 60 s of L1 time) for a line in the guest console; gives up when the VMM has exited,
+# and then shows what the guest and the VMM said, so a stuck guest is diagnosable from the lab console.
 await() {
-  i=0
+  deadline=$(( $(date +%s) + 60 ))
   while ! grep -q "$1" "$LOG" 2>/dev/null; do
-    i=$((i + 1))
-    if [ $i -gt 1200 ] || ! kill -0 $VMM 2>/dev/null; then echo "VIREO-LAB: FAIL no '$1' in the guest console"; return 1; fi
+    if [ "$(date +%s)" -gt $deadline ] || ! kill -0 $VMM 2>/dev/null; then
+      echo "VIREO-LAB: FAIL no '$1' in the guest console"
+      echo "--- guest console (tail)"; tail -25 "$LOG" 2>/dev/null
+      echo "--- vireo-vmm (tail)"; tail -15 /tmp/vmm.log 2>/dev/null
+      echo "--- control status: $(vireo vmm control "$SOCKET" status 2>&1)"
+      return 1
+    fi
     sleep 0.1
   done
 }
