@@ -9,6 +9,8 @@ final class Lifecycle: Sendable {
         var runState: VMRunState = .created
         /// vCPUs currently parked outside `KVM_RUN` because the VM is paused.
         var parked = 0
+        /// vCPU threads still in their run loop (started and not yet returned).
+        var activeVCPUs = 0
         /// Why the VM is paused (nil unless `runState == .paused`).
         var pauseReason: PauseReason?
         /// Set once, by the first stop request.
@@ -28,6 +30,13 @@ final class Lifecycle: Sendable {
 
     func waitForExitRequest() -> VMExit {
         state.wait { $0.exit != nil }.exit ?? .failed("no exit reason")
+    }
+
+    /// Runs `kick` until every vCPU is in the state `done` describes, repeating it every 50 ms: a kick
+    /// that lands while a guest spins without exits was seen to stay unnoticed inside `KVM_RUN` on a PVM
+    /// host, and a repeat costs nothing. Pause (all parked) and exit (all returned) both wait this way.
+    func kickUntil(_ done: (State) -> Bool, kick: () -> Void) {
+        repeat { kick() } while state.wait(until: done, timeout: 0.05) == nil
     }
 
     /// Called by a vCPU thread between `KVM_RUN`s: returns false when the thread should end,

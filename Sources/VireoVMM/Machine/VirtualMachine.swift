@@ -208,7 +208,16 @@ public final class VirtualMachine: Sendable {
         var started: [OSThread] = []
         for vcpu in vcpus {
             let runner = VCPURunner(vcpu: vcpu, ioBus: ioBus, mmioBus: mmioBus, lifecycle: lifecycle, logger: logger)
-            started.append(try OSThread(name: "vcpu\(vcpu.id)") { runner.run() })
+            lifecycle.state.update { $0.activeVCPUs += 1 }
+            do {
+                started.append(try OSThread(name: "vcpu\(vcpu.id)") {
+                    runner.run()
+                    self.lifecycle.state.update { $0.activeVCPUs -= 1 }
+                })
+            } catch {
+                lifecycle.state.update { $0.activeVCPUs -= 1 }
+                throw error
+            }
         }
         threads.update { $0 = started }
         try virtio.start()
@@ -218,7 +227,7 @@ public final class VirtualMachine: Sendable {
     /// Blocks until the VM has stopped and every vCPU thread has returned.
     public func waitForExit() -> VMExit {
         let exit = lifecycle.waitForExitRequest()
-        kickAll()
+        lifecycle.kickUntil({ $0.activeVCPUs == 0 }, kick: kickAll)
         for thread in threads.current { thread.join() }
         virtio.shutdown()
         platform.shutdown()
@@ -240,9 +249,7 @@ public final class VirtualMachine: Sendable {
             state.pauseReason = .requested
             return true
         }) else { return }
-        // Kicked again until every vCPU has parked: on a PVM host a kick that lands while a guest spins
-        // without exits (`jmp $`) was seen to stay unnoticed inside KVM_RUN; a repeat costs nothing.
-        repeat { kickAll() } while lifecycle.state.wait(until: { $0.parked == vcpus.count || $0.exit != nil }, timeout: 0.05) == nil
+        lifecycle.kickUntil({ $0.parked == $0.activeVCPUs || $0.exit != nil }, kick: kickAll)
     }
 
     /// Lets parked vCPUs run again, and retries the disk requests held for lack of host space
