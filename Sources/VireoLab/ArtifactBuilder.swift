@@ -116,6 +116,7 @@ public struct ArtifactBuilder: Sendable {
         var overlay = CpioArchive()
         overlay.addFile("init", text: InitScripts.l1Init(hosts: request.hosts, l2Cmdline: request.l2Cmdline), mode: 0o755)
         overlay.addFile("lab/env", text: envFile(request))
+        overlay.addFile("vireo/bin/vmm-run", text: InitScripts.vmmRun, mode: 0o755)
         if let scenario = request.scenario {
             for file in try scenario.files() {
                 try overlay.addFile(InitScripts.L1Paths.scenario + "/" + file, from: scenario.directory + "/" + file)

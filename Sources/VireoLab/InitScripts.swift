@@ -144,6 +144,49 @@ public enum InitScripts {
 }
 
 extension InitScripts {
+    /// `/vireo/bin/vmm-run SECONDS COMMAND…` in L1: runs a VMM (any command) and waits for it at most SECONDS
+    /// of L1 time, with its exit status as its own. On time-out it shows where each of the VMM's threads is
+    /// (state, kernel wait channel and stack: a vCPU thread in `kvm_vcpu_block` waits for an interrupt, one in
+    /// `futex_wait` for a lock), sends SIGTERM, and says so if that has not ended the VMM within 10 s (a stop
+    /// that hangs) before SIGKILL; it then exits 124 like `timeout`. A hung guest is diagnosable from the
+    /// lab console instead of ending as a bare scenario time-out.
+    public static let vmmRun = """
+        #!/bin/sh
+        limit=$1; shift
+        "$@" &
+        pid=$!
+        running() { [ -e /proc/$pid/stat ] && [ "$(cut -d' ' -f3 /proc/$pid/stat)" != Z ]; }
+        threads() {
+          for task in /proc/$pid/task/*; do
+            [ -e "$task/stat" ] || continue
+            echo "VIREO-LAB: vmm-run: thread $(cat $task/comm 2>/dev/null) state $(cut -d' ' -f3 $task/stat 2>/dev/null) wchan $(cat $task/wchan 2>/dev/null)"
+            sed 's/^/VIREO-LAB: vmm-run:     /' "$task/stack" 2>/dev/null | head -12
+          done
+        }
+        # Waits up to $1 seconds for the VMM to end; false if it is still running.
+        ended_within() {
+          deadline=$(( $(date +%s) + $1 ))
+          while running; do
+            [ "$(date +%s)" -ge "$deadline" ] && return 1
+            sleep 0.2
+          done
+        }
+        if ended_within "$limit"; then
+          wait $pid
+          exit $?
+        fi
+        echo "VIREO-LAB: vmm-run: $1 still running after ${limit}s of L1 time; its threads:"
+        threads
+        kill -TERM $pid
+        if ! ended_within 10; then
+          echo "VIREO-LAB: vmm-run: $1 did not end within 10 s of SIGTERM; its threads:"
+          threads
+          kill -KILL $pid
+        fi
+        wait $pid
+        exit 124
+        """
+
     /// /etc/profile for interactive shells: busybox poweroff/reboot without -f only signal PID 1 (a script here).
     public static let profile = """
         alias poweroff='poweroff -f'

@@ -34,6 +34,8 @@ public struct LabRunner: Sendable {
         public var reason: String
         /// The last console lines of the host that decided the outcome.
         public var consoleTail: [String]
+        /// On a time-out: where the waiting host's CPUs were (``LabDiagnostics``).
+        public var diagnostics: [String] = []
         /// Where the /results contents were extracted, if any.
         public var resultsDirectory: String?
         public var consoleLogs: [String]
@@ -45,10 +47,17 @@ public struct LabRunner: Sendable {
         public var runToken: String
         public var buildSummary: String
 
+        /// The scenario did not finish: the run hit its time limit, or `vmm-run` stopped a VMM that
+        /// overran its own (a failure the scenario decided itself is not a time-out).
+        public var timedOut: Bool {
+            !passed && (reason.hasPrefix("timed out") || consoleTail.contains { $0.contains("vmm-run:") && $0.contains("still running after") })
+        }
+
         /// The reason followed by the console tail, as printed on failure.
         public var report: String {
             passed ? "PASS \(scenario): \(reason)"
                 : "FAIL \(scenario): \(reason)\n--- last \(consoleTail.count) console lines ---\n" + consoleTail.joined(separator: "\n")
+                    + diagnostics.map { "\n" + $0 }.joined()
         }
     }
 
@@ -83,11 +92,14 @@ public struct LabRunner: Sendable {
         for index in 0..<spec.hosts {
             let arguments = qemuArguments(
                 spec: spec, index: index, images: images, disk: disks[index], linkPort: linkPort,
-                runToken: runToken, mode: .run, extraCmdline: options.extraL1Cmdline)
+                runToken: runToken, mode: .run, extraCmdline: options.extraL1Cmdline,
+                monitorSocket: runDirectory + "/monitor-\(index).sock")
             let log = runDirectory + "/console-\(index).log"
             let child = try ChildProcess.spawn(host.qemu, arguments)
             builder.log("host \(index): qemu pid \(child.pid), console log \(log)")
-            sessions.append(HostSession(index: index, child: child, matcher: ConsoleMatcher(spec: spec), logPath: log))
+            sessions.append(HostSession(
+                index: index, child: child, matcher: ConsoleMatcher(spec: spec), logPath: log,
+                monitorSocket: runDirectory + "/monitor-\(index).sock"))
         }
 
         let timeout = Double(options.timeout ?? spec.timeout)
@@ -115,6 +127,7 @@ public struct LabRunner: Sendable {
 
         return Result(
             scenario: scenario.name, passed: outcome.passed, reason: outcome.reason, consoleTail: outcome.tail,
+            diagnostics: outcome.diagnostics,
             resultsDirectory: resultsDirectory, consoleLogs: sessions.map(\.logPath),
             seconds: Date().timeIntervalSince(buildStart), bootSeconds: bootSeconds,
             qemuPIDs: sessions.map(\.child.pid), runToken: runToken, buildSummary: images.summary)
@@ -134,7 +147,8 @@ public struct LabRunner: Sendable {
     /// The QEMU command line of lab host `index`.
     public func qemuArguments(
         spec: ScenarioSpec, index: Int, images: ArtifactBuilder.Images, disk: String?, linkPort: Int?,
-        runToken: String, mode: InitScripts.Mode, extraCmdline: String = "", interactive: Bool = false, hostForward: String? = nil
+        runToken: String, mode: InitScripts.Mode, extraCmdline: String = "", interactive: Bool = false, hostForward: String? = nil,
+        monitorSocket: String? = nil
     ) -> [String] {
         var args = [
             "-name", "\(runToken)-h\(index)",
@@ -143,10 +157,18 @@ public struct LabRunner: Sendable {
             "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-no-reboot",
             "-serial", interactive ? "mon:stdio" : "stdio",
             "-kernel", images.l1Kernel, "-initrd", images.l1Initrd,
-            "-append", "console=ttyS0 quiet panic=-1 vireo.host=\(index) vireo.mode=\(mode.rawValue) \(extraCmdline)"
+            // nokaslr: the kernel text at its System.map addresses, so a time-out report can name functions.
+            "-append", "console=ttyS0 quiet panic=-1 nokaslr vireo.host=\(index) vireo.mode=\(mode.rawValue) \(extraCmdline)"
                 .trimmingCharacters(in: .whitespaces),
         ]
-        if !interactive { args += ["-monitor", "none"] }
+        if !interactive {
+            // A monitor socket only where its path fits a sockaddr_un (108 bytes): it serves time-out reports.
+            if let monitorSocket, monitorSocket.utf8.count < 100 {
+                args += ["-monitor", "unix:\(monitorSocket),server=on,wait=off"]
+            } else {
+                args += ["-monitor", "none"]
+            }
+        }
         if let disk {
             args += [
                 "-drive", "file=\(disk),format=raw,if=none,id=results,cache=unsafe",
@@ -178,11 +200,13 @@ public struct LabRunner: Sendable {
         var lines = LineAssembler()
         let log: FileHandle?
         let logPath: String
+        let monitorSocket: String?
         var eof = false
         var exitedAt: Date?
 
-        init(index: Int, child: ChildProcess, matcher: ConsoleMatcher, logPath: String) {
+        init(index: Int, child: ChildProcess, matcher: ConsoleMatcher, logPath: String, monitorSocket: String? = nil) {
             self.index = index; self.child = child; self.matcher = matcher; self.logPath = logPath
+            self.monitorSocket = monitorSocket
             FileManager.default.createFile(atPath: logPath, contents: nil)
             log = FileHandle(forWritingAtPath: logPath)
         }
@@ -193,6 +217,7 @@ public struct LabRunner: Sendable {
         var passed: Bool
         var reason: String
         var tail: [String]
+        var diagnostics: [String] = []
     }
 
     /// Reads all consoles until the outcome is decided (or, with `untilExit`, until every QEMU has exited).
@@ -244,9 +269,20 @@ public struct LabRunner: Sendable {
             if Date() >= deadline {
                 if untilExit { return Outcome(passed: true, reason: "hosts did not power off in time", tail: []) }
                 let waiting = sessions.first { $0.matcher.state != .passed } ?? sessions[0]
-                return fail(waiting, sessions.count, "timed out after \(Int(timeout))s")
+                var outcome = fail(waiting, sessions.count, "timed out after \(Int(timeout))s")
+                outcome.diagnostics = timeoutReport(waiting)
+                return outcome
             }
         }
+    }
+
+    /// Where the timed-out host's CPUs were (see ``LabDiagnostics``), as lines for the failure report.
+    private func timeoutReport(_ session: HostSession) -> [String] {
+        guard let socket = session.monitorSocket else { return [] }
+        let systemMap = host.kernel.replacingOccurrences(of: "/vmlinuz-", with: "/System.map-")
+        let cpus = LabDiagnostics.cpuReport(monitorSocket: socket, systemMap: systemMap)
+        guard !cpus.isEmpty else { return ["--- host \(session.index): its QEMU monitor did not answer ---"] }
+        return ["--- host \(session.index): L1 CPUs at the time-out ---"] + cpus
     }
 
     private func fail(_ session: HostSession, _ hostCount: Int, _ why: String) -> Outcome {

@@ -254,3 +254,45 @@ extension HashAndCacheTests {
         #expect(["native", "emulated (PVM)", "absent"].contains(HostKVM.detect().rawValue))
     }
 }
+
+@Suite struct DiagnosticsTests {
+    /// QEMU 7.2's `info registers -a` as the monitor sends it (CRLF, the echoed command first).
+    static let registers = """
+        info registers -a\r
+        \r
+        CPU#0\r
+        RAX=0000000000000000 RBX=ffffffff82a13940 RCX=0000000000000000 RDX=0000000000000000\r
+        RIP=ffffffff81a17a0b RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1\r
+        \r
+        CPU#1\r
+        RAX=0000000000000001 RBX=0000000000000000 RCX=0000000000000000 RDX=0000000000000000\r
+        RIP=ffffffffb64969f0 RFL=00000202 [-------] CPL=0 II=0 A20=1 SMM=0 HLT=0\r
+
+        """
+
+    @Test func cpuLinesSayWhoseCodeEachCPURuns() {
+        #expect(LabDiagnostics.cpuLines(registers: Self.registers, symbols: nil) == [
+            "CPU 0: RIP ffffffff81a17a0b (L1 kernel text) halted",
+            "CPU 1: RIP ffffffffb64969f0 (the L2 guest or L1 user space)",
+        ])
+        #expect(LabDiagnostics.whoseCode(0xFFFF_FFFF_C0A1_2345) == "an L1 module, such as kvm or kvm-amd")
+        #expect(LabDiagnostics.whoseCode(0x0000_5555_0000_1000) == "the L2 guest or L1 user space")
+    }
+
+    @Test func aRealSystemMapNamesTheFunction() throws {
+        let map = """
+            ffffffff81000000 T _stext
+            ffffffff81a17a00 T default_idle
+            ffffffff81a17a40 t mwait_idle
+            ffffffff81a17a80 D some_data
+            ffffffff82000000 T _etext
+            """
+        let symbols = try #require(KernelSymbols(systemMap: map))
+        #expect(symbols.name(of: 0xFFFF_FFFF_81A1_7A0B) == "default_idle+0xb")
+        #expect(symbols.name(of: 0xFFFF_FFFF_81A1_7A90) == "mwait_idle+0x50")
+        #expect(symbols.name(of: 0xFFFF_FFFF_8200_0001) == nil)
+        #expect(LabDiagnostics.cpuLines(registers: Self.registers, symbols: symbols).first == "CPU 0: RIP ffffffff81a17a0b (default_idle+0xb) halted")
+        // Debian's /boot/System.map is a one-line placeholder pointing at the -dbg package.
+        #expect(KernelSymbols(systemMap: "ffffffffffffffff B The real System.map is in the linux-image-<version>-dbg package") == nil)
+    }
+}

@@ -1,5 +1,5 @@
 #!/bin/sh
-timeout 120 "$VIREO_VMM" --kernel "$L2_KERNEL" --initrd "$L2_INITRD" \
+vmm-run 100 "$VIREO_VMM" --kernel "$L2_KERNEL" --initrd "$L2_INITRD" \
   --cmdline "console=ttyS0 panic=-1 quiet" --cpus 1 --memory 256M --serial stdio </dev/null
 rc=$?
 echo "vireo-vmm exited with status $rc"

@@ -1,6 +1,6 @@
 #!/bin/sh
 # vireo-vmm exit codes: 0 power-off, 1 VMM failure, 2 guest reboot, 3 triple fault, 4 stopped by signal, 64 bad arguments.
-timeout 120 "$VIREO_VMM" --kernel "$L2_KERNEL" --initrd "$L2_INITRD" \
+vmm-run 100 "$VIREO_VMM" --kernel "$L2_KERNEL" --initrd "$L2_INITRD" \
   --cmdline "console=ttyS0 panic=-1 quiet" --cpus 1 --memory 256M --serial stdio </dev/null
 rc=$?
 echo "vireo-vmm exited with status $rc"

@@ -8,7 +8,7 @@ cp "$ROOTFS_IMG" /tmp/vda.img || exit 1
 dd if=/dev/zero of=/tmp/base.img bs=1M count=8 2>/dev/null
 vireo img create -q -f qcow2 -b /tmp/base.img -F raw /tmp/vdb.qcow2 || { echo "VIREO-LAB: FAIL vireo img create"; exit 1; }
 boot() {
-  timeout 120 "$VIREO_VMM" --kernel "$L2_KERNEL" --initrd "$L2_INITRD" \
+  vmm-run 100 "$VIREO_VMM" --kernel "$L2_KERNEL" --initrd "$L2_INITRD" \
     --cmdline "console=ttyS0 panic=-1 quiet vireo.phase=$1" --cpus 1 --memory 256M --serial stdio \
     --disk path=/tmp/vda.img,format=raw --disk path=/tmp/vdb.qcow2,format=qcow2 \
     --disk path="$ROOTFS_IMG",readonly=on --rng </dev/null

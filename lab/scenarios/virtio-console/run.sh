@@ -1,6 +1,6 @@
 #!/bin/sh
 rm -f /tmp/hvc0.log
-timeout 120 "$VIREO_VMM" --kernel "$L2_KERNEL" --initrd "$L2_INITRD" \
+vmm-run 100 "$VIREO_VMM" --kernel "$L2_KERNEL" --initrd "$L2_INITRD" \
   --cmdline "console=ttyS0 panic=-1 quiet" --cpus 1 --memory 256M --serial stdio \
   --console file:/tmp/hvc0.log </dev/null
 rc=$?
