@@ -47,10 +47,11 @@ public struct LabRunner: Sendable {
         public var runToken: String
         public var buildSummary: String
 
-        /// The scenario did not finish: the run hit its time limit, or `vmm-run` stopped a VMM that
-        /// overran its own (a failure the scenario decided itself is not a time-out).
+        /// The scenario did not finish: the run hit its time limit, a bounded wait in `run.sh` gave up
+        /// (`VIREO-LAB: FAIL timed out waiting for …`), or `vmm-run` stopped a VMM that overran its limit.
+        /// Any other failure is the scenario's verdict, not a time-out.
         public var timedOut: Bool {
-            !passed && (reason.hasPrefix("timed out") || consoleTail.contains { $0.contains("vmm-run:") && $0.contains("still running after") })
+            !passed && (reason.contains("timed out") || consoleTail.contains { $0.contains("vmm-run:") && $0.contains("still running after") })
         }
 
         /// The reason followed by the console tail, as printed on failure.

@@ -8,7 +8,7 @@ vmm=$!
 await() {
   i=0
   while ! grep -q "$1" "$CONSOLE" 2>/dev/null; do
-    i=$((i + 1)); [ $i -gt 600 ] && { echo "VIREO-LAB: FAIL no '$1' in the guest console"; cat "$CONSOLE"; kill -9 $vmm; exit 1; }
+    i=$((i + 1)); [ $i -gt 600 ] && { cat "$CONSOLE"; echo "VIREO-LAB: FAIL timed out waiting for '$1' in the guest console"; kill -9 $vmm; exit 1; }
     sleep 0.1
   done
 }

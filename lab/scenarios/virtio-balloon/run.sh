@@ -4,7 +4,8 @@
 # VMM's RSS grow with) that memory again.
 set -u
 CONSOLE=/tmp/console.log SOCKET=/tmp/control.sock
-fail() { echo "VIREO-LAB: FAIL $*"; cat "$CONSOLE"; kill -9 "$vmm" 2>/dev/null; exit 1; }
+# The console first: the runner stops reading at the FAIL line.
+fail() { cat "$CONSOLE"; echo "VIREO-LAB: FAIL $*"; kill -9 "$vmm" 2>/dev/null; exit 1; }
 "$VIREO_VMM" --kernel "$L2_KERNEL" --initrd "$L2_INITRD" --cmdline "console=ttyS0 panic=-1 quiet" \
   --cpus 1 --memory 256M --serial "file:$CONSOLE" --control "unix:$SOCKET" --balloon 0,stats=1 </dev/null &
 vmm=$!
@@ -12,7 +13,7 @@ vmm=$!
 await() {
   i=0
   while ! grep -q "$1" "$CONSOLE" 2>/dev/null; do
-    i=$((i + 1)); [ $i -gt 1200 ] && fail "no '$1' in the guest console"
+    i=$((i + 1)); [ $i -gt 1200 ] && fail "timed out waiting for '$1' in the guest console"
     grep -q "CHECK FAILED" "$CONSOLE" 2>/dev/null && fail "guest check failed"
     sleep 0.1
   done
@@ -25,7 +26,7 @@ echo "control: $(vireo vmm control "$SOCKET" 'balloon 128')"
 await "VIREO-GUEST: balloon inflated"
 i=0
 until vireo vmm control "$SOCKET" balloon | grep -q '"actual_mib":128'; do
-  i=$((i + 1)); [ $i -gt 300 ] && fail "the balloon did not reach 128 MiB"
+  i=$((i + 1)); [ $i -gt 300 ] && fail "timed out waiting for the balloon to reach 128 MiB"
   sleep 0.2
 done
 r2=$(rss)

@@ -5,7 +5,8 @@
 # the guest's fstrim gives the deleted files' space back to the host (punched holes).
 set -u
 SOCKET=/tmp/control.sock CONSOLE=/tmp/console.log IMAGE=/small/data.img
-fail() { echo "VIREO-LAB: FAIL $*"; [ -f "$CONSOLE" ] && cat "$CONSOLE"; [ -n "${vmm:-}" ] && kill -9 "$vmm"; exit 1; }
+# The console first: the runner stops reading at the FAIL line.
+fail() { [ -f "$CONSOLE" ] && cat "$CONSOLE"; echo "VIREO-LAB: FAIL $*"; [ -n "${vmm:-}" ] && kill -9 "$vmm"; exit 1; }
 mkdir -p /small && mount -t tmpfs -o size=16M tmpfs /small || fail "mount tmpfs"
 /usr/sbin/mke2fs -q -F -t ext4 -b 4096 -E lazy_itable_init=0,lazy_journal_init=0,nodiscard "$IMAGE" 48M || fail "mke2fs"
 echo "image: $(stat -c %b "$IMAGE") blocks allocated, $(df -k /small | tail -1)"
@@ -14,7 +15,7 @@ echo "image: $(stat -c %b "$IMAGE") blocks allocated, $(df -k /small | tail -1)"
 vmm=$!
 i=0
 until vireo vmm control "$SOCKET" status 2>/dev/null | grep -q '"reason":"io-error"'; do
-  i=$((i + 1)); [ $i -gt 900 ] && fail "the VM did not pause for the full disk"
+  i=$((i + 1)); [ $i -gt 900 ] && fail "timed out waiting for the VM to pause for the full disk"
   kill -0 $vmm 2>/dev/null || fail "vireo-vmm ended before the disk filled"
   sleep 0.2
 done
@@ -26,7 +27,7 @@ echo "host full: $(df -k /small | tail -1)"
 vireo vmm control "$SOCKET" resume >/dev/null
 i=0
 until vireo vmm control "$SOCKET" status 2>/dev/null | grep -q '"reason":"io-error"'; do
-  i=$((i + 1)); [ $i -gt 300 ] && fail "resuming on a still-full disk did not pause again"
+  i=$((i + 1)); [ $i -gt 300 ] && fail "timed out waiting for the VM to pause again on a still-full disk"
   sleep 0.2
 done
 echo "paused again while the host is still full"
@@ -35,7 +36,7 @@ echo "control: resume $(vireo vmm control "$SOCKET" resume)"
 i=0
 while kill -0 $vmm 2>/dev/null; do
   i=$((i + 1))
-  [ $i -gt 600 ] && fail "the guest did not finish after resume; status $(vireo vmm control "$SOCKET" status)"
+  [ $i -gt 600 ] && fail "timed out waiting for the guest to finish after resume; status $(vireo vmm control "$SOCKET" status)"
   sleep 0.2
 done
 wait $vmm

@@ -20,10 +20,15 @@ await() {
   deadline=$(( $(date +%s) + 60 ))
   while ! grep -q "$1" "$LOG" 2>/dev/null; do
     if [ "$(date +%s)" -gt $deadline ] || ! kill -0 $VMM 2>/dev/null; then
-      echo "VIREO-LAB: FAIL no '$1' in the guest console"
       echo "--- guest console (tail)"; tail -25 "$LOG" 2>/dev/null
       echo "--- vireo-vmm (tail)"; tail -15 /tmp/vmm.log 2>/dev/null
       echo "--- control status: $(vireo vmm control "$SOCKET" status 2>&1)"
+      # Last: the runner stops reading at the FAIL line.
+      if kill -0 $VMM 2>/dev/null; then
+        echo "VIREO-LAB: FAIL timed out waiting for '$1' in the guest console"
+      else
+        echo "VIREO-LAB: FAIL vireo-vmm ended before '$1' appeared in the guest console"
+      fi
       return 1
     fi
     sleep 0.1
