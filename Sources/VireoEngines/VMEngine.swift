@@ -131,7 +131,7 @@ extension VMEngine {
         _ = await waitForExit(process, timeout: .seconds(5))
     }
 
-    /// Spawns `executable` detached and waits for `socket` to appear (the VMM listens on it).
+    /// Spawns `executable` detached and waits until it listens on `socket`.
     func launch(executable: String, arguments: [String], runDirectory: String, socket: String, serial: String,
                 log: EngineLog) async throws -> VMProcess {
         try FileManager.default.createDirectory(atPath: runDirectory, withIntermediateDirectories: true)
@@ -146,7 +146,7 @@ extension VMEngine {
         var ticks: UInt64?
         while clock.now < deadline {
             if ticks == nil { ticks = ProcessControl.startTime(of: pid) }
-            if FileManager.default.fileExists(atPath: socket), let ticks {
+            if let ticks, Self.listens(socket) {
                 return VMProcess(engine: name, pid: pid, startTicks: ticks, controlSocket: socket, serialSocket: serial,
                                  startedAt: Int(Date().timeIntervalSince1970))
             }
@@ -159,6 +159,17 @@ extension VMEngine {
         ProcessControl.signal(pid, SIGKILL)
         _ = ProcessControl.reap(pid)
         throw EngineError("\(name) did not open its control socket \(socket) within 60 s")
+    }
+
+    /// Whether something accepts connections on the unix socket `path`: its file appears at
+    /// bind(2), before listen(2), and a connection in between is refused.
+    static func listens(_ path: String) -> Bool {
+        do {
+            _ = try UnixSocket.connect(path: path)
+            return true
+        } catch {
+            return false
+        }
     }
 }
 
