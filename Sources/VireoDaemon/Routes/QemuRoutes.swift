@@ -169,9 +169,15 @@ struct QemuRoutes {
         if let lastExit = record.lastExit, record.process == nil { more["vireo-lastexit"] = lastExit }
         // Vireo extension: the serial console's unix socket on this node (what `vireo vm console` opens).
         if let process = record.process, process.isAlive { more["vireo-serial"] = process.serialSocket }
+        // As qemu-server's vmstatus (full): each NIC's `netin`/`netout` by its tap (or switch port).
+        let meter = NICTrafficMeter()
+        if record.process?.isAlive == true {
+            let ports = meter.trafficByPort(vmid: vmid, nics: VMConfigSchema.spec(vmid: vmid, config: record.config).nics)
+            more["nics"] = ports.mapValues { ["netin": $0.receivedBytes, "netout": $0.transmittedBytes] }
+        }
         return envelope { (buffer: inout ByteBuffer) in
             buffer.writeInteger(UInt8(ascii: "{"))
-            services.summaries.writeMembers(of: record, now: Int(Date().timeIntervalSince1970), to: &buffer)
+            services.summaries.writeMembers(of: record, now: Int(Date().timeIntervalSince1970), meter: meter, to: &buffer)
             JSONText.writeMoreMembers(more, to: &buffer)
             buffer.writeInteger(UInt8(ascii: "}"))
         }
