@@ -10,7 +10,7 @@ struct MetricsRoutes {
 
     var collection: RouteCollection<APIContext> {
         let routes = RouteCollection(context: APIContext.self)
-        routes.get("metrics") { _, context in try metrics(context) }
+        routes.get("metrics") { _, context in try await metrics(context) }
         return routes
     }
 
@@ -30,10 +30,11 @@ struct MetricsRoutes {
         value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
     }
 
-    func metrics(_ context: APIContext) throws -> Response {
+    func metrics(_ context: APIContext) async throws -> Response {
         try context.require("Sys.Audit", on: "/nodes/\(services.node)")
         let records = try services.store.vms()
         let audited = records.filter { context.principal?.may("VM.Audit", on: "/vms/\($0.vmid)") == true }
+        let balloons = await services.vms.balloons(of: audited)
         let meter = NICTrafficMeter()
         let committed = Admission.committed(records)
         let admission = services.vms.admission
@@ -55,7 +56,8 @@ struct MetricsRoutes {
             ("vireo_vm_vcpus", "Configured vCPUs.", "gauge"),
             ("vireo_vm_cpu_seconds_total", "CPU time of the VM's engine process (user + system).", "counter"),
             ("vireo_vm_resident_bytes", "Resident memory of the VM's engine process.", "gauge"),
-            ("vireo_vm_balloon_bytes", "Balloon target from the config (balloon key; 0 when unset).", "gauge"),
+            ("vireo_vm_balloon_bytes", "Balloon target from the config: the guest memory the balloon should leave (balloon key; 0 when unset).", "gauge"),
+            ("vireo_vm_balloon_actual_bytes", "Guest memory the balloon leaves now (Proxmox's balloon, QEMU's query-balloon actual); running VMs with a balloon.", "gauge"),
             ("vireo_vm_disk_read_bytes_total", "Bytes the engine process read from storage (/proc/PID/io).", "counter"),
             ("vireo_vm_disk_write_bytes_total", "Bytes the engine process wrote to storage (/proc/PID/io).", "counter"),
             ("vireo_vm_disk_read_ops_total", "Read system calls of the engine process (/proc/PID/io syscr).", "counter"),
@@ -85,6 +87,7 @@ struct MetricsRoutes {
             add("vireo_vm_disk_read_ops_total", labels, Double(figures.readOps))
             add("vireo_vm_disk_write_ops_total", labels, Double(figures.writeOps))
             add("vireo_vm_uptime_seconds", labels, Double(max(0, Int(Date().timeIntervalSince1970) - process.startedAt)))
+            if let balloon = balloons[record.vmid] { add("vireo_vm_balloon_actual_bytes", labels, Double(balloon.actual)) }
             let nics = VMConfigSchema.spec(vmid: record.vmid, config: record.config).nics
             let traffic = meter.traffic(vmid: record.vmid, nics: nics)
             add("vireo_vm_network_receive_bytes_total", labels, Double(traffic.receivedBytes))
