@@ -103,6 +103,7 @@ import Testing
             // Neither guest has a balloon driver: the balloon holds nothing and leaves all 64 MiB.
             let current = try await daemon.vmStatus(vmid)
             #expect(current["balloon"] as? Int == 64 << 20, "\(engine): \(current)")
+            #expect(current["nics"] == nil, "no NIC on a bridge, no per-NIC counters")
             let info = current["ballooninfo"] as? [String: Any]
             #expect(info?["actual"] as? Int == 64 << 20 && info?["max_mem"] as? Int == 64 << 20, "\(engine): \(current)")
             let metrics = try await daemon.rawGet("/metrics").text

@@ -178,7 +178,7 @@ struct QemuRoutes {
         let meter = NICTrafficMeter()
         if record.process?.isAlive == true {
             let ports = meter.trafficByPort(vmid: vmid, nics: VMConfigSchema.spec(vmid: vmid, config: record.config).nics)
-            more["nics"] = ports.mapValues { ["netin": $0.receivedBytes, "netout": $0.transmittedBytes] }
+            if !ports.isEmpty { more["nics"] = ports.mapValues { ["netin": $0.receivedBytes, "netout": $0.transmittedBytes] } }
         }
         return envelope { (buffer: inout ByteBuffer) in
             buffer.writeInteger(UInt8(ascii: "{"))
