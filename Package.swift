@@ -109,7 +109,7 @@ let package = Package(
         .testTarget(name: "VireoLabTests", dependencies: ["VireoLab"], exclude: ["Scenarios"]),
         .testTarget(name: "VireoQCOW2Tests", dependencies: ["VireoTestSupport", "VireoQCOW2"]),
         .testTarget(name: "VireoVirtioTests", dependencies: ["VireoVirtio", "VireoDevices", "VireoTestSupport"]),
-        .testTarget(name: "VireoEnginesTests", dependencies: ["VireoEngines"]),
+        .testTarget(name: "VireoEnginesTests", dependencies: ["VireoEngines", "VireoNetlink", "VireoSystem"]),
         .testTarget(name: "VireoDaemonTests", dependencies: ["VireoTestSupport", "VireoDaemon", "VireoAPI", "VireoSwitch", "VireoSystem"], exclude: ["proxmoxer_lifecycle.py", "pve_exporter_scrape.py", "ansible_lifecycle.yml"]),
         .testTarget(name: "VireoNetlinkTests", dependencies: ["VireoTestSupport", "VireoNetlink"]),
         .testTarget(name: "VireoSwitchTests", dependencies: ["VireoTestSupport", "VireoSwitch", "VireoDevices", "VireoVMM"]),

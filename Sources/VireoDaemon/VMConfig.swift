@@ -43,6 +43,8 @@ enum VMConfigSchema {
         switch key {
         case "name": return dnsName
         case "memory": return integer(16...4_194_304)
+        // Proxmox: the guest memory the balloon should leave, MiB; 0 disables the balloon device.
+        case "balloon": return integer(0...4_194_304)
         case "cores": return integer(1...1024)
         case "sockets": return integer(1...16)
         case "onboot", "template": return boolean
@@ -140,9 +142,11 @@ enum VMConfigSchema {
     /// The engine-neutral spec for a config; `resolve` turns volume ids into files (nil: leave as is).
     static func spec(vmid: Int, config: [String: String], resolve: (String) -> String? = { _ in nil }) -> VMSpec {
         let kernel = config["kernel"].map { resolve($0) ?? $0 }, initrd = config["initrd"].map { resolve($0) ?? $0 }
-        var spec = VMSpec(vmid: vmid, name: config["name"] ?? "vm\(vmid)", memoryMiB: Int(config["memory"] ?? "") ?? 512,
+        let memory = Int(config["memory"] ?? "") ?? 512
+        let balloon = Int(config["balloon"] ?? "").map { min($0, memory) } ?? memory
+        var spec = VMSpec(vmid: vmid, name: config["name"] ?? "vm\(vmid)", memoryMiB: memory,
                           cores: Int(config["cores"] ?? "") ?? 1, sockets: Int(config["sockets"] ?? "") ?? 1,
-                          kernel: kernel, initrd: initrd, cmdline: config["cmdline"])
+                          kernel: kernel, initrd: initrd, cmdline: config["cmdline"], balloonTargetMiB: balloon == 0 ? nil : balloon)
         if let raw = config["raw"] {
             let parts = raw.split(separator: ",").map(String.init)
             let mode: VMSpec.RawImage.Mode = parts.contains("mode=long") ? .long : .real

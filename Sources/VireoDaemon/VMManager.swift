@@ -41,6 +41,32 @@ final class VMManager: Sendable {
         return process
     }
 
+    /// A running VM's balloon, asked of its engine; nil when it is stopped, has no balloon
+    /// (`balloon: 0`), or does not answer within `timeout` (a hung engine must not hang the API).
+    func balloon(of record: VMRecord, timeout: Duration = .seconds(1)) async -> BalloonInfo? {
+        guard let process = record.process, process.isAlive else { return nil }
+        let spec = VMConfigSchema.spec(vmid: record.vmid, config: record.config)
+        guard spec.balloonTargetMiB != nil, let engine = try? engine(for: record.config) else { return nil }
+        return try? await engine.balloon(process, memoryMiB: spec.memoryMiB, timeout: timeout)
+    }
+
+    /// ``balloon(of:timeout:)`` of each VM by vmid, asking at most `parallel` engines at once.
+    func balloons(of records: [VMRecord], parallel: Int = 16) async -> [Int: BalloonInfo] {
+        await withTaskGroup(of: (Int, BalloonInfo?).self) { group in
+            var waiting = records[...], result: [Int: BalloonInfo] = [:]
+            func askNext() {
+                guard let record = waiting.popFirst() else { return }
+                group.addTask { (record.vmid, await self.balloon(of: record)) }
+            }
+            for _ in 0..<parallel { askNext() }
+            while let answer = await group.next() {
+                result[answer.0] = answer.1
+                askNext()
+            }
+            return result
+        }
+    }
+
     /// Removes the taps and switch ports the VM's NICs used (its process has ended).
     func unplumb(_ vmid: Int, config: [String: String], log: @escaping @Sendable (String) -> Void) {
         HostNetwork().unplumb(VMConfigSchema.spec(vmid: vmid, config: config), log: log)

@@ -5,7 +5,8 @@ import VireoEngines
 /// The status fields `GET /nodes/{node}/qemu`, `status/current` and `/cluster/resources` share,
 /// as Proxmox reports them: memory and disk in bytes, `cpu` the share of the VM's vCPUs it used
 /// (averaged since it started), `mem` its resident memory, `diskread`/`diskwrite` its engine
-/// process's block I/O (/proc/PID/io). `netin`/`netout` stay 0 until NICs report counters.
+/// process's block I/O (/proc/PID/io), `netin`/`netout` the bytes its NICs received and sent,
+/// summed over its taps and switch ports (``NICTrafficMeter``; as PVE sums its `tap{vmid}i*`).
 ///
 /// Typed, and written straight to JSON: a list of 10,000 VMs must not box each field in `Any`.
 struct VMSummary: Sendable {
@@ -18,10 +19,13 @@ struct VMSummary: Sendable {
         var maxdisk: Int
         var template: Bool
         var tags: String?
+        /// What ``NICTrafficMeter`` needs to find the NICs' counters.
+        var nics: [VMSpec.NIC]
 
         init(vmid: Int, config: [String: String]) {
             let demand = Admission.demand(config)
             self.vmid = vmid
+            nics = VMConfigSchema.spec(vmid: vmid, config: config).nics
             name = config["name"] ?? "VM \(vmid)"
             cpus = demand.cpus
             maxmem = demand.memory
@@ -63,17 +67,19 @@ struct VMSummary: Sendable {
         var mem = 0
         var diskread = 0
         var diskwrite = 0
+        var network = NICTraffic()
 
         /// `process` must be alive; nil for a stopped VM.
-        init(process: VMProcess?, cpus: Int, now: Int) {
+        init(process: VMProcess?, facts: ConfigFacts, now: Int, meter: NICTrafficMeter) {
             guard let process else { return }
             let figures = ProcessFigures(process)
             pid = Int(process.pid)
             uptime = max(0, now - process.startedAt)
-            if uptime > 0 { cpu = min(1, figures.cpuSeconds / Double(uptime) / Double(max(1, cpus))) }
+            if uptime > 0 { cpu = min(1, figures.cpuSeconds / Double(uptime) / Double(max(1, facts.cpus))) }
             mem = figures.residentBytes
             diskread = figures.readBytes
             diskwrite = figures.writeBytes
+            network = meter.traffic(vmid: facts.vmid, nics: facts.nics)
         }
 
         func writeMembers(to buffer: inout ByteBuffer) {
@@ -84,8 +90,8 @@ struct VMSummary: Sendable {
             buffer.writeJSONMember("mem", mem)
             buffer.writeJSONMember("diskread", diskread)
             buffer.writeJSONMember("diskwrite", diskwrite)
-            buffer.writeJSONMember("netin", 0)
-            buffer.writeJSONMember("netout", 0)
+            buffer.writeJSONMember("netin", network.receivedBytes)
+            buffer.writeJSONMember("netout", network.transmittedBytes)
         }
     }
 }
@@ -100,7 +106,7 @@ final class VMSummaryCache: @unchecked Sendable {
     private let lock = NSLock()
 
     /// Writes the VM's summary members (no braces): cached config facts, then fresh runtime figures.
-    func writeMembers(of record: VMRecord, now: Int, to buffer: inout ByteBuffer) {
+    func writeMembers(of record: VMRecord, now: Int, meter: NICTrafficMeter, to buffer: inout ByteBuffer) {
         let cached = lock.withLock { entries[record.vmid] }
         let facts: VMSummary.ConfigFacts
         if let cached, cached.config == record.config {
@@ -114,7 +120,7 @@ final class VMSummaryCache: @unchecked Sendable {
             lock.withLock { entries[record.vmid] = (record.config, facts, json) }
         }
         let process = record.process.flatMap { $0.isAlive ? $0 : nil }
-        VMSummary.Runtime(process: process, cpus: facts.cpus, now: now).writeMembers(to: &buffer)
+        VMSummary.Runtime(process: process, facts: facts, now: now, meter: meter).writeMembers(to: &buffer)
     }
 
     /// Forgets VMs that no longer exist (called with every VM).
@@ -130,9 +136,10 @@ final class VMSummaryCache: @unchecked Sendable {
     /// writes after the summary's.
     func writeObjects(_ records: [VMRecord], to buffer: inout ByteBuffer, more: (VMRecord, inout ByteBuffer) -> Void = { _, _ in }) {
         let now = Int(Date().timeIntervalSince1970)
+        let meter = NICTrafficMeter()
         for (index, record) in records.enumerated() {
             buffer.writeStaticString(index == 0 ? "{" : ",{")
-            writeMembers(of: record, now: now, to: &buffer)
+            writeMembers(of: record, now: now, meter: meter, to: &buffer)
             more(record, &buffer)
             buffer.writeInteger(UInt8(ascii: "}"))
         }

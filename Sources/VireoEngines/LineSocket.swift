@@ -8,10 +8,12 @@ final class LineSocket: @unchecked Sendable {
     private let fd: Int32
     private var pending: [UInt8] = []
 
-    init(path: String, timeout: Double = 5) throws {
+    /// `timeout` bounds each read and write.
+    init(path: String, timeout: Duration = .seconds(5)) throws {
         let owned = try UnixSocket.connect(path: path)
         fd = owned.release()
-        ProcessControl.setSocketTimeout(fd, seconds: timeout)
+        let (seconds, attoseconds) = timeout.components
+        ProcessControl.setSocketTimeout(fd, seconds: Double(seconds) + Double(attoseconds) / 1e18)
     }
 
     deinit { RawDescriptorIO.close(fd) }

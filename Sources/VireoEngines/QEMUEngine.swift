@@ -53,6 +53,8 @@ public struct QEMUEngine: VMEngine {
             arguments += ["-netdev", netdev, "-device", "\(model),netdev=net\(nic.index),mac=\(nic.mac),romfile="]
         }
         arguments += diskArguments(spec.disks.filter { $0.volume.hasPrefix("/") })
+        // As Proxmox's qemu-server adds it; the target is set over QMP once QEMU runs.
+        if spec.balloonTargetMiB != nil { arguments += ["-device", "virtio-balloon-pci,id=balloon0"] }
         return arguments
     }
 
@@ -102,18 +104,29 @@ public struct QEMUEngine: VMEngine {
             await kill(process, log: log)
             throw EngineError("QMP handshake failed: \(error)")
         }
+        if let target = spec.balloonTargetMiB, target < spec.memoryMiB {
+            do {
+                _ = try await qmp(process, "balloon", arguments: #"{"value":\#(target << 20)}"#)
+                log("balloon target \(target) MiB")
+            } catch {
+                log("warning: cannot set the balloon target to \(target) MiB: \(error)")
+            }
+        }
         return process
     }
 
-    /// One QMP exchange on a fresh connection: greeting, qmp_capabilities, then `command`.
-    private func qmp(_ process: VMProcess, _ command: String) async throws -> [String: Any] {
+    /// One QMP exchange on a fresh connection: greeting, qmp_capabilities, then `command` with
+    /// `arguments` (a JSON object), each read and write bounded by `timeout`.
+    private func qmp(_ process: VMProcess, _ command: String, arguments: String? = nil,
+                     timeout: Duration = .seconds(5)) async throws -> [String: Any] {
         let path = process.controlSocket
+        let request = #"{"execute":"\#(command)""# + (arguments.map { #","arguments":\#($0)"# } ?? "") + "}"
         let reply = try await offPool { () -> [String: AnySendable] in
-            let socket = try LineSocket(path: path)
+            let socket = try LineSocket(path: path, timeout: timeout)
             let greeting = try socket.receive()
             guard greeting["QMP"] != nil else { throw EngineError("no QMP greeting on \(path)") }
             _ = try socket.command(#"{"execute":"qmp_capabilities"}"#)
-            return try socket.command(#"{"execute":"\#(command)"}"#).mapValues { AnySendable($0) }
+            return try socket.command(request).mapValues { AnySendable($0) }
         }
         return reply.mapValues(\.value)
     }
@@ -144,5 +157,14 @@ public struct QEMUEngine: VMEngine {
         let reply = try await qmp(process, "query-status")
         let running = ((reply["return"] as? [String: Any])?["running"] as? Bool) ?? false
         return ["running": running ? 1 : 0]
+    }
+
+    /// `query-balloon`'s `actual` is already what the balloon leaves the guest.
+    public func balloon(_ process: VMProcess, memoryMiB: Int, timeout: Duration) async throws -> BalloonInfo {
+        let reply = try await qmp(process, "query-balloon", timeout: timeout)
+        guard let actual = ((reply["return"] as? [String: Any])?["actual"] as? NSNumber)?.intValue else {
+            throw EngineError("query-balloon reply has no actual: \(reply)")
+        }
+        return BalloonInfo(actual: actual, maxMemory: memoryMiB << 20)
     }
 }

@@ -15,6 +15,9 @@ public struct VMSpec: Sendable, Equatable {
     public var raw: RawImage?
     public var nics: [NIC]
     public var disks: [Disk]
+    /// A virtio-balloon and the guest memory it should leave the guest, MiB (Proxmox's `balloon`:
+    /// `memory` when the config has none); nil: no balloon device (`balloon: 0`).
+    public var balloonTargetMiB: Int?
 
     public struct RawImage: Sendable, Equatable {
         public enum Mode: String, Sendable { case real, long }
@@ -55,10 +58,14 @@ public struct VMSpec: Sendable, Equatable {
     }
 
     public init(vmid: Int, name: String, memoryMiB: Int, cores: Int, sockets: Int, kernel: String? = nil, initrd: String? = nil,
-                cmdline: String? = nil, raw: RawImage? = nil, nics: [NIC] = [], disks: [Disk] = []) {
+                cmdline: String? = nil, raw: RawImage? = nil, nics: [NIC] = [], disks: [Disk] = [], balloonTargetMiB: Int? = nil) {
         self.vmid = vmid; self.name = name; self.memoryMiB = memoryMiB; self.cores = cores; self.sockets = sockets
         self.kernel = kernel; self.initrd = initrd; self.cmdline = cmdline; self.raw = raw; self.nics = nics; self.disks = disks
+        self.balloonTargetMiB = balloonTargetMiB
     }
+
+    /// What the balloon should hold at start: the memory above the target, MiB.
+    public var balloonInflationMiB: Int? { balloonTargetMiB.map { max(0, memoryMiB - $0) } }
 }
 
 /// A running VM process as the control plane records it, enough to find it again after a daemon restart.
@@ -80,6 +87,17 @@ public struct VMProcess: Codable, Sendable, Equatable {
 
     /// True while the recorded process is alive (and not a reused pid).
     public var isAlive: Bool { ProcessControl.isAlive(pid, startTime: startTicks) }
+}
+
+/// A running VM's balloon as Proxmox's qemu-server reports it (`ballooninfo` in `status/current`,
+/// the `query-balloon` reply of Proxmox's QEMU): sizes in bytes.
+public struct BalloonInfo: Sendable, Equatable {
+    /// The memory the balloon leaves the guest: `maxMemory` − the balloon's size.
+    public var actual: Int
+    /// The guest memory the VM was started with.
+    public var maxMemory: Int
+
+    public init(actual: Int, maxMemory: Int) { self.actual = actual; self.maxMemory = maxMemory }
 }
 
 public enum VMRunState: String, Sendable, Codable {
@@ -107,6 +125,9 @@ public protocol VMEngine: Sendable {
     func resume(_ process: VMProcess) async throws
     func status(_ process: VMProcess) async -> VMRunState
     func stats(_ process: VMProcess) async throws -> [String: Int]
+    /// The balloon's size now, for a VM started with `memoryMiB` of guest memory; throws when the
+    /// VM has no balloon or does not answer within `timeout`.
+    func balloon(_ process: VMProcess, memoryMiB: Int, timeout: Duration) async throws -> BalloonInfo
 }
 
 extension VMEngine {
@@ -131,7 +152,7 @@ extension VMEngine {
         _ = await waitForExit(process, timeout: .seconds(5))
     }
 
-    /// Spawns `executable` detached and waits for `socket` to appear (the VMM listens on it).
+    /// Spawns `executable` detached and waits until it listens on `socket`.
     func launch(executable: String, arguments: [String], runDirectory: String, socket: String, serial: String,
                 log: EngineLog) async throws -> VMProcess {
         try FileManager.default.createDirectory(atPath: runDirectory, withIntermediateDirectories: true)
@@ -146,7 +167,7 @@ extension VMEngine {
         var ticks: UInt64?
         while clock.now < deadline {
             if ticks == nil { ticks = ProcessControl.startTime(of: pid) }
-            if FileManager.default.fileExists(atPath: socket), let ticks {
+            if let ticks, Self.listens(socket) {
                 return VMProcess(engine: name, pid: pid, startTicks: ticks, controlSocket: socket, serialSocket: serial,
                                  startedAt: Int(Date().timeIntervalSince1970))
             }
@@ -159,6 +180,17 @@ extension VMEngine {
         ProcessControl.signal(pid, SIGKILL)
         _ = ProcessControl.reap(pid)
         throw EngineError("\(name) did not open its control socket \(socket) within 60 s")
+    }
+
+    /// Whether something accepts connections on the unix socket `path`: its file appears at
+    /// bind(2), before listen(2), and a connection in between is refused.
+    static func listens(_ path: String) -> Bool {
+        do {
+            _ = try UnixSocket.connect(path: path)
+            return true
+        } catch {
+            return false
+        }
     }
 }
 

@@ -2,7 +2,7 @@ import Foundation
 import VireoSystem
 
 /// Runs a VM under Vireo's own VMM: one `vireo-vmm` process per VM, driven through its control
-/// socket (`status`, `pause`, `resume`, `ctrl-alt-del`, `stop`, `stats`; one JSON reply per line).
+/// socket (`status`, `pause`, `resume`, `ctrl-alt-del`, `stop`, `stats`, `balloon`; one JSON reply per line).
 public struct VireoEngine: VMEngine {
     public let name = "vireo"
     public let executable: String
@@ -28,6 +28,7 @@ public struct VireoEngine: VMEngine {
         }
         arguments += ["--cpus", String(spec.cores * spec.sockets), "--memory", "\(spec.memoryMiB)M",
                       "--serial", "unix:" + serial, "--control", "unix:" + control]
+        if let inflation = spec.balloonInflationMiB { arguments += ["--balloon", String(inflation)] }
         for nic in spec.nics {
             switch bridges[nic.index] {
             case .vireoSwitch(let name):
@@ -52,10 +53,10 @@ public struct VireoEngine: VMEngine {
                                 socket: control, serial: serial, log: log)
     }
 
-    private func control(_ process: VMProcess, _ command: String) async throws -> [String: Any] {
+    private func control(_ process: VMProcess, _ command: String, timeout: Duration = .seconds(5)) async throws -> [String: Any] {
         let path = process.controlSocket
         let reply = try await offPool { () -> [String: AnySendable] in
-            let socket = try LineSocket(path: path)
+            let socket = try LineSocket(path: path, timeout: timeout)
             return (try socket.command(command)).mapValues { AnySendable($0) }
         }
         return reply.mapValues(\.value)
@@ -87,6 +88,15 @@ public struct VireoEngine: VMEngine {
     public func stats(_ process: VMProcess) async throws -> [String: Int] {
         let reply = try await control(process, "stats")
         return ((reply["return"] as? [String: Any]) ?? [:]).compactMapValues { ($0 as? NSNumber)?.intValue }
+    }
+
+    /// The control socket's `balloon` gives the balloon's own size (`actual_mib`, what it holds).
+    public func balloon(_ process: VMProcess, memoryMiB: Int, timeout: Duration) async throws -> BalloonInfo {
+        let reply = try await control(process, "balloon", timeout: timeout)
+        guard let held = ((reply["return"] as? [String: Any])?["actual_mib"] as? NSNumber)?.intValue else {
+            throw EngineError("vireo-vmm's balloon reply has no actual_mib: \(reply)")
+        }
+        return BalloonInfo(actual: (memoryMiB - held) << 20, maxMemory: memoryMiB << 20)
     }
 }
 

@@ -254,6 +254,92 @@ struct NetworkTests {
         #expect(output.contains("problem bridge-down"), "\(output)")
     }
 
+    /// `netin`/`netout` (and the /metrics network families) are the VM's NICs' traffic from the
+    /// guest's point of view, as Proxmox reports it: here frames the host sends into the VM's tap
+    /// on a Linux bridge and into its port on a Vireo switch (the spinning guest sends nothing).
+    @Test(.enabled(if: kvmUsable)) func vmTrafficIsReportedAsProxmoxReportsIt() async throws {
+        let daemon = try DaemonHarness()
+        let bridge = "vt\(tag)br", switchName = "vt\(tag)sw", vmid = 740
+        let tap = "tap\(vmid)i0", vmPort = "vm525400dd0001"
+        defer {
+            daemon.shutdown()
+            for link in [bridge, tap] { _ = try? Self.run(["ip", "link", "del", link]) }
+        }
+        let switchProcess = try await startSwitch(daemon, name: switchName)
+        defer { switchProcess.terminate() }
+        let control = SwitchControlClient(path: daemon.dataDirectory + "/switches/\(switchName).ctl")
+        try await startDaemon(daemon)
+        try await daemon.login()
+        try Self.run(["ip", "link", "add", bridge, "type", "bridge"])
+        let create = try await daemon.request("POST", "/nodes/testnode/qemu", [
+            "vmid": "\(vmid)", "name": "chatty", "memory": "16", "engine": "vireo", "raw": daemon.spinGuest() + ",mode=real",
+            "net0": "virtio=52:54:00:dd:00:00,bridge=\(bridge)", "net1": "virtio=52:54:00:dd:00:01,bridge=\(switchName),tag=10", "start": "1",
+        ])
+        let started = try await daemon.waitTask(create.data)
+        let startLog = try await daemon.taskLog(create.data)
+        #expect(started["exitstatus"] as? String == "OK", "\(startLog)")
+
+        // Broadcast frames into the tap (the host transmits what the guest receives) and, from another
+        // port of the switch, into the VM's port.
+        func frame(from source: UInt8) -> [UInt8] {
+            [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02, 0, 0, 0, 0, source, 0x88, 0xB5] + [UInt8](repeating: source, count: 100)
+        }
+        let tapSocket = try FrameChannel.openPacketSocket(interface: tap)
+        _ = try control.request("add-port vm:sender,tag=10")
+        let sender = try FrameChannel.connectSeqPacket(path: daemon.dataDirectory + "/switches/\(switchName)-sender.sock")
+        for _ in 0..<10 {
+            #expect(FrameChannel.write(tapSocket.rawValue, frame(from: 1)))
+            #expect(FrameChannel.sendMessage(sender.rawValue, frame(from: 2)))
+        }
+
+        /// The counters vireod must report, read here as the host keeps them (the tap's in sysfs, the
+        /// port's from the switch), turned to the guest's view: the host's transmit is its receive.
+        func hostCounters() throws -> (tap: [String: Int], port: [String: Int], netin: Int, netout: Int, packetsIn: Int, packetsOut: Int) {
+            var tapCounters: [String: Int] = [:]
+            for name in ["rx_bytes", "tx_bytes", "rx_packets", "tx_packets"] {
+                tapCounters[name] = Int(try String(contentsOfFile: "/sys/class/net/\(tap)/statistics/\(name)", encoding: .utf8)
+                    .trimmingCharacters(in: .whitespacesAndNewlines))
+            }
+            let stats = try JSONSerialization.jsonObject(with: Data(try control.request("stats").utf8)) as? [String: Any]
+            let port = ((stats?["ports"] as? [[String: Any]])?.first { $0["name"] as? String == vmPort } ?? [:]).compactMapValues { $0 as? Int }
+            func sum(_ name: String) -> Int { (tapCounters[name] ?? 0) + (port[name] ?? 0) }
+            return (tapCounters, port, sum("tx_bytes"), sum("rx_bytes"), sum("tx_packets"), sum("rx_packets"))
+        }
+        try await waitUntil("the guest's NICs have received all 20 frames", timeout: 60) { try hostCounters().packetsIn >= 20 }
+
+        func matches(_ row: [String: Any]?) throws -> Bool {
+            let host = try hostCounters()
+            return row?["netin"] as? Int == host.netin && row?["netout"] as? Int == host.netout
+        }
+        // status/current also has each NIC's figures, by tap or switch port, as PVE's `nics`.
+        try await waitUntil("status/current reports the NICs' traffic", timeout: 60) {
+            let current = try await daemon.vmStatus(vmid), host = try hostCounters()
+            let nics = current["nics"] as? [String: [String: Int]]
+            return try matches(current)
+                && nics?[tap] == ["netin": host.tap["tx_bytes"]!, "netout": host.tap["rx_bytes"]!]
+                && nics?[vmPort] == ["netin": host.port["tx_bytes"] ?? -1, "netout": host.port["rx_bytes"] ?? -1]
+        }
+        try await waitUntil("the VM list reports it", timeout: 60) {
+            let rows = try await daemon.request("GET", "/nodes/testnode/qemu").data as? [[String: Any]]
+            return try matches(rows?.first { $0["vmid"] as? Int == vmid })
+        }
+        try await waitUntil("cluster/resources reports it", timeout: 60) {
+            let rows = try await daemon.request("GET", "/cluster/resources", ["type": "vm"]).data as? [[String: Any]]
+            return try matches(rows?.first { $0["vmid"] as? Int == vmid })
+        }
+        let labels = "{vmid=\"\(vmid)\",name=\"chatty\",engine=\"vireo\"}"
+        try await waitUntil("/metrics reports it", timeout: 60) {
+            let text = try await daemon.rawGet("/metrics").text
+            func sample(_ family: String) -> Int? {
+                text.split(separator: "\n").first { $0.hasPrefix(family + labels + " ") }.flatMap { $0.split(separator: " ").last }.flatMap { Int($0) }
+            }
+            let host = try hostCounters()
+            return sample("vireo_vm_network_receive_bytes_total") == host.netin && sample("vireo_vm_network_transmit_bytes_total") == host.netout
+                && sample("vireo_vm_network_receive_packets_total") == host.packetsIn && sample("vireo_vm_network_transmit_packets_total") == host.packetsOut
+        }
+        #expect(try hostCounters().netin >= 20 * 114)
+    }
+
     /// QEMU holds a tap's file side; the switch takes its kernel side as an `uplink:` port with the NIC's VLAN.
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-system-x86_64")))
     func qemuNICJoinsTheSwitchThroughATap() async throws {

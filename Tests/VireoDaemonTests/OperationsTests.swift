@@ -76,6 +76,61 @@ import Testing
         _ = try await daemon.waitTask(try await daemon.request("POST", "/nodes/testnode/qemu/100/status/stop").data)
     }
 
+    /// `balloon`/`ballooninfo` in status/current and vireo_vm_balloon_actual_bytes are asked of each
+    /// engine (vireo-vmm's control socket `balloon`, QEMU's `query-balloon`); an engine that does not
+    /// answer (stopped with SIGSTOP) leaves them out but does not hold the status up; `balloon: 0`
+    /// means no balloon device, as in Proxmox.
+    @Test(.enabled(if: canStartVMs)) func balloonSizeIsAskedOfTheEngine() async throws {
+        let daemon = try DaemonHarness()
+        try await daemon.start()
+        defer { daemon.shutdown() }
+        try await daemon.login()
+        var configs: [[String: String]] = []
+        if kvmUsable { configs.append(["engine": "vireo", "raw": daemon.spinGuest()]) }
+        if FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-system-x86_64") { configs.append(["engine": "qemu"]) }
+        for (offset, config) in configs.enumerated() {
+            let vmid = 200 + offset, engine = config["engine"]!
+            let create = try await daemon.request("POST", "/nodes/testnode/qemu", config.merging([
+                "vmid": "\(vmid)", "name": "ballooned", "memory": "64", "balloon": "32", "start": "1",
+            ]) { _, new in new })
+            let started = try await daemon.waitTask(create.data)
+            let log = try await daemon.taskLog(create.data)
+            #expect(started["exitstatus"] as? String == "OK", "\(log)")
+            let device = engine == "vireo" ? " --balloon 32" : " -device virtio-balloon-pci,id=balloon0"
+            #expect(log.contains { $0.hasPrefix("exec:") && $0.contains(device) }, "\(log)")
+            if engine == "qemu" { #expect(log.contains("balloon target 32 MiB"), "\(log)") }
+            #expect(try await daemon.request("GET", "/nodes/testnode/qemu/\(vmid)/config").data.flatMap { ($0 as? [String: Any])?["balloon"] as? Int } == 32)
+
+            // Neither guest has a balloon driver: the balloon holds nothing and leaves all 64 MiB.
+            let current = try await daemon.vmStatus(vmid)
+            #expect(current["balloon"] as? Int == 64 << 20, "\(engine): \(current)")
+            #expect(current["nics"] == nil, "no NIC on a bridge, no per-NIC counters")
+            let info = current["ballooninfo"] as? [String: Any]
+            #expect(info?["actual"] as? Int == 64 << 20 && info?["max_mem"] as? Int == 64 << 20, "\(engine): \(current)")
+            let metrics = try await daemon.rawGet("/metrics").text
+            let labels = "{vmid=\"\(vmid)\",name=\"ballooned\",engine=\"\(engine)\"}"
+            #expect(metrics.contains("vireo_vm_balloon_actual_bytes\(labels) \(64 << 20)\n"), "\(metrics)")
+            #expect(metrics.contains("vireo_vm_balloon_bytes\(labels) \(32 << 20)\n"))
+
+            let pid = try #require(current["pid"] as? Int)
+            kill(Int32(pid), SIGSTOP)
+            let hung = try? await daemon.vmStatus(vmid)
+            let hungMetrics = try? await daemon.rawGet("/metrics").text
+            kill(Int32(pid), SIGCONT)
+            #expect(hung?["status"] as? String == "running" && hung?["balloon"] == nil && hung?["ballooninfo"] == nil, "\(engine): \(String(describing: hung))")
+            #expect(hungMetrics?.contains("vireo_vm_up\(labels) 1\n") == true && hungMetrics?.contains("vireo_vm_balloon_actual_bytes\(labels)") == false)
+            _ = try await daemon.waitTask(try await daemon.request("POST", "/nodes/testnode/qemu/\(vmid)/status/stop").data)
+
+            #expect(try await daemon.request("PUT", "/nodes/testnode/qemu/\(vmid)/config", ["balloon": "0"]).status == 200)
+            let restart = try await daemon.request("POST", "/nodes/testnode/qemu/\(vmid)/status/start")
+            #expect(try await daemon.waitTask(restart.data)["exitstatus"] as? String == "OK")
+            #expect(!(try await daemon.taskLog(restart.data)).contains { $0.contains("--balloon") || $0.contains("virtio-balloon") })
+            let unballooned = try await daemon.vmStatus(vmid)
+            #expect(unballooned["status"] as? String == "running" && unballooned["ballooninfo"] == nil, "\(engine): \(unballooned)")
+            _ = try await daemon.waitTask(try await daemon.request("POST", "/nodes/testnode/qemu/\(vmid)/status/stop").data)
+        }
+    }
+
     @Test(.enabled(if: canStartVMs)) func onbootVMsStartAndSIGTERMLeavesVMsRunning() async throws {
         let daemon = try DaemonHarness()
         try await daemon.start()

@@ -51,6 +51,19 @@ import Testing
         #expect(throws: EngineError.self) { try engine.arguments(for: nothing, control: "c", serial: "s") }
     }
 
+    /// Proxmox's `balloon`: a target below `memory` is what the balloon should leave the guest;
+    /// vireo-vmm's `--balloon` takes what the balloon should hold instead.
+    @Test func aBalloonIsADeviceOnBothCommandLines() throws {
+        var ballooned = spec
+        ballooned.balloonTargetMiB = 192
+        let qemu = QEMUEngine(executable: "q", accelerator: .tcg)
+        #expect(qemu.arguments(for: ballooned, qmp: "q", serial: "s").joined(separator: " ").hasSuffix(" -device virtio-balloon-pci,id=balloon0"))
+        #expect(!qemu.arguments(for: spec, qmp: "q", serial: "s").contains { $0.contains("balloon") })
+        let vireo = VireoEngine(executable: "v")
+        #expect(try vireo.arguments(for: ballooned, control: "c", serial: "s").suffix(2) == ["--balloon", "64"])
+        #expect(try !vireo.arguments(for: spec, control: "c", serial: "s").contains("--balloon"))
+    }
+
     @Test func vireoEngineLaunchesAndStopsARawGuest() async throws {
         let engine = VireoEngine()
         guard FileManager.default.isExecutableFile(atPath: engine.executable),

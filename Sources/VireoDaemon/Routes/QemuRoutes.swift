@@ -10,7 +10,7 @@ struct QemuRoutes {
     static let createOnly: Set<String> = ["vmid", "node", "start", "pool", "storage", "unique", "force"]
     static let updateOnly: Set<String> = ["vmid", "node", "digest", "delete", "revert", "skiplock", "force"]
     /// Config keys returned as JSON numbers.
-    static let numericKeys: Set<String> = ["memory", "cores", "sockets", "onboot", "template"]
+    static let numericKeys: Set<String> = ["memory", "balloon", "cores", "sockets", "onboot", "template"]
 
     var collection: RouteCollection<APIContext> {
         let routes = RouteCollection(context: APIContext.self)
@@ -28,7 +28,7 @@ struct QemuRoutes {
             _ = try services.checkNode(context)
             return envelope(["current", "start", "stop", "shutdown", "reboot", "suspend", "resume"].map { ["subdir": $0] })
         }
-        routes.get(":node/qemu/:vmid/status/current") { _, context in try current(context) }
+        routes.get(":node/qemu/:vmid/status/current") { _, context in try await current(context) }
         routes.post(":node/qemu/:vmid/status/:action") { _, context in try power(context) }
         routes.delete(":node/qemu/:vmid") { _, context in try destroy(context) }
         return routes
@@ -158,7 +158,7 @@ struct QemuRoutes {
         return envelope(upid)
     }
 
-    func current(_ context: APIContext) throws -> Response {
+    func current(_ context: APIContext) async throws -> Response {
         _ = try services.checkNode(context)
         let vmid = try services.vmid(context)
         try context.require("VM.Audit", on: "/vms/\(vmid)")
@@ -169,9 +169,20 @@ struct QemuRoutes {
         if let lastExit = record.lastExit, record.process == nil { more["vireo-lastexit"] = lastExit }
         // Vireo extension: the serial console's unix socket on this node (what `vireo vm console` opens).
         if let process = record.process, process.isAlive { more["vireo-serial"] = process.serialSocket }
+        // As qemu-server's vmstatus (full): `balloon` the memory the balloon leaves the guest, and `ballooninfo`.
+        if let balloon = await services.vms.balloon(of: record) {
+            more["balloon"] = balloon.actual
+            more["ballooninfo"] = ["actual": balloon.actual, "max_mem": balloon.maxMemory]
+        }
+        // As qemu-server's vmstatus (full): each NIC's `netin`/`netout` by its tap (or switch port).
+        let meter = NICTrafficMeter()
+        if record.process?.isAlive == true {
+            let ports = meter.trafficByPort(vmid: vmid, nics: VMConfigSchema.spec(vmid: vmid, config: record.config).nics)
+            if !ports.isEmpty { more["nics"] = ports.mapValues { ["netin": $0.receivedBytes, "netout": $0.transmittedBytes] } }
+        }
         return envelope { (buffer: inout ByteBuffer) in
             buffer.writeInteger(UInt8(ascii: "{"))
-            services.summaries.writeMembers(of: record, now: Int(Date().timeIntervalSince1970), to: &buffer)
+            services.summaries.writeMembers(of: record, now: Int(Date().timeIntervalSince1970), meter: meter, to: &buffer)
             JSONText.writeMoreMembers(more, to: &buffer)
             buffer.writeInteger(UInt8(ascii: "}"))
         }
