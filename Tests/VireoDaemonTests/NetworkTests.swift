@@ -42,6 +42,21 @@ struct NetworkTests {
     }
 
     /// Starts vireod seeing the test's switches (`VIREO_SWITCH_DIR`, set only while it starts).
+    /// The NIC tests' node: a running Vireo switch `switchName`, vireod (logged in) that uses it, and a new
+    /// Linux bridge `bridge` when given. Returns the switch's process, for the caller to terminate.
+    func startNode(_ daemon: DaemonHarness, switchName: String, bridge: String? = nil) async throws -> Process {
+        let switchProcess = try await startSwitch(daemon, name: switchName)
+        do {
+            try await startDaemon(daemon)
+            try await daemon.login()
+            if let bridge { try Self.run(["ip", "link", "add", bridge, "type", "bridge"]) }
+        } catch {
+            switchProcess.terminate()
+            throw error
+        }
+        return switchProcess
+    }
+
     func startDaemon(_ daemon: DaemonHarness) async throws {
         setenv("VIREO_SWITCH_DIR", daemon.dataDirectory + "/switches", 1)
         defer { unsetenv("VIREO_SWITCH_DIR") }
@@ -60,10 +75,8 @@ struct NetworkTests {
             daemon.shutdown()
             for link in [bridge, port] { _ = try? Self.run(["ip", "link", "del", link]) }
         }
-        let switchProcess = try await startSwitch(daemon, name: switchName)
+        let switchProcess = try await startNode(daemon, switchName: switchName)
         defer { switchProcess.terminate() }
-        try await startDaemon(daemon)
-        try await daemon.login()
         try Self.run(["ip", "tuntap", "add", port, "mode", "tap"])
 
         let created = try await daemon.request("POST", "/nodes/testnode/network", ["iface": bridge, "type": "bridge", "bridge_ports": port])
@@ -115,11 +128,8 @@ struct NetworkTests {
             daemon.shutdown()
             for link in [bridge, tap] { _ = try? Self.run(["ip", "link", "del", link]) }
         }
-        let switchProcess = try await startSwitch(daemon, name: switchName)
+        let switchProcess = try await startNode(daemon, switchName: switchName, bridge: bridge)
         defer { switchProcess.terminate() }
-        try await startDaemon(daemon)
-        try await daemon.login()
-        try Self.run(["ip", "link", "add", bridge, "type", "bridge"])
 
         let badTag = try await daemon.request("POST", "/nodes/testnode/qemu", ["vmid": "\(vmid)", "net0": "virtio=52:54:00:12:34:56,bridge=\(switchName),tag=5000"])
         #expect(badTag.status == 400 && badTag.errors["net0"]?.contains("VLAN") == true, "\(badTag.body)")
@@ -195,12 +205,9 @@ struct NetworkTests {
             daemon.shutdown()
             for link in [bridge, uplink, "tap\(vmid)i1"] { _ = try? Self.run(["ip", "link", "del", link]) }
         }
-        let switchProcess = try await startSwitch(daemon, name: switchName)
+        let switchProcess = try await startNode(daemon, switchName: switchName, bridge: bridge)
         defer { switchProcess.terminate() }
         let control = SwitchControlClient(path: daemon.dataDirectory + "/switches/\(switchName).ctl")
-        try await startDaemon(daemon)
-        try await daemon.login()
-        try Self.run(["ip", "link", "add", bridge, "type", "bridge"])
         let create = try await daemon.request("POST", "/nodes/testnode/qemu", [
             "vmid": "\(vmid)", "memory": "16", "engine": "vireo", "raw": daemon.spinGuest() + ",mode=real",
             "net0": "virtio=52:54:00:aa:00:01,bridge=\(switchName),tag=10", "net1": "virtio=52:54:00:aa:00:02,bridge=\(bridge)", "start": "1",
@@ -265,12 +272,9 @@ struct NetworkTests {
             daemon.shutdown()
             for link in [bridge, tap] { _ = try? Self.run(["ip", "link", "del", link]) }
         }
-        let switchProcess = try await startSwitch(daemon, name: switchName)
+        let switchProcess = try await startNode(daemon, switchName: switchName, bridge: bridge)
         defer { switchProcess.terminate() }
         let control = SwitchControlClient(path: daemon.dataDirectory + "/switches/\(switchName).ctl")
-        try await startDaemon(daemon)
-        try await daemon.login()
-        try Self.run(["ip", "link", "add", bridge, "type", "bridge"])
         let create = try await daemon.request("POST", "/nodes/testnode/qemu", [
             "vmid": "\(vmid)", "name": "chatty", "memory": "16", "engine": "vireo", "raw": daemon.spinGuest() + ",mode=real",
             "net0": "virtio=52:54:00:dd:00:00,bridge=\(bridge)", "net1": "virtio=52:54:00:dd:00:01,bridge=\(switchName),tag=10", "start": "1",
@@ -350,10 +354,8 @@ struct NetworkTests {
             daemon.shutdown()
             _ = try? Self.run(["ip", "link", "del", tap])
         }
-        let switchProcess = try await startSwitch(daemon, name: switchName)
+        let switchProcess = try await startNode(daemon, switchName: switchName)
         defer { switchProcess.terminate() }
-        try await startDaemon(daemon)
-        try await daemon.login()
         // No kernel: QEMU starts (and sits in its firmware-less machine), which is all the NIC needs.
         let create = try await daemon.request("POST", "/nodes/testnode/qemu", [
             "vmid": "\(vmid)", "memory": "64", "engine": "qemu", "net0": "virtio=52:54:00:bb:00:01,bridge=\(switchName),tag=20", "start": "1",
