@@ -249,7 +249,7 @@ extension LabTests {
     @Suite struct VireoVMMScenarios {
         @Test(
             .timeLimit(.minutes(11)),  // the longest scenario time-out (300 s) twice, with a rerun after a time-out
-            arguments: ["kvm-native", "linux-boot-1cpu", "linux-boot-2cpu", "linux-reboot", "linux-control", "virtio-blk-rng", "virtio-console", "virtio-balloon", "virtio-net", "virtio-blk-enospc", "virtio-blk-intx"])
+            arguments: ["kvm-native", "linux-boot-1cpu", "linux-boot-2cpu", "linux-reboot", "linux-control", "virtio-blk-rng", "virtio-console", "virtio-balloon", "virtio-balloon-oom", "virtio-net", "virtio-blk-enospc", "virtio-blk-intx"])
         func scenarioPasses(_ name: String) throws {
             let result = try TestLab.run(name, retryingTimeOut: true)
             let passed = result.passed
