@@ -261,8 +261,8 @@ public enum ACPITables {
             rsdp: place(rsdpSize), dsdt: place(dsdt.count), fadt: place(fadtSize), madt: place(madt.count),
             mcfg: place(mcfg.count), xsdt: place(headerSize + 3 * 8))
         fadtTable = fadt(dsdtAddress: layout.dsdt)
-        guard cursor <= X86Layout.biosAreaEnd else {
-            throw .unsupportedMemoryLayout("ACPI tables for \(cpuCount) CPUs run past 1 MiB")
+        guard cursor <= X86Layout.mpTableAddress.raw else {
+            throw .unsupportedMemoryLayout("ACPI tables for \(cpuCount) CPUs run into the MP tables at \(X86Layout.mpTableAddress)")
         }
         try memory.store(rsdp(xsdtAddress: layout.xsdt), at: layout.rsdp)
         try memory.store(dsdt, at: layout.dsdt)

@@ -37,8 +37,8 @@ public struct E820Entry: Equatable, Sendable, CustomStringConvertible {
 }
 
 extension LinuxBoot {
-    /// The e820 map for `memory`: conventional memory up to the EBDA, the EBDA (MP table) and the
-    /// BIOS area (ACPI tables) as reserved, then RAM from 1 MiB to the end of each region. The
+    /// The e820 map for `memory`: conventional memory up to the EBDA, the EBDA and the BIOS area
+    /// (ACPI and MP tables) as reserved, then RAM from 1 MiB to the end of each region. The
     /// 0xA0000–0xDFFFF VGA/ROM hole and the 3–4 GiB MMIO hole are absent, except the PCI ECAM
     /// region in that hole, which is reserved.
     public static func e820Map(memory: GuestMemory) -> [E820Entry] {

@@ -27,9 +27,8 @@ public enum LinuxBoot {
     public static let entryOffset64: UInt64 = 0x200
     /// Kernels from 2.14 on read the RSDP address from boot_params instead of scanning.
     static let rsdpFieldVersion: UInt16 = 0x020E
-    /// xAPIC IDs are 8 bits and 0xFF is broadcast; the I/O APIC takes the ID after the last CPU,
-    /// and every CPU must also fit in the MP table.
-    public static var maximumCPUCount: Int { min(254, MPTable.maximumCPUCount) }
+    /// xAPIC IDs are 8 bits and 0xFF is broadcast; the I/O APIC takes the ID after the last CPU.
+    public static var maximumCPUCount: Int { MPTable.maximumCPUCount }
 
     /// Where ``load(kernel:initrd:commandLine:cpuCount:into:)`` put things.
     public struct Placement: Equatable, Sendable {

@@ -3,9 +3,10 @@ import VireoMemory
 /// The Intel MultiProcessor Specification 1.4 tables: how a guest booted with `acpi=off` (or an
 /// old kernel) finds its CPUs, IOAPIC and ISA interrupt routing.
 ///
-/// Layout at ``X86Layout/ebdaAddress``: the 16-byte floating pointer structure (§4.1), then the
-/// configuration table (§4.2) immediately after it. Linux finds the pointer by scanning the last
-/// KiB of base memory on 16-byte boundaries.
+/// Layout at ``X86Layout/mpTableAddress``: the 16-byte floating pointer structure (§4.1), then the
+/// configuration table (§4.2) immediately after it. Linux finds the pointer by scanning 16-byte
+/// boundaries of the places §4 names, the BIOS ROM area 0xF0000–0xFFFFF among them. (The EBDA's one
+/// KiB, where it used to be, holds only 40 CPUs' entries.)
 public enum MPTable {
     public static let specRevision: UInt8 = 4  // MP spec 1.4
     public static let lapicVersion: UInt8 = 0x14
@@ -37,12 +38,14 @@ public enum MPTable {
             + shortEntrySize * (1 + 1 + isaIRQCount + 2)
     }
 
-    /// The most CPUs whose entries fit in the EBDA's single KiB.
-    public static let maximumCPUCount = (Int(X86Layout.ebdaSize) - size(cpuCount: 0)) / processorEntrySize
+    /// xAPIC IDs are 8 bits and 0xFF is broadcast; the I/O APIC takes the ID after the last CPU.
+    public static let maximumCPUCount = 254
+    /// Bytes the tables may take: from their address up to the reset-vector stub.
+    public static let capacity = Int(X86Layout.realModeResetVector.raw - X86Layout.mpTableAddress.raw)
 
     /// Builds the floating pointer and configuration table for a table placed at `address`.
-    public static func build(cpuCount: Int, address: GuestAddress = X86Layout.ebdaAddress) throws(BootError) -> [UInt8] {
-        guard cpuCount >= 1, cpuCount <= maximumCPUCount else {
+    public static func build(cpuCount: Int, address: GuestAddress = X86Layout.mpTableAddress) throws(BootError) -> [UInt8] {
+        guard cpuCount >= 1, cpuCount <= maximumCPUCount, size(cpuCount: cpuCount) <= capacity else {
             throw .invalidCPUCount(cpuCount, maximum: maximumCPUCount)
         }
         let ioapicID = UInt8(cpuCount)
@@ -130,8 +133,8 @@ public enum MPTable {
         return pointer.bytes + table.bytes
     }
 
-    /// Writes the MP tables into the EBDA.
+    /// Writes the MP tables at ``X86Layout/mpTableAddress``.
     public static func write(cpuCount: Int, into memory: GuestMemory) throws(BootError) {
-        try memory.store(try build(cpuCount: cpuCount), at: X86Layout.ebdaAddress)
+        try memory.store(try build(cpuCount: cpuCount), at: X86Layout.mpTableAddress)
     }
 }

@@ -3,8 +3,8 @@ import VireoMemory
 /// Vireo's x86-64 guest-physical memory map.
 ///
 /// Everything the loader writes below 1 MiB sits where a PC BIOS would leave it, because Linux
-/// still scans those places: the MP floating pointer in the last KiB of base memory (Intel MP spec
-/// 1.4 §4) and the RSDP in 0xE0000–0xFFFFF (ACPI 6.x §5.2.5.1). Boot structures use the low
+/// still scans those places: the RSDP in 0xE0000–0xFFFFF (ACPI 6.x §5.2.5.1) and the MP floating
+/// pointer in the BIOS ROM area 0xF0000–0xFFFFF (Intel MP spec 1.4 §4). Boot structures use the low
 /// scratch pages that boot.rst leaves free for the loader.
 public enum X86Layout {
     public static let kib: UInt64 = 1 << 10
@@ -35,13 +35,16 @@ public enum X86Layout {
     /// Kernel command line; boot.rst allows it anywhere below the zero page's limit, we use 64 KiB.
     public static let commandLineAddress = GuestAddress(0x2_0000)
     public static let commandLineCapacity = 0x1_0000
-    /// Extended BIOS data area: the MP table lives in its single KiB (= last KiB of 640 KiB).
+    /// Extended BIOS data area, the last KiB of 640 KiB: reserved in the e820 map as on a PC, and empty.
     public static let ebdaAddress = GuestAddress(0x9_FC00)
     public static let ebdaSize: UInt64 = 0x400
     /// End of conventional memory; 0xA0000–0xDFFFF is the legacy VGA/option-ROM hole.
     public static let conventionalMemoryEnd: UInt64 = 0xA_0000
-    /// RSDP and the ACPI tables, in the BIOS area Linux scans for "RSD PTR ".
+    /// RSDP and the ACPI tables, in the BIOS area Linux scans for "RSD PTR " (up to ``mpTableAddress``).
     public static let acpiAddress = GuestAddress(0xE_0000)
+    /// The MP tables: the floating pointer, then the configuration table, at the start of the BIOS ROM
+    /// area (up to ``realModeResetVector``: room for every CPU the tables can name).
+    public static let mpTableAddress = GuestAddress(0xF_0000)
     public static let biosAreaEnd: UInt64 = 0x10_0000
     /// Protected-mode kernel load address (boot.rst: "loaded at 0x100000").
     public static let kernelAddress = GuestAddress(0x10_0000)

@@ -21,7 +21,7 @@ import VireoMemory
         // Floating pointer (MP spec §4.1).
         let pointer = Array(table[0..<16])
         #expect(pointer.ascii(0, 4) == "_MP_")
-        #expect(pointer.u32(4) == 0x9_FC10)
+        #expect(pointer.u32(4) == 0xF_0010)
         #expect(pointer.u8(8) == 1 && pointer.u8(9) == 4)
         #expect(pointer.byteSum == 0)
         // Configuration table (§4.2).
@@ -59,11 +59,14 @@ import VireoMemory
         #expect(lints[1][1] == 1 && lints[1][6] == 0xFF && lints[1][7] == 1)  // NMI on LINT1
     }
 
-    @Test func fitsInEBDAAndRejectsTooManyCPUs() throws {
-        #expect(MPTable.size(cpuCount: MPTable.maximumCPUCount) <= 1024)
-        #expect(MPTable.size(cpuCount: MPTable.maximumCPUCount + 1) > 1024)
-        #expect(throws: BootError.invalidCPUCount(0, maximum: MPTable.maximumCPUCount)) {
-            try MPTable.build(cpuCount: 0)
+    @Test func holds254CPUsBelowTheResetVectorAndRejectsMore() throws {
+        #expect(MPTable.maximumCPUCount == 254)
+        let table = try MPTable.build(cpuCount: 254)
+        #expect(table.count <= MPTable.capacity)
+        #expect(X86Layout.mpTableAddress.raw + UInt64(table.count) <= X86Layout.realModeResetVector.raw)
+        #expect(Array(table[16...]).u16(34) == UInt16(254 + 1 + 1 + 16 + 2))  // CPUs, bus, IOAPIC, IRQs, LINTs
+        for count in [0, 255] {
+            #expect(throws: BootError.invalidCPUCount(count, maximum: 254)) { try MPTable.build(cpuCount: count) }
         }
     }
 }
