@@ -150,6 +150,34 @@ public struct DescriptorChain: Sendable {
         return DescriptorChain(head: head, readable: readable, writable: writable)
     }
 
+    /// The readable buffers from byte `offset` of the readable stream on (a request's data after its header).
+    public func readable(from offset: UInt64) -> [VirtioBuffer] {
+        Self.slice(readable, offset..<max(offset, readableLength))
+    }
+
+    /// The writable buffers holding the first `count` bytes of the writable stream (a request's data
+    /// before its status byte).
+    public func writable(prefix count: UInt64) -> [VirtioBuffer] {
+        Self.slice(writable, 0..<min(count, writableLength))
+    }
+
+    /// The parts of `buffers` that hold bytes `range` of the stream they form.
+    static func slice(_ buffers: [VirtioBuffer], _ range: Range<UInt64>) -> [VirtioBuffer] {
+        var result: [VirtioBuffer] = []
+        var start: UInt64 = 0
+        for buffer in buffers {
+            let end = start + UInt64(buffer.length)
+            defer { start = end }
+            if end <= range.lowerBound { continue }
+            if start >= range.upperBound { break }
+            let from = max(range.lowerBound, start) - start
+            let to = min(range.upperBound, end) - start
+            // In range: `from` < `to` <= the buffer's length, and the buffer was checked to lie in guest RAM.
+            result.append(VirtioBuffer(address: GuestAddress(buffer.address.raw + from), length: UInt32(to - from)))
+        }
+        return result
+    }
+
     /// A cursor over the readable buffers.
     public func reader(_ memory: GuestMemory) -> ChainReader { ChainReader(buffers: readable, memory: memory) }
     /// A cursor over the writable buffers.
