@@ -79,8 +79,8 @@ public struct DescriptorChain: Sendable {
     static let flagIndirect: UInt16 = 4
     static let descriptorSize: UInt64 = 16
 
-    public var readableLength: UInt64 { readable.reduce(0) { $0 + UInt64($1.length) } }
-    public var writableLength: UInt64 { writable.reduce(0) { $0 + UInt64($1.length) } }
+    public var readableLength: UInt64 { readable.totalLength }
+    public var writableLength: UInt64 { writable.totalLength }
 
     /// Walks the chain at `head` of the descriptor table at `table` (`queueSize` entries).
     public static func parse(
@@ -281,4 +281,9 @@ public struct ChainWriter: Sendable {
             }
         }
     }
+}
+
+extension [VirtioBuffer] {
+    /// Bytes in all the buffers.
+    public var totalLength: UInt64 { reduce(0) { $0 + UInt64($1.length) } }
 }

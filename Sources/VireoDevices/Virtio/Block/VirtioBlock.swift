@@ -251,8 +251,8 @@ public final class VirtioBlock: VirtioDevice {
     }
 
     /// Runs `operation` on the image with the guest `buffers` as host I/O vectors; returns its error, if
-    /// any. The buffers were checked to lie in guest RAM when the chain was parsed, so a memory error here
-    /// means the chain changed under us and fails the queue like any other bad chain.
+    /// any. The buffers of a parsed chain were each checked to lie in guest RAM, so the memory check
+    /// cannot fail; should it, the queue fails as for any bad chain.
     private func transfer(
         _ buffers: [VirtioBuffer], _ memory: GuestMemory,
         _ operation: (any BlockImage, borrowing IOVectors) throws(ImageError) -> Void
@@ -311,9 +311,4 @@ public final class VirtioBlock: VirtioDevice {
         }
         return .status(.ok)
     }
-}
-
-extension [VirtioBuffer] {
-    /// Bytes in all the buffers.
-    var totalLength: UInt64 { reduce(0) { $0 + UInt64($1.length) } }
 }
