@@ -81,6 +81,25 @@ public final class GuestMemory: Sendable {
         return unsafe Array(source)
     }
 
+    /// Runs `body` with host I/O vectors over the guest ranges `ranges` (in order), for zero-copy block
+    /// I/O: `preadv`/`pwritev` move bytes straight between a file and guest buffers. Every range must lie
+    /// wholly inside one region (else nothing runs and the error names the first bad range); the vectors
+    /// live only for the call. As with a device's DMA, the guest may change the bytes while they move;
+    /// nothing in the VMM interprets them.
+    public func withIOVectors<R>(
+        _ ranges: [(address: GuestAddress, length: UInt64)], _ body: (borrowing IOVectors) -> R
+    ) throws(GuestMemoryError) -> R {
+        var segments: [UnsafeMutableRawBufferPointer] = unsafe []
+        unsafe segments.reserveCapacity(ranges.count)
+        for range in ranges where range.length > 0 {
+            let (region, offset) = try locate(range.address, length: range.length)
+            // SAFETY: locate() proved [offset, offset + length) lies inside the region's mapping, which
+            // lives as long as `self` (and so for the whole call).
+            unsafe segments.append(UnsafeMutableRawBufferPointer(start: region.mapping.base + offset, count: Int(range.length)))
+        }
+        return body(unsafe IOVectors(unsafeSegments: segments))
+    }
+
     /// Fills `[address, address + count)` with zeros.
     public func zero(count: Int, at address: GuestAddress) throws(GuestMemoryError) {
         let (region, offset) = try locate(address, length: UInt64(count))

@@ -1,3 +1,5 @@
+import VireoSystem
+
 /// A virtual disk: guest-visible bytes `0..<size`, whatever the format on the host.
 ///
 /// This is what the VMM's block devices use. Implementations are thread-safe: several threads may
@@ -13,6 +15,11 @@ public protocol BlockImage: AnyObject, Sendable {
     func read(at offset: UInt64, count: Int) throws(ImageError) -> [UInt8]
     /// Writes guest bytes at `offset`; the range must lie within `0..<size`.
     func write(_ bytes: [UInt8], at offset: UInt64) throws(ImageError)
+    /// Reads `vectors.count` guest bytes at `offset` straight into `vectors` (zero-copy for raw and qcow2
+    /// images: `preadv` into guest buffers); the range must lie within `0..<size`.
+    func read(at offset: UInt64, into vectors: borrowing IOVectors) throws(ImageError)
+    /// Writes all of `vectors` at `offset` (`pwritev` from guest buffers); the range must lie within `0..<size`.
+    func write(from vectors: borrowing IOVectors, at offset: UInt64) throws(ImageError)
     /// Makes every write completed before the call durable (metadata included).
     func flush() throws(ImageError)
     /// The guest no longer needs `length` bytes at `offset`: the image may release their host space;
@@ -54,6 +61,18 @@ public struct ImageOptions: Sendable {
 }
 
 extension BlockImage {
+    /// Default for formats without a vectored path: through `read(at:count:)`, 1 MiB at a time.
+    public func read(at offset: UInt64, into vectors: borrowing IOVectors) throws(ImageError) {
+        try checkRange(offset, vectors.count)
+        try vectors.fill { (done, count) throws(ImageError) in try read(at: offset + UInt64(done), count: count) }
+    }
+
+    /// Default for formats without a vectored path: through `write(_:at:)`, 1 MiB at a time.
+    public func write(from vectors: borrowing IOVectors, at offset: UInt64) throws(ImageError) {
+        try checkRange(offset, vectors.count)
+        try vectors.forEachChunk { (done, bytes) throws(ImageError) in try write(bytes, at: offset + UInt64(done)) }
+    }
+
     /// Default for formats that cannot release space: the range is written with zeros.
     public func discard(at offset: UInt64, length: UInt64) throws(ImageError) {
         try writeZeroBytes(at: offset, length: length)
@@ -164,6 +183,21 @@ public final class RawImage: BlockImage, @unchecked Sendable {
         guard isWritable else { throw ImageError(path, .readOnly, "image is opened read-only") }
         try checkRange(offset, bytes.count)
         try file.write(bytes[...], at: offset)
+    }
+
+    /// `preadv` at the guest offset: the file is the disk.
+    public func read(at offset: UInt64, into vectors: borrowing IOVectors) throws(ImageError) {
+        try checkOpen()
+        try checkRange(offset, vectors.count)
+        try file.read(into: vectors, at: offset)
+    }
+
+    /// `pwritev` at the guest offset.
+    public func write(from vectors: borrowing IOVectors, at offset: UInt64) throws(ImageError) {
+        try checkOpen()
+        guard isWritable else { throw ImageError(path, .readOnly, "image is opened read-only") }
+        try checkRange(offset, vectors.count)
+        try file.write(from: vectors, at: offset)
     }
 
     public func flush() throws(ImageError) {

@@ -14,6 +14,11 @@ public protocol HostFile: AnyObject {
     /// Reads `count` bytes at `offset`; bytes past the end of the file read as zeros.
     func read(at offset: UInt64, count: Int) throws(ImageError) -> [UInt8]
     func write(_ bytes: ArraySlice<UInt8>, at offset: UInt64) throws(ImageError)
+    /// Reads `vectors.count` bytes at `offset` straight into `vectors`; bytes past the end of the file read as zeros.
+    /// The default goes through `read(at:count:)`.
+    func read(into vectors: borrowing IOVectors, at offset: UInt64) throws(ImageError)
+    /// Writes all of `vectors` at `offset`. The default goes through `write(_:at:)`.
+    func write(from vectors: borrowing IOVectors, at offset: UInt64) throws(ImageError)
     /// A durability barrier: everything written before it is on stable storage when it returns.
     func sync() throws(ImageError)
     func size() throws(ImageError) -> UInt64
@@ -24,6 +29,24 @@ public protocol HostFile: AnyObject {
 }
 
 extension HostFile {
+    public func read(into vectors: borrowing IOVectors, at offset: UInt64) throws(ImageError) {
+        try readByCopy(into: vectors, at: offset)
+    }
+
+    public func write(from vectors: borrowing IOVectors, at offset: UInt64) throws(ImageError) {
+        try writeByCopy(from: vectors, at: offset)
+    }
+
+    /// The vectored read through the array API, 1 MiB at a time.
+    func readByCopy(into vectors: borrowing IOVectors, at offset: UInt64) throws(ImageError) {
+        try vectors.fill { (done, count) throws(ImageError) in try read(at: offset + UInt64(done), count: count) }
+    }
+
+    /// The vectored write through the array API, 1 MiB at a time.
+    func writeByCopy(from vectors: borrowing IOVectors, at offset: UInt64) throws(ImageError) {
+        try vectors.forEachChunk { (done, bytes) throws(ImageError) in try write(bytes[...], at: offset + UInt64(done)) }
+    }
+
     public func deallocate(at offset: UInt64, length: UInt64) throws(ImageError) {
         var done: UInt64 = 0
         while done < length {
@@ -75,6 +98,36 @@ public final class PosixHostFile: HostFile {
     public func write(_ bytes: ArraySlice<UInt8>, at offset: UInt64) throws(ImageError) {
         if direct { return try writeDirect(bytes, at: offset) }
         do { try descriptor.pwriteAll(bytes, at: offset) } catch { throw ImageError(path, error) }
+    }
+
+    /// `preadv` straight into `vectors`. Under `O_DIRECT` that needs a block-aligned offset and block-aligned
+    /// buffers; otherwise (a guest buffer of 512 bytes, say) the read goes through the aligned bounce buffers.
+    public func read(into vectors: borrowing IOVectors, at offset: UInt64) throws(ImageError) {
+        if direct && !isDirectAligned(vectors, offset) { return try readByCopy(into: vectors, at: offset) }
+        let got: Int
+        do { got = try descriptor.preadv(into: vectors, at: offset) } catch { throw ImageError(path, error) }
+        // End of file: the rest reads as zeros. (Under O_DIRECT a file ending inside a block reads short
+        // at its end, which is the end of file too.)
+        if got < vectors.count { vectors.zero(got..<vectors.count) }
+    }
+
+    /// `pwritev` straight from `vectors`; under `O_DIRECT` only when aligned (else through `write(_:at:)`,
+    /// which reads, patches and writes back partial blocks), holding the blocks' lock stripes shared as
+    /// whole-block writes do.
+    public func write(from vectors: borrowing IOVectors, at offset: UInt64) throws(ImageError) {
+        if vectors.count == 0 { return }
+        guard direct else {
+            do { try descriptor.pwritevAll(vectors, at: offset) } catch { throw ImageError(path, error) }
+            return
+        }
+        guard isDirectAligned(vectors, offset) else { return try writeByCopy(from: vectors, at: offset) }
+        try directWriteLocks.holding(offset..<(offset + UInt64(vectors.count)), exclusive: false) { () throws(ImageError) in
+            do throws(SystemError) { try descriptor.pwritevAll(vectors, at: offset) } catch { throw ImageError(path, error) }
+        }
+    }
+
+    func isDirectAligned(_ vectors: borrowing IOVectors, _ offset: UInt64) -> Bool {
+        offset % UInt64(Self.directAlignment) == 0 && vectors.isAligned(to: Self.directAlignment)
     }
 
     func readDirect(at offset: UInt64, count: Int) throws(ImageError) -> [UInt8] {

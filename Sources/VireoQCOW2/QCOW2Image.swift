@@ -197,12 +197,21 @@ public final class QCOW2Image: BlockImage, @unchecked Sendable {
     }
 
     public func read(at offset: UInt64, count: Int) throws(ImageError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        try IOVectors.withBytes(of: &bytes) { (vectors) throws(ImageError) in try read(at: offset, into: vectors) }
+        return bytes
+    }
+
+    /// Resolves the range through the L1/L2 tables (qcow2 spec, "Cluster mapping") under the metadata
+    /// lock, then, outside it, reads each host-contiguous run of data clusters with one `preadv` straight
+    /// into `data`; zero clusters are zeroed, unallocated ones come from the backing file (zeros without one).
+    public func read(at offset: UInt64, into data: borrowing IOVectors) throws(ImageError) {
         lock.lock()
         let segments: [ReadSegment]
         do {
             try checkOpen()
-            try checkGuestRange(offset, count)
-            segments = try mapForRead(offset, count)
+            try checkGuestRange(offset, data.count)
+            segments = try mapForRead(offset, data.count)
         } catch {
             lock.unlock()
             throw error
@@ -211,20 +220,24 @@ public final class QCOW2Image: BlockImage, @unchecked Sendable {
         dataLifetime.lockShared()
         lock.unlock()
         defer { dataLifetime.unlock() }
-        if segments.count == 1, case let .host(host, n) = segments[0] { return try file.read(at: host, count: n) }
-        var out: [UInt8] = []
-        out.reserveCapacity(count)
+        var position = 0
         for segment in segments {
             switch segment {
-            case let .host(host, n): out += try file.read(at: host, count: n)
-            case let .zero(n): out.append(contentsOf: repeatElement(0, count: n))
-            case let .backing(position, n): out += try readBacking(at: position, count: n)
+            case let .host(host, n):
+                try data.withSlice(position..<(position + n)) { (piece) throws(ImageError) in try file.read(into: piece, at: host) }
+                position += n
+            case let .zero(n):
+                data.zero(position..<(position + n))
+                position += n
+            case let .backing(guest, n):
+                try data.withSlice(position..<(position + n)) { (piece) throws(ImageError) in try readBacking(at: guest, into: piece) }
+                position += n
             case let .compressed(entry, guest, within, n):
                 let cluster = try decompressCluster(entry, guestOffset: UInt64(guest))
-                out += cluster[within..<(within + n)]
+                data.store(cluster[within..<(within + n)], at: position)
+                position += n
             }
         }
-        return out
     }
 
     /// Resolves a guest range into host reads, merging host-contiguous clusters. Caller holds the lock.
@@ -260,18 +273,27 @@ public final class QCOW2Image: BlockImage, @unchecked Sendable {
     }
 
     public func write(_ bytes: [UInt8], at offset: UInt64) throws(ImageError) {
+        try IOVectors.withBytes(bytes) { (vectors) throws(ImageError) in try write(from: vectors, at: offset) }
+    }
+
+    /// Maps the range cluster by cluster under the metadata lock (qcow2 spec, "Cluster mapping"): clusters
+    /// this image alone owns are overwritten in place and unallocated ones whose untouched part reads as
+    /// zeros get fresh clusters, both then written outside the lock with one `pwritev` per host-contiguous
+    /// run straight from `data`; any other cluster (compressed, shared, with backing data) is copied and
+    /// written under the lock.
+    public func write(from data: borrowing IOVectors, at offset: UInt64) throws(ImageError) {
         lock.lock()
         var inPlace: [(host: UInt64, start: Int, end: Int)] = []
         var fresh: [FreshCluster] = []
         do throws(ImageError) {
             try checkOpen()
             guard isWritable else { throw ImageError(path, .readOnly, "image is opened read-only") }
-            try checkGuestRange(offset, bytes.count)
+            try checkGuestRange(offset, data.count)
             var done = 0
-            while done < bytes.count {
+            while done < data.count {
                 let position = offset + UInt64(done)
                 let within = Int(position & UInt64(clusterSize - 1))
-                let n = min(bytes.count - done, clusterSize - within)
+                let n = min(data.count - done, clusterSize - within)
                 let guestCluster = position >> UInt64(clusterBits)
                 // Fast path: an allocated cluster this image alone owns is overwritten outside the lock.
                 let entry = try l2Entry(guestCluster: guestCluster)
@@ -295,7 +317,7 @@ public final class QCOW2Image: BlockImage, @unchecked Sendable {
                     fresh.append(FreshCluster(guestCluster: guestCluster, host: newHost, l1Entry: l1Entry, l2Entry: entry,
                                               within: within, start: done, end: done + n, neverWritten: neverWritten))
                 } else {
-                    try writeCluster(guestCluster, within: within, data: bytes[done..<(done + n)])
+                    try writeCluster(guestCluster, within: within, data: data.bytes(done..<(done + n))[...])
                 }
                 done += n
             }
@@ -310,7 +332,9 @@ public final class QCOW2Image: BlockImage, @unchecked Sendable {
         dataLifetime.lockShared()
         lock.unlock()
         do throws(ImageError) {
-            for piece in inPlace { try file.write(bytes[piece.start..<piece.end], at: piece.host) }
+            for piece in inPlace {
+                try data.withSlice(piece.start..<piece.end) { (run) throws(ImageError) in try file.write(from: run, at: piece.host) }
+            }
             // New clusters past the old end of the file (the rest reads as zeros already) and whole new
             // clusters take just the guest data, host-contiguous pieces in one write.
             var direct: [(host: UInt64, start: Int, end: Int)] = []
@@ -322,10 +346,12 @@ public final class QCOW2Image: BlockImage, @unchecked Sendable {
                     direct.append((at, cluster.start, cluster.end))
                 }
             }
-            for piece in direct { try file.write(bytes[piece.start..<piece.end], at: piece.host) }
+            for piece in direct {
+                try data.withSlice(piece.start..<piece.end) { (run) throws(ImageError) in try file.write(from: run, at: piece.host) }
+            }
             for cluster in fresh where !(cluster.neverWritten || cluster.end - cluster.start == clusterSize) {
                 var full = [UInt8](repeating: 0, count: clusterSize)
-                full.replaceSubrange(cluster.within..<(cluster.within + cluster.end - cluster.start), with: bytes[cluster.start..<cluster.end])
+                full.replaceSubrange(cluster.within..<(cluster.within + cluster.end - cluster.start), with: data.bytes(cluster.start..<cluster.end))
                 try file.write(full[...], at: cluster.host)
             }
         } catch {
@@ -333,7 +359,7 @@ public final class QCOW2Image: BlockImage, @unchecked Sendable {
             throw error  // clusters allocated for fresh data stay leaked, never referenced
         }
         dataLifetime.unlock()
-        if !fresh.isEmpty { try commitFreshClusters(fresh, bytes) }
+        if !fresh.isEmpty { try commitFreshClusters(fresh, data) }
     }
 
     /// A guest cluster written through the fast allocation path: the host cluster already holds the
@@ -354,7 +380,7 @@ public final class QCOW2Image: BlockImage, @unchecked Sendable {
     /// entry changes, so the barrier before the L2 table's write-back covers it (crash: at worst a
     /// leak). If the mapping changed meanwhile (a racing write to the same cluster, a snapshot, a
     /// discard), the new cluster is freed and the write redone the ordinary way, under the lock.
-    func commitFreshClusters(_ fresh: [FreshCluster], _ bytes: [UInt8]) throws(ImageError) {
+    func commitFreshClusters(_ fresh: [FreshCluster], _ data: borrowing IOVectors) throws(ImageError) {
         try locked { () throws(ImageError) in
             try checkOpen()
             let cs = UInt64(clusterSize)
@@ -369,7 +395,7 @@ public final class QCOW2Image: BlockImage, @unchecked Sendable {
                 } else {
                     try setRefcount(cluster.host / cs, 0)
                     forgetFreedCluster(cluster.host / cs)
-                    try writeCluster(cluster.guestCluster, within: cluster.within, data: bytes[cluster.start..<cluster.end])
+                    try writeCluster(cluster.guestCluster, within: cluster.within, data: data.bytes(cluster.start..<cluster.end)[...])
                 }
             }
         }
@@ -433,11 +459,18 @@ public final class QCOW2Image: BlockImage, @unchecked Sendable {
     }
 
     func readBacking(at offset: UInt64, count: Int) throws(ImageError) -> [UInt8] {
-        guard let backing, offset < backing.size else { return [UInt8](repeating: 0, count: count) }
-        let available = Int(min(UInt64(count), backing.size - offset))
-        var bytes = try backing.read(at: offset, count: available)
-        if available < count { bytes.append(contentsOf: repeatElement(0, count: count - available)) }
+        var bytes = [UInt8](repeating: 0, count: count)
+        try IOVectors.withBytes(of: &bytes) { (vectors) throws(ImageError) in try readBacking(at: offset, into: vectors) }
         return bytes
+    }
+
+    /// Reads guest bytes this image does not allocate from the backing file; past its end (or without
+    /// one) they read as zeros (qcow2 spec: a backing file smaller than the image reads as zeros beyond it).
+    func readBacking(at offset: UInt64, into data: borrowing IOVectors) throws(ImageError) {
+        guard let backing, offset < backing.size else { return data.zero(0..<data.count) }
+        let available = Int(min(UInt64(data.count), backing.size - offset))
+        try data.withSlice(0..<available) { (piece) throws(ImageError) in try backing.read(at: offset, into: piece) }
+        if available < data.count { data.zero(available..<data.count) }
     }
 
     func checkDataCluster(_ host: UInt64, guestOffset: UInt64) throws(ImageError) {

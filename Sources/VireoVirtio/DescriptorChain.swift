@@ -79,8 +79,8 @@ public struct DescriptorChain: Sendable {
     static let flagIndirect: UInt16 = 4
     static let descriptorSize: UInt64 = 16
 
-    public var readableLength: UInt64 { readable.reduce(0) { $0 + UInt64($1.length) } }
-    public var writableLength: UInt64 { writable.reduce(0) { $0 + UInt64($1.length) } }
+    public var readableLength: UInt64 { readable.totalLength }
+    public var writableLength: UInt64 { writable.totalLength }
 
     /// Walks the chain at `head` of the descriptor table at `table` (`queueSize` entries).
     public static func parse(
@@ -148,6 +148,34 @@ public struct DescriptorChain: Sendable {
             index = UInt32(next)
         }
         return DescriptorChain(head: head, readable: readable, writable: writable)
+    }
+
+    /// The readable buffers from byte `offset` of the readable stream on (a request's data after its header).
+    public func readable(from offset: UInt64) -> [VirtioBuffer] {
+        Self.slice(readable, offset..<max(offset, readableLength))
+    }
+
+    /// The writable buffers holding the first `count` bytes of the writable stream (a request's data
+    /// before its status byte).
+    public func writable(prefix count: UInt64) -> [VirtioBuffer] {
+        Self.slice(writable, 0..<min(count, writableLength))
+    }
+
+    /// The parts of `buffers` that hold bytes `range` of the stream they form.
+    static func slice(_ buffers: [VirtioBuffer], _ range: Range<UInt64>) -> [VirtioBuffer] {
+        var result: [VirtioBuffer] = []
+        var start: UInt64 = 0
+        for buffer in buffers {
+            let end = start + UInt64(buffer.length)
+            defer { start = end }
+            if end <= range.lowerBound { continue }
+            if start >= range.upperBound { break }
+            let from = max(range.lowerBound, start) - start
+            let to = min(range.upperBound, end) - start
+            // In range: `from` < `to` <= the buffer's length, and the buffer was checked to lie in guest RAM.
+            result.append(VirtioBuffer(address: GuestAddress(buffer.address.raw + from), length: UInt32(to - from)))
+        }
+        return result
     }
 
     /// A cursor over the readable buffers.
@@ -253,4 +281,9 @@ public struct ChainWriter: Sendable {
             }
         }
     }
+}
+
+extension [VirtioBuffer] {
+    /// Bytes in all the buffers.
+    public var totalLength: UInt64 { reduce(0) { $0 + UInt64($1.length) } }
 }

@@ -13,8 +13,10 @@ final class FakeDriver {
     var heap: UInt64 = 0x10_0000
     var availIndex: UInt16 = 0
 
-    init(size: UInt16 = 16, memorySize: UInt64 = 4 << 20) throws {
-        memory = try GuestMemory(ranges: [(GuestAddress(0), memorySize)])
+    /// - Parameter regions: guest RAM; by default one region of `memorySize` bytes at 0 (the rings and
+    ///   the buffer heap live in the first 4 MiB).
+    init(size: UInt16 = 16, memorySize: UInt64 = 4 << 20, regions: [(start: GuestAddress, size: UInt64)]? = nil) throws {
+        memory = try GuestMemory(ranges: regions ?? [(GuestAddress(0), memorySize)])
         self.size = size
         avail = GuestAddress(table.raw + 16 * UInt64(size))
         used = GuestAddress((avail.raw + 6 + 2 * UInt64(size) + 4095) & ~4095)

@@ -22,8 +22,9 @@ struct PCIDriver {
     let driver: FakeDriver
     let msi = RecordingMSI()
 
-    init(_ device: any VirtioDevice, queueSize: UInt16 = 16, intx: (any InterruptLine)? = nil) throws {
-        driver = try FakeDriver(size: queueSize)
+    init(_ device: any VirtioDevice, queueSize: UInt16 = 16, intx: (any InterruptLine)? = nil,
+         memoryRegions: [(start: GuestAddress, size: UInt64)]? = nil) throws {
+        driver = try FakeDriver(size: queueSize, regions: memoryRegions)
         transport = VirtioPCIDevice(device: device, memory: driver.memory, msi: msi, bar0: 0xC000_0000, msixBar: 0xC000_4000,
                                     intx: intx, logger: Logger(label: "test"))
     }

@@ -1,6 +1,8 @@
 import Logging
 import Synchronization
+import VireoMemory
 import VireoQCOW2
+import VireoSystem
 import VireoVirtio
 
 /// virtio-blk (virtio 1.2 §5.2) over a `BlockImage` (raw or qcow2): read, write, flush, get-id,
@@ -18,8 +20,8 @@ import VireoVirtio
 /// after `resumeHeld()` the next notification retries it. Other errors reach the guest as IOERR.
 public final class VirtioBlock: VirtioDevice {
     public static let sectorSize: UInt64 = 512
-    /// Largest data transfer handled in one piece; longer requests are split.
-    static let chunk = 1 << 20
+    /// Largest data buffer a request may have (`size_max`, §5.2.4).
+    static let maxSegmentSize: UInt32 = 1 << 20
 
     /// Feature bits (§5.2.3).
     public enum Feature {
@@ -81,7 +83,7 @@ public final class VirtioBlock: VirtioDevice {
             for index in 0..<MemoryLayout<T>.size { config[offset + index] = UInt8(truncatingIfNeeded: value >> (8 * index)) }
         }
         put(capacitySectors, 0)
-        put(UInt32(Self.chunk), 8)  // size_max
+        put(Self.maxSegmentSize, 8)  // size_max
         put(UInt32(128), 12)  // seg_max
         put(UInt32(Self.sectorSize), 20)  // blk_size
         put(UInt16(1), 34)  // num_queues
@@ -193,9 +195,10 @@ public final class VirtioBlock: VirtioDevice {
             let sector = try reader.readInteger(UInt64.self)
             switch RequestType(rawValue: type) {
             case .read:
-                result = .status(try read(sector: sector, length: dataIn, into: &writer))
+                result = .status(try read(sector: sector, into: chain.writable(prefix: dataIn), memory))
+                if case .status(.ok) = result { writer.skip(dataIn) }
             case .write:
-                result = try write(sector: sector, from: &reader)
+                result = try write(sector: sector, from: chain.readable(from: 16), memory)
             case .flush:
                 result = flush()
             case .getID:
@@ -228,40 +231,44 @@ public final class VirtioBlock: VirtioDevice {
         return offset
     }
 
-    private func read(sector: UInt64, length: UInt64, into writer: inout ChainWriter) throws(VirtqueueError) -> Status {
-        guard let offset = range(sector: sector, bytes: length) else { return .ioError }
-        var done: UInt64 = 0
-        while done < length {
-            let count = Int(min(UInt64(Self.chunk), length - done))
-            let bytes: [UInt8]
-            do {
-                bytes = try disk.withLock { disk throws(ImageError) in try disk.image.read(at: offset + done, count: count) }
-            } catch {
-                logger.error("virtio-blk read: \(error)")
-                return .ioError
-            }
-            try writer.write(bytes)
-            done += UInt64(count)
-        }
-        return .ok
+    /// A read: the image reads straight into the request's data buffers (zero-copy, `preadv`).
+    private func read(sector: UInt64, into buffers: [VirtioBuffer], _ memory: GuestMemory) throws(VirtqueueError) -> Status {
+        guard let offset = range(sector: sector, bytes: buffers.totalLength) else { return .ioError }
+        let failure = try transfer(buffers, memory) { (image, data) throws(ImageError) in try image.read(at: offset, into: data) }
+        guard let failure else { return .ok }
+        logger.error("virtio-blk read: \(failure)")
+        return .ioError
     }
 
-    private func write(sector: UInt64, from reader: inout ChainReader) throws(VirtqueueError) -> Result {
+    /// A write: the image writes straight from the request's data buffers (zero-copy, `pwritev`).
+    private func write(sector: UInt64, from buffers: [VirtioBuffer], _ memory: GuestMemory) throws(VirtqueueError) -> Result {
         guard !readOnly else { return .status(.ioError) }
-        let length = reader.remaining
-        guard let offset = range(sector: sector, bytes: length) else { return .status(.ioError) }
-        var done: UInt64 = 0
-        while done < length {
-            let bytes = try reader.read(Int(min(UInt64(Self.chunk), length - done)))
-            do {
-                try disk.withLock { disk throws(ImageError) in try disk.image.write(bytes, at: offset + done) }
-            } catch {
-                if !(holdOnOutOfSpace && error.isOutOfSpace) { logger.error("virtio-blk write: \(error)") }
-                return Result(error, hold: holdOnOutOfSpace)
+        guard let offset = range(sector: sector, bytes: buffers.totalLength) else { return .status(.ioError) }
+        let failure = try transfer(buffers, memory) { (image, data) throws(ImageError) in try image.write(from: data, at: offset) }
+        guard let failure else { return .status(.ok) }
+        if !(holdOnOutOfSpace && failure.isOutOfSpace) { logger.error("virtio-blk write: \(failure)") }
+        return Result(failure, hold: holdOnOutOfSpace)
+    }
+
+    /// Runs `operation` on the image with the guest `buffers` as host I/O vectors; returns its error, if
+    /// any. The buffers of a parsed chain were each checked to lie in guest RAM, so the memory check
+    /// cannot fail; should it, the queue fails as for any bad chain.
+    private func transfer(
+        _ buffers: [VirtioBuffer], _ memory: GuestMemory,
+        _ operation: (any BlockImage, borrowing IOVectors) throws(ImageError) -> Void
+    ) throws(VirtqueueError) -> ImageError? {
+        do throws(GuestMemoryError) {
+            return try memory.withIOVectors(buffers.map { (address: $0.address, length: UInt64($0.length)) }) { (data: borrowing IOVectors) -> ImageError? in
+                do throws(ImageError) {
+                    try disk.withLock { disk throws(ImageError) in try operation(disk.image, data) }
+                    return nil
+                } catch {
+                    return error
+                }
             }
-            done += UInt64(bytes.count)
+        } catch {
+            throw .memory(error)
         }
-        return .status(.ok)
     }
 
     private func flush() -> Result {
