@@ -148,9 +148,12 @@ struct TinyGuestTests {
     }
 
     @Test func invalidConfigurationsAreRefusedWithClearMessages() throws {
-        #expect(throws: ConfigError.invalid("--cpus must be between 1 and 40, got 0")) {
-            try VMConfig(payload: .raw(path: "/x", mode: .real), cpuCount: 0).validate()
+        for count in [0, 255] {
+            #expect(throws: ConfigError.invalid("--cpus must be between 1 and 254, got \(count)")) {
+                try VMConfig(payload: .raw(path: "/x", mode: .real), cpuCount: count).validate()
+            }
         }
+        try VMConfig(payload: .raw(path: "/x", mode: .real), cpuCount: 254).validate()
         #expect(throws: ConfigError.self) { try VMConfig.parseMemorySize("12Q") }
         #expect(try VMConfig.parseMemorySize("2G") == 2 << 30)
         #expect(try VMConfig.parseMemorySize("256") == 256 << 20)
