@@ -2,7 +2,7 @@
 """API benchmark for vireod: list and config-read latency (wrk), and API-call-to-running time.
 
 Usage: Benchmarks/api/api-bench.py --vireod .build/release/vireod [--vms 1000,10000] [--duration 10]
-                                   [--starts 10] [--tls]
+                                   [--starts 10] [--running N] [--tls]
 
 Starts a throw-away vireod (fresh data directory, 127.0.0.1, any port), creates an API token, fills it
 with N stopped VMs through the API, then runs `wrk --latency` (Debian's wrk) for
@@ -10,6 +10,12 @@ GET /nodes/NODE/qemu and GET /nodes/NODE/qemu/100/config and prints p50/p99. The
 POST …/status/start until the task has stopped with OK (the VM is running) for the vireo engine
 (vireo-vmm with a 2-byte spinning raw guest; needs /dev/kvm) and the QEMU engine (no disks: SeaBIOS),
 `--starts` times each, and prints the median, plus the vireo-vmm and qemu exec-to-socket share.
+
+With `--running N` (root, /dev/kvm, iproute2), N of each list's VMs are vireo-engine VMs whose NIC is
+on a throw-away Linux bridge (taps tap95000i0…, away from the vmids tests use): after the stopped-VM
+rows they are started (a halting 3-byte guest: no CPU), the list, cluster/resources and one of them's
+status/current are measured again (netin/netout read from their taps, the balloon asked of the
+engine), and they are stopped.
 """
 import argparse
 import json
@@ -76,10 +82,16 @@ def main():
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=1)
     parser.add_argument("--starts", type=int, default=10)
+    parser.add_argument("--running", type=int, default=0,
+                        help="of each list's VMs, N run (vireo engine, halting guest) with a NIC on a Linux bridge")
     parser.add_argument("--tls", action="store_true", help="benchmark over HTTPS (default: plain HTTP)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
+    if args.running and not (os.geteuid() == 0 and os.access("/dev/kvm", os.W_OK) and shutil.which("ip")):
+        raise SystemExit("--running needs root, a writable /dev/kvm and iproute2")
+    bridge = f"vb{os.getpid() % 100000}br"
+    running = list(range(95000, 95000 + args.running))
 
     data = tempfile.mkdtemp(prefix="vireod-bench-")
     env = dict(os.environ, VIREO_ROOT_PASSWORD="bench-password", VIREO_PASSWORD_ROUNDS="1000")
@@ -107,19 +119,46 @@ def main():
         print(f"vireod {args.vireod} ({'https' if args.tls else 'http'}), wrk -c {args.connections} -d {args.duration}s")
         print("| VMs | request | p50 (ms) | p99 (ms) | requests/s |")
         print("|---|---|---|---|---|")
+        if running:
+            subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+            subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
+            halt = os.path.join(data, "halt.bin")
+            open(halt, "wb").write(bytes([0xF4, 0xEB, 0xFD]))  # hlt; jmp back: the vCPU sleeps in KVM
+            for vmid in running:
+                client.call("POST", "/nodes/bench/qemu", {"vmid": vmid, "name": f"vm{vmid}", "memory": 64, "engine": "vireo",
+                                                          "raw": halt + ",mode=real", "net0": f"virtio,bridge={bridge}", "tags": "bench"})
+
+        def power(action):
+            def one(vmid):
+                status = client.wait("bench", client.call("POST", f"/nodes/bench/qemu/{vmid}/status/{action}"))
+                if status.get("exitstatus") != "OK" and not status.get("exitstatus", "").startswith("WARNINGS"):
+                    raise SystemExit(f"VM {vmid} {action} failed: {status}")
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(one, running))
+
         created = 0
         for count in [int(n) for n in args.vms.split(",")]:
             def create(vmid):
                 client.call("POST", "/nodes/bench/qemu", {"vmid": vmid, "name": f"vm{vmid}", "memory": 64,
                                                           "net0": "virtio,bridge=vmbr0", "tags": "bench"})
             with ThreadPoolExecutor(8) as pool:
-                list(pool.map(create, range(100 + created, 100 + count)))
-            created = count
+                list(pool.map(create, range(100 + created, 100 + count - len(running))))
+            created = count - len(running)
             assert len(client.call("GET", "/nodes/bench/qemu")) == count
             for name, path in [("list", "/nodes/bench/qemu"), ("config", "/nodes/bench/qemu/100/config"),
                                ("cluster/resources", "/cluster/resources?type=vm")]:
                 p50, p99, rate = wrk(base + path, token, args.duration, args.connections)
                 print(f"| {count} | {name} | {p50:.2f} | {p99:.2f} | {rate:.0f} |", flush=True)
+            if running:
+                power("start")
+                rows = client.call("GET", "/nodes/bench/qemu")
+                assert sum(1 for row in rows if row["status"] == "running") == len(running)
+                assert os.path.exists(f"/sys/class/net/tap{running[0]}i0"), "the running VMs' NICs have no taps"
+                for name, path in [("list", "/nodes/bench/qemu"), ("cluster/resources", "/cluster/resources?type=vm"),
+                                   ("status/current (running)", f"/nodes/bench/qemu/{running[0]}/status/current")]:
+                    p50, p99, rate = wrk(base + path, token, args.duration, args.connections)
+                    print(f"| {count}, {len(running)} running with a NIC | {name} | {p50:.2f} | {p99:.2f} | {rate:.0f} |", flush=True)
+                power("stop")
 
         # API call → running.
         spin = os.path.join(data, "spin.bin")
@@ -158,6 +197,9 @@ def main():
                         os.kill(int(entry), signal.SIGKILL)
                 except OSError:
                     pass
+        if running:
+            for link in [bridge] + [f"tap{vmid}i0" for vmid in running]:
+                subprocess.run(["ip", "link", "del", link], capture_output=True)
         shutil.rmtree(data, ignore_errors=True)
 
 
