@@ -42,16 +42,25 @@ enum TestLab {
     /// run once more and its full report printed first: lab hosts are nested SVM emulated by TCG, where a
     /// stall is rare and not Vireo's to fix, but each one is kept in the log with where the CPUs and the
     /// VMM's threads were. A run that failed on its own terms (a fail marker, a wrong exit status) is never rerun.
-    static func run(_ name: String, retryingTimeOut: Bool = false) throws -> LabRunner.Result {
-        var result = try runner().run(try scenario(name))
+    static func run(_ name: String, retryingTimeOut: Bool = false) async throws -> LabRunner.Result {
+        var result = try await offPool { try runner().run(try scenario(name)) }
         print(
             "[\(name)] \(result.passed ? "PASS" : "FAIL") in \(String(format: "%.1f", result.seconds))s: \(result.reason)"
         )
         if retryingTimeOut, !result.passed, result.timedOut {
             print("[\(name)] TIMED OUT; running it once more. The report of the run that timed out:\n\(result.report)")
-            result = try run(name)
+            result = try await run(name)
         }
         return result
+    }
+
+    /// Runs blocking work on a thread of its own. A lab run blocks for minutes on QEMU's console; done in
+    /// the test body it would hold one of the cooperative pool's threads (two on a 2-core CI host) and stall
+    /// every async test meanwhile, long enough for their own deadlines to pass.
+    static func offPool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread { continuation.resume(with: Result { try work() }) }
+        }
     }
 
     /// No process of this run is alive: neither the pids we started nor anything with our token on its command line.
@@ -76,8 +85,8 @@ enum TestLab {
 
 extension LabTests {
     @Suite struct Scenarios {
-        @Test(.timeLimit(.minutes(3))) func qemuBaselineBootsL2() throws {
-            let result = try TestLab.run("qemu-l2-baseline")
+        @Test(.timeLimit(.minutes(3))) func qemuBaselineBootsL2() async throws {
+            let result = try await TestLab.run("qemu-l2-baseline")
             let passed = result.passed
             #expect(passed, "\(result.report)")
             #expect(result.consoleTail.contains { $0.contains("VIREO-GUEST: cpus=1") })
@@ -87,8 +96,8 @@ extension LabTests {
             try TestLab.expectNoQEMULeft(result)
         }
 
-        @Test(.timeLimit(.minutes(3))) func twoHostsPingEachOther() throws {
-            let result = try TestLab.run("two-hosts")
+        @Test(.timeLimit(.minutes(3))) func twoHostsPingEachOther() async throws {
+            let result = try await TestLab.run("two-hosts")
             let passed = result.passed
             #expect(passed, "\(result.report)")
             for host in 0..<2 {
@@ -99,9 +108,9 @@ extension LabTests {
             try TestLab.expectNoQEMULeft(result)
         }
 
-        @Test(.timeLimit(.minutes(2))) func panicFailsWithTheMarkerAndTail() throws {
+        @Test(.timeLimit(.minutes(2))) func panicFailsWithTheMarkerAndTail() async throws {
             let start = Date()
-            let result = try TestLab.run("broken-panic")
+            let result = try await TestLab.run("broken-panic")
             #expect(!result.passed)
             #expect(result.reason.contains("fail marker \"Kernel panic\""), "\(result.reason)")
             #expect(result.consoleTail.contains { $0.contains("about to crash") }, "\(result.report)")
@@ -110,17 +119,17 @@ extension LabTests {
             try TestLab.expectNoQEMULeft(result)
         }
 
-        @Test(.timeLimit(.minutes(2))) func l2PanicFailsThroughTheNestedConsole() throws {
-            let result = try TestLab.run("broken-l2-panic")
+        @Test(.timeLimit(.minutes(2))) func l2PanicFailsThroughTheNestedConsole() async throws {
+            let result = try await TestLab.run("broken-l2-panic")
             #expect(!result.passed)
             #expect(result.reason.contains("fail marker \"Kernel panic\""), "\(result.reason)")
             #expect(result.consoleTail.contains { $0.contains("L2 about to crash") }, "\(result.report)")
             try TestLab.expectNoQEMULeft(result)
         }
 
-        @Test(.timeLimit(.minutes(2))) func missingMarkerTimesOut() throws {
+        @Test(.timeLimit(.minutes(2))) func missingMarkerTimesOut() async throws {
             let start = Date()
-            let result = try TestLab.run("broken-no-marker")
+            let result = try await TestLab.run("broken-no-marker")
             #expect(!result.passed)
             #expect(result.reason == "timed out after 20s", "\(result.reason)")
             #expect(
@@ -129,8 +138,8 @@ extension LabTests {
             try TestLab.expectNoQEMULeft(result)
         }
 
-        @Test(.timeLimit(.minutes(2))) func earlyPowerOffIsReported() throws {
-            let result = try TestLab.run("broken-early-exit")
+        @Test(.timeLimit(.minutes(2))) func earlyPowerOffIsReported() async throws {
+            let result = try await TestLab.run("broken-early-exit")
             #expect(!result.passed)
             #expect(result.reason == "QEMU exited (status 0) before the pass marker", "\(result.reason)")
             #expect(result.consoleTail.contains { $0.contains("powering off early") }, "\(result.report)")
@@ -250,8 +259,8 @@ extension LabTests {
         @Test(
             .timeLimit(.minutes(11)),  // the longest scenario time-out (300 s) twice, with a rerun after a time-out
             arguments: ["kvm-native", "linux-boot-1cpu", "linux-boot-2cpu", "linux-reboot", "linux-control", "virtio-blk-rng", "virtio-console", "virtio-balloon", "virtio-balloon-oom", "virtio-net", "virtio-blk-enospc", "virtio-blk-intx"])
-        func scenarioPasses(_ name: String) throws {
-            let result = try TestLab.run(name, retryingTimeOut: true)
+        func scenarioPasses(_ name: String) async throws {
+            let result = try await TestLab.run(name, retryingTimeOut: true)
             let passed = result.passed
             #expect(passed, "\(result.report)")
             try TestLab.expectNoQEMULeft(result)
@@ -263,8 +272,8 @@ extension LabTests {
     /// Guests on the Vireo switch (`vireo-vmm --net switch=`; vireo-switchd packaged beside the VMM).
     @Suite struct NetworkScenarios {
         @Test(.timeLimit(.minutes(9)), arguments: ["switch-vlans"])
-        func scenarioPasses(_ name: String) throws {
-            let result = try TestLab.run(name, retryingTimeOut: true)
+        func scenarioPasses(_ name: String) async throws {
+            let result = try await TestLab.run(name, retryingTimeOut: true)
             #expect(result.passed, "\(result.report)")
             try TestLab.expectNoQEMULeft(result)
         }
@@ -275,8 +284,8 @@ extension LabTests {
     /// VMs driven through a real vireod (packaged with the `vireod` need) and the vireo CLI inside the lab host.
     @Suite struct DaemonScenarios {
         @Test(.timeLimit(.minutes(9)), arguments: ["vireod-vireo-engine"])
-        func scenarioPasses(_ name: String) throws {
-            let result = try TestLab.run(name, retryingTimeOut: true)
+        func scenarioPasses(_ name: String) async throws {
+            let result = try await TestLab.run(name, retryingTimeOut: true)
             #expect(result.passed, "\(result.report)")
             try TestLab.expectNoQEMULeft(result)
         }
