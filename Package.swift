@@ -75,7 +75,7 @@ let package = Package(
         .executableTarget(
             name: "vireod",
             dependencies: ["VireoDaemon", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
-        .target(name: "VireoLab", dependencies: [.product(name: "Logging", package: "swift-log")]),
+        .target(name: "VireoLab", dependencies: ["CVireoLinux", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "vireo",
             dependencies: [

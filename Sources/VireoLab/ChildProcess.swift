@@ -1,3 +1,4 @@
+import CVireoLinux
 import Foundation
 import Synchronization
 
@@ -50,6 +51,9 @@ public final class ChildProcess: @unchecked Sendable {
             posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
             posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
         }
+        // Nothing beyond stdio: a QEMU that inherited another thread's pipe end (a test's `Pipe` for a
+        // child's stdin, say) would keep that pipe open for as long as the lab host runs.
+        guard vireo_spawn_close_from(&actions, 3) == 0 else { throw LabError.io("posix_spawn_file_actions_addclosefrom_np: errno \(errno)") }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
