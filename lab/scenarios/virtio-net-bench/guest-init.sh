@@ -20,7 +20,7 @@ echo "BENCH-GUEST tx $((MB * 1048576)) $(($(now_ms) - start))"
 sleep 600 | nc -l -p 5001 > /dev/null &
 listener=$!
 # Announce the port only once it is bound (LISTEN, state 0A, on 5001 = 0x1389).
-i=0; while [ -z "$(awk '$2 ~ /:1389$/ && $4 == "0A"' /proc/net/tcp)" ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done
+i=0; while [ -z "$(awk '$2 ~ /:1389$/ && $4 == "0A"' /proc/net/tcp /proc/net/tcp6)" ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done
 echo "VIREO-GUEST: listening on 5001"
 i=0
 while kill -0 $listener 2>/dev/null && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done

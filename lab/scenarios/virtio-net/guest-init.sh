@@ -18,8 +18,10 @@ echo "VIREO-GUEST: ping ok"
 # L1 → guest: a listener (its stdin kept open: busybox nc quits at EOF on stdin), L1 connects once it sees the marker.
 sleep 600 | nc -l -p 5001 > /tmp/incoming &
 listener=$!
-# Announce the port only once it is bound (LISTEN, state 0A, on 5001 = 0x1389).
-i=0; while [ -z "$(awk '$2 ~ /:1389$/ && $4 == "0A"' /proc/net/tcp)" ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done
+# Announce the port only once it is bound (LISTEN, state 0A, on 5001 = 0x1389). busybox nc listens on
+# the IPv6 wildcard (dual-stack), so the socket is in tcp6: looking only at tcp made every run wait out
+# all 500 rounds, longer than L1's 60 s on a slow lab host.
+i=0; while [ -z "$(awk '$2 ~ /:1389$/ && $4 == "0A"' /proc/net/tcp /proc/net/tcp6)" ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done
 echo "VIREO-GUEST: listening on 5001"
 dd if=/dev/urandom of=/tmp/payload bs=1024 count=4096 2>/dev/null
 sum=$(md5sum /tmp/payload | cut -d' ' -f1)
