@@ -39,7 +39,7 @@ let package = Package(
         .target(name: "VireoVirtio", dependencies: ["VireoMemory", .product(name: "Logging", package: "swift-log")]),
         .target(
             name: "VireoDevices",
-            dependencies: ["VireoMemory", "VireoVirtio", "VireoQCOW2", "VireoSystem", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["VireoMemory", "VireoVirtio", "VireoQCOW2", "VireoSwitch", "VireoSystem", .product(name: "Logging", package: "swift-log")]),
         .target(
             name: "VireoVMM",
             dependencies: [
@@ -108,7 +108,7 @@ let package = Package(
         .testTarget(name: "VireoVMMTests", dependencies: ["VireoVMM", "VireoKVM", "VireoTestSupport"]),
         .testTarget(name: "VireoLabTests", dependencies: ["VireoLab"], exclude: ["Scenarios"]),
         .testTarget(name: "VireoQCOW2Tests", dependencies: ["VireoTestSupport", "VireoQCOW2"]),
-        .testTarget(name: "VireoVirtioTests", dependencies: ["VireoVirtio", "VireoDevices", "VireoTestSupport"]),
+        .testTarget(name: "VireoVirtioTests", dependencies: ["VireoVirtio", "VireoDevices", "VireoSwitch", "VireoTestSupport"]),
         .testTarget(name: "VireoEnginesTests", dependencies: ["VireoEngines", "VireoNetlink", "VireoSystem"]),
         .testTarget(name: "VireoDaemonTests", dependencies: ["VireoTestSupport", "VireoDaemon", "VireoAPI", "VireoSwitch", "VireoSystem"], exclude: ["proxmoxer_lifecycle.py", "pve_exporter_scrape.py", "ansible_lifecycle.yml"]),
         .testTarget(name: "VireoNetlinkTests", dependencies: ["VireoTestSupport", "VireoNetlink"]),

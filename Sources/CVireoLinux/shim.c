@@ -76,9 +76,11 @@ static int tap_open(const char *name, short extra_flags, char *actual_name) {
     return fd;
 }
 
-int vireo_tap_open(const char *name, unsigned int offloads) {
-    if (name == NULL) { errno = EINVAL; return -1; }
-    int fd = tap_open(name, IFF_VNET_HDR, NULL);
+/// Opens tap `name` with IFF_VNET_HDR, a 12-byte vnet header (TUNSETVNETHDRSZ) and the TUN_F_*
+/// `offloads` (TUNSETOFFLOAD: what the kernel may hand the reader). Shared by the VMM's tap backend
+/// and the switch's tap ports in offload mode.
+static int tap_open_vnet(const char *name, unsigned int offloads, char *actual_name) {
+    int fd = tap_open(name, IFF_VNET_HDR, actual_name);
     if (fd < 0) return -1;
     int header = VIREO_TAP_VNET_HDR_LEN;
     if (ioctl(fd, TUNSETVNETHDRSZ, &header) < 0 || ioctl(fd, TUNSETOFFLOAD, (unsigned long)offloads) < 0) {
@@ -88,6 +90,11 @@ int vireo_tap_open(const char *name, unsigned int offloads) {
         return -1;
     }
     return fd;
+}
+
+int vireo_tap_open(const char *name, unsigned int offloads) {
+    if (name == NULL) { errno = EINVAL; return -1; }
+    return tap_open_vnet(name, offloads, NULL);
 }
 
 int vireo_tap_set_offload(int fd, unsigned int offloads) { return ioctl(fd, TUNSETOFFLOAD, (unsigned long)offloads); }
@@ -108,11 +115,14 @@ unsigned int vireo_tun_f_tso_ecn(void) { return TUN_F_TSO_ECN; }
 #include <sys/un.h>
 #include <unistd.h>
 
-int vireo_switch_tap_open(const char *name, char *actual_name) { return tap_open(name, 0, actual_name); }
+int vireo_switch_tap_open(const char *name, char *actual_name, int offload) {
+    if (!offload) return tap_open(name, 0, actual_name);
+    return tap_open_vnet(name, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN, actual_name);
+}
 
 unsigned int vireo_interface_index(const char *ifname) { return if_nametoindex(ifname); }
 
-int vireo_packet_open(const char *ifname) {
+int vireo_packet_open(const char *ifname, int vnet_header) {
     unsigned int index = if_nametoindex(ifname);
     if (index == 0) { errno = ENODEV; return -1; }
     int fd = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, htons(ETH_P_ALL));
@@ -129,6 +139,7 @@ int vireo_packet_open(const char *ifname) {
     membership.mr_type = PACKET_MR_PROMISC;
     if (bind(fd, (struct sockaddr *)&address, sizeof address) < 0
         || setsockopt(fd, SOL_PACKET, PACKET_AUXDATA, &one, sizeof one) < 0
+        || (vnet_header && setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof one) < 0)
         || setsockopt(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &membership, sizeof membership) < 0) {
         int saved = errno;
         close(fd);
@@ -141,25 +152,39 @@ int vireo_packet_open(const char *ifname) {
     return fd;
 }
 
-long vireo_packet_recv(int fd, uint8_t *buffer, size_t capacity) {
-    if (capacity < 18) { errno = EINVAL; return -1; }
+/// Receives one message from a packet socket: with `vnet_header`, a 10-byte virtio_net_hdr goes
+/// to buffer[0..10), two zero bytes (num_buffers) follow and the frame starts at 12; without, the
+/// frame starts at 0. Room is left for a stripped 802.1Q tag to go back without moving the payload.
+static long packet_recv(int fd, uint8_t *buffer, size_t capacity, int vnet_header) {
+    size_t header = vnet_header ? 12 : 0;
+    if (capacity < header + 18) { errno = EINVAL; return -1; }
+    uint8_t *frame = buffer + header;
+    size_t room = capacity - header - 4;
     for (;;) {
-        // Receive 4 bytes in, so a stripped tag can be put back without moving the payload.
-        struct iovec vector = { .iov_base = buffer + 4, .iov_len = capacity - 4 };
+        struct iovec vector[2];
+        int vectors = 0;
+        if (vnet_header) vector[vectors++] = (struct iovec){ .iov_base = buffer, .iov_len = 10 };
+        vector[vectors++] = (struct iovec){ .iov_base = frame + 4, .iov_len = room };
         union { struct cmsghdr header; char space[CMSG_SPACE(sizeof(struct tpacket_auxdata))]; } control;
         struct sockaddr_ll from;
         struct msghdr message;
         memset(&message, 0, sizeof message);
         message.msg_name = &from;
         message.msg_namelen = sizeof from;
-        message.msg_iov = &vector;
-        message.msg_iovlen = 1;
+        message.msg_iov = vector;
+        message.msg_iovlen = (size_t)vectors;
         message.msg_control = &control;
         message.msg_controllen = sizeof control;
         ssize_t length = recvmsg(fd, &message, MSG_TRUNC);
         if (length < 0) return -1;
         if (from.sll_pkttype == PACKET_OUTGOING) continue; // our own transmissions, or the host's
-        if (length > (ssize_t)(capacity - 4)) length = (ssize_t)(capacity - 4);
+        if (vnet_header) {
+            if (length < 10) continue;
+            length -= 10;
+            buffer[10] = 0;
+            buffer[11] = 0;
+        }
+        if (length > (ssize_t)room) length = (ssize_t)room;
         int tagged = 0;
         uint16_t tci = 0, tpid = ETH_P_8021Q;
         for (struct cmsghdr *c = CMSG_FIRSTHDR(&message); c != NULL; c = CMSG_NXTHDR(&message, c)) {
@@ -173,16 +198,44 @@ long vireo_packet_recv(int fd, uint8_t *buffer, size_t capacity) {
             }
         }
         if (!tagged || length < 12) {
-            memmove(buffer, buffer + 4, (size_t)length);
-            return length;
+            memmove(frame, frame + 4, (size_t)length);
+            return (long)header + length;
         }
-        memmove(buffer, buffer + 4, 12); // MAC addresses
-        buffer[12] = (uint8_t)(tpid >> 8);
-        buffer[13] = (uint8_t)(tpid & 0xff);
-        buffer[14] = (uint8_t)(tci >> 8);
-        buffer[15] = (uint8_t)(tci & 0xff);
-        return length + 4;
+        memmove(frame, frame + 4, 12); // MAC addresses
+        frame[12] = (uint8_t)(tpid >> 8);
+        frame[13] = (uint8_t)(tpid & 0xff);
+        frame[14] = (uint8_t)(tci >> 8);
+        frame[15] = (uint8_t)(tci & 0xff);
+        if (vnet_header) {
+            // The header's offsets count from the frame as the kernel holds it, tag stripped
+            // (virtio 1.2 5.1.6.2: csum_start, hdr_len; little-endian): move them past the tag.
+            uint16_t csum_start = (uint16_t)(buffer[6] | buffer[7] << 8);
+            uint16_t hdr_len = (uint16_t)(buffer[2] | buffer[3] << 8);
+            if (buffer[0] & 1 /* VIRTIO_NET_HDR_F_NEEDS_CSUM */) csum_start += 4;
+            if (buffer[1] != 0 /* gso_type */ && hdr_len != 0) hdr_len += 4;
+            buffer[6] = (uint8_t)csum_start; buffer[7] = (uint8_t)(csum_start >> 8);
+            buffer[2] = (uint8_t)hdr_len; buffer[3] = (uint8_t)(hdr_len >> 8);
+        }
+        return (long)header + length + 4;
     }
+}
+
+long vireo_packet_recv(int fd, uint8_t *buffer, size_t capacity) { return packet_recv(fd, buffer, capacity, 0); }
+
+long vireo_packet_recv_headed(int fd, uint8_t *buffer, size_t capacity) { return packet_recv(fd, buffer, capacity, 1); }
+
+long vireo_packet_send_headed(int fd, const uint8_t *buffer, size_t length) {
+    if (length < 12) { errno = EINVAL; return -1; }
+    struct iovec vector[2] = {
+        { .iov_base = (void *)buffer, .iov_len = 10 },
+        { .iov_base = (void *)(buffer + 12), .iov_len = length - 12 },
+    };
+    struct msghdr message;
+    memset(&message, 0, sizeof message);
+    message.msg_iov = vector;
+    message.msg_iovlen = 2;
+    ssize_t sent = sendmsg(fd, &message, MSG_DONTWAIT | MSG_NOSIGNAL);
+    return sent < 0 ? -1 : sent + 2;
 }
 
 int vireo_termination_signalfd(void) {

@@ -24,6 +24,9 @@ public enum DropReason: Int, Error, CaseIterable, Sendable, CustomStringConverti
     case noPeer
     /// Egress: the write failed or would block (the receiver is not keeping up).
     case transmitFailed
+    /// A virtio-net header (checksum or segmentation offload) that does not fit its frame, or a
+    /// super-frame whose IP and TCP headers contradict it: the frame cannot be resolved safely.
+    case badOffload
 
     public var description: String {
         switch self {
@@ -39,6 +42,7 @@ public enum DropReason: Int, Error, CaseIterable, Sendable, CustomStringConverti
         case .floodLimited: "flood-limited"
         case .noPeer: "no-peer"
         case .transmitFailed: "transmit-failed"
+        case .badOffload: "bad-offload"
         }
     }
 }
@@ -109,6 +113,11 @@ public struct FrameHeader: Equatable, Sendable {
     /// VID rewritten with its PCP and DEI kept).
     public func egressFrame(_ frame: ArraySlice<UInt8>, vid: UInt16?, into output: inout [UInt8]) {
         output.removeAll(keepingCapacity: true)
+        appendEgressFrame(frame, vid: vid, to: &output)
+    }
+
+    /// ``egressFrame(_:vid:into:)`` appending to `output` (after a virtio-net header, say).
+    public func appendEgressFrame(_ frame: ArraySlice<UInt8>, vid: UInt16?, to output: inout [UInt8]) {
         let base = frame.startIndex
         output.append(contentsOf: frame[base..<(base + 12)])
         if let vid {

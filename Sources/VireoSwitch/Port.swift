@@ -44,7 +44,8 @@ public enum PortKind: String, Sendable, CaseIterable {
     case tap
     /// A host interface, through an AF_PACKET raw socket.
     case uplink
-    /// A VM NIC: a SOCK_SEQPACKET unix socket, one frame per message.
+    /// A VM NIC: a SOCK_SEQPACKET unix socket, one frame per message (after a virtio-net header
+    /// in offload mode).
     case vm
 }
 
@@ -60,11 +61,25 @@ public struct PortConfig: Equatable, Sendable {
     /// Most flooded frames (broadcast, multicast, unknown unicast) per second accepted from this
     /// port, with a one-second burst; nil for no limit (storm control).
     public var floodLimit: Int?
+    /// Whether frames cross the port with a virtio-net header (virtio 1.2 §5.1.6), so checksum and
+    /// TCP segmentation offloads pass through: `offload=on|off`. Taps and uplinks default to on (the
+    /// kernel accepts super-frames and hands them over: `IFF_VNET_HDR`, `PACKET_VNET_HDR`), VM ports
+    /// to off (plain frames, for peers that predate it). Off, frames leave the port finished
+    /// (checksummed, cut to segments) by the switch; an uplink still reads the host's partial
+    /// frames with their header either way.
+    public var offload: Bool
+
+    /// Whether `kind` ports carry offloads unless told otherwise.
+    public static func offloadsByDefault(_ kind: PortKind) -> Bool { kind != .vm }
 
     public static let defaultMTU = 1500
     public static let defaultMACLimit = 256
 
-    public init(kind: PortKind, name: String, mode: PortMode = .access(vlan: 1), mtu: Int = defaultMTU, macLimit: Int = defaultMACLimit, floodLimit: Int? = nil) {
+    public init(
+        kind: PortKind, name: String, mode: PortMode = .access(vlan: 1), mtu: Int = defaultMTU, macLimit: Int = defaultMACLimit,
+        floodLimit: Int? = nil, offload: Bool? = nil
+    ) {
+        self.offload = offload ?? Self.offloadsByDefault(kind)
         self.kind = kind
         self.name = name
         self.mode = mode
@@ -82,7 +97,7 @@ public struct PortSpecError: Error, Equatable, Sendable, CustomStringConvertible
 }
 
 extension PortConfig {
-    /// Parses `KIND:NAME[,tag=N | ,trunk=A,B-C[,native=N]][,mtu=N][,mac-limit=N][,flood-limit=N]`.
+    /// Parses `KIND:NAME[,tag=N | ,trunk=A,B-C[,native=N]][,mtu=N][,mac-limit=N][,flood-limit=N][,offload=on|off]`.
     ///
     /// In `trunk=10,20,30`, items without `=` continue the list of the key before them.
     /// Without `tag` or `trunk` a port is an access port of VLAN 1.
@@ -144,8 +159,11 @@ extension PortConfig {
                 config.macLimit = try number(values, key, in: 0...65536)
             case "flood-limit":
                 config.floodLimit = try number(values, key, in: 1...100_000_000)
+            case "offload":
+                guard values.count == 1, values[0] == "on" || values[0] == "off" else { throw fail("offload is on or off") }
+                config.offload = values[0] == "on"
             default:
-                throw fail("unknown option '\(key)' (options: tag, trunk, native, mtu, mac-limit, flood-limit)")
+                throw fail("unknown option '\(key)' (options: tag, trunk, native, mtu, mac-limit, flood-limit, offload)")
             }
         }
         switch (tag, allowed, native) {
@@ -170,6 +188,7 @@ extension PortConfig {
         if mtu != PortConfig.defaultMTU { text += ",mtu=\(mtu)" }
         if macLimit != PortConfig.defaultMACLimit { text += ",mac-limit=\(macLimit)" }
         if let floodLimit { text += ",flood-limit=\(floodLimit)" }
+        if offload != Self.offloadsByDefault(kind) { text += ",offload=\(offload ? "on" : "off")" }
         return text
     }
 }

@@ -104,7 +104,13 @@ public struct Switch: Sendable {
 
     /// Decides what to do with `frame`, received on `ingress` at time `now` (nanoseconds).
     /// On `.forward`, `egress` holds the destinations (it is cleared first, so one array can be reused).
-    public mutating func receive(_ frame: ArraySlice<UInt8>, on ingress: PortID, now: UInt64, egress: inout [Egress]) -> Verdict {
+    ///
+    /// - Parameter offload: the virtio-net header that came with the frame on a port carrying
+    ///   offloads (a tap, a VM port in offload mode): it is validated against the frame, and a TCP
+    ///   super-frame meets the MTU when each of its segments will (``SoftwareOffload/largestPacket(_:header:networkOffset:)``).
+    public mutating func receive(
+        _ frame: ArraySlice<UInt8>, offload: VirtioNetHeader? = nil, on ingress: PortID, now: UInt64, egress: inout [Egress]
+    ) -> Verdict {
         egress.removeAll(keepingCapacity: true)
         let index = ingress.rawValue
         guard index >= 0, index < slots.count, slots[index] != nil else { return .drop(.noPeer) }
@@ -119,9 +125,19 @@ public struct Switch: Sendable {
         }
 
         let header: FrameHeader
-        switch FrameHeader.parse(frame, mtu: config.mtu) {
+        let superFrame = offload?.isSegmentationOffload ?? false
+        switch FrameHeader.parse(frame, mtu: superFrame ? Int.max : config.mtu) {
         case .success(let parsed): header = parsed
         case .failure(let reason): return drop(reason)
+        }
+        if let offload {
+            guard offload.validate(frameLength: frame.count, allowed: .all, dataValidAllowed: true) == nil else { return drop(.badOffload) }
+            if superFrame {
+                guard let largest = SoftwareOffload.largestPacket(frame, header: offload, networkOffset: header.headerLength) else {
+                    return drop(.badOffload)
+                }
+                guard largest <= config.mtu else { return drop(.oversized) }
+            }
         }
 
         // Classify: which VLAN does this frame belong to?
@@ -159,8 +175,8 @@ public struct Switch: Sendable {
         return .forward(header, vlan: vlan, flooded: true)
     }
 
-    public mutating func receive(_ frame: [UInt8], on ingress: PortID, now: UInt64, egress: inout [Egress]) -> Verdict {
-        receive(frame[...], on: ingress, now: now, egress: &egress)
+    public mutating func receive(_ frame: [UInt8], offload: VirtioNetHeader? = nil, on ingress: PortID, now: UInt64, egress: inout [Egress]) -> Verdict {
+        receive(frame[...], offload: offload, on: ingress, now: now, egress: &egress)
     }
 
     // MARK: Data-plane feedback

@@ -8,18 +8,22 @@ import Glibc
 /// pointer work of reading and writing frames stays here.
 public enum FrameChannel {
     /// Opens a tap device (`/dev/net/tun`, IFF_TAP|IFF_NO_PI); returns the descriptor and sets
-    /// `deviceName` to the device's name. The device exists as long as the descriptor is open.
-    public static func openTap(named name: String, deviceName: inout String) throws(SystemError) -> FileDescriptor {
+    /// `deviceName` to the device's name. The device exists as long as the descriptor is open (or
+    /// longer, for a persistent tap). With `offload`, every frame read or written comes after a
+    /// 12-byte virtio-net header and the kernel may hand over checksum-partial and TSO super-frames.
+    public static func openTap(named name: String, offload: Bool = false, deviceName: inout String) throws(SystemError) -> FileDescriptor {
         var actual = [CChar](repeating: 0, count: Int(IFNAMSIZ) + 1)
-        let fd = try retryingInterrupts("TUNSETIFF tap \(name)") { unsafe vireo_switch_tap_open(name, &actual) }
+        let fd = try retryingInterrupts("TUNSETIFF tap \(name)") { unsafe vireo_switch_tap_open(name, &actual, offload ? 1 : 0) }
         deviceName = unsafe actual.withUnsafeBufferPointer { unsafe String(cString: $0.baseAddress!) }
         return FileDescriptor(adopting: fd)
     }
 
     /// Opens an AF_PACKET raw socket on host interface `interface` (promiscuous; VLAN tags the
-    /// kernel strips on receive are restored by ``receivePacket(_:into:)``).
-    public static func openPacketSocket(interface: String) throws(SystemError) -> FileDescriptor {
-        let fd = try retryingInterrupts("AF_PACKET socket on \(interface)") { vireo_packet_open(interface) }
+    /// kernel strips on receive are restored by ``receivePacket(_:into:headed:)``). With `headed`
+    /// (PACKET_VNET_HDR), frames come and go after a 12-byte virtio-net header, as on an offload tap:
+    /// a host interface hands over checksum-partial and TSO packets, which are only usable with it.
+    public static func openPacketSocket(interface: String, headed: Bool = false) throws(SystemError) -> FileDescriptor {
+        let fd = try retryingInterrupts("AF_PACKET socket on \(interface)") { vireo_packet_open(interface, headed ? 1 : 0) }
         return FileDescriptor(adopting: fd)
     }
 
@@ -84,11 +88,13 @@ public enum FrameChannel {
         }
     }
 
-    /// Receives one frame from an AF_PACKET socket, 802.1Q tag restored. nil when nothing is ready.
-    public static func receivePacket(_ fd: Int32, into buffer: inout [UInt8]) throws(SystemError) -> Int? {
+    /// Receives one frame from an AF_PACKET socket, 802.1Q tag restored (after its virtio-net
+    /// header on a `headed` socket). nil when nothing is ready.
+    public static func receivePacket(_ fd: Int32, into buffer: inout [UInt8], headed: Bool = false) throws(SystemError) -> Int? {
         while true {
             let got = unsafe buffer.withUnsafeMutableBytes { raw in
-                unsafe vireo_packet_recv(fd, raw.baseAddress!.assumingMemoryBound(to: UInt8.self), raw.count)
+                let base = unsafe raw.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                return unsafe headed ? vireo_packet_recv_headed(fd, base, raw.count) : vireo_packet_recv(fd, base, raw.count)
             }
             if got >= 0 { return Int(got) }
             switch errno {
@@ -100,7 +106,7 @@ public enum FrameChannel {
     }
 
     /// Writes one frame to a tap device or packet socket (`write(2)`); false if it would block or failed.
-    public static func write(_ fd: Int32, _ frame: [UInt8]) -> Bool {
+    public static func write(_ fd: Int32, _ frame: ArraySlice<UInt8>) -> Bool {
         while true {
             let written = unsafe frame.withUnsafeBytes { unsafe Glibc.write(fd, $0.baseAddress, $0.count) }
             if written >= 0 { return written == frame.count }
@@ -109,8 +115,28 @@ public enum FrameChannel {
         }
     }
 
+    /// Writes one frame to a tap device or packet socket (`write(2)`); false if it would block or failed.
+    public static func write(_ fd: Int32, _ frame: [UInt8]) -> Bool { write(fd, frame[...]) }
+
+    /// Sends a 12-byte virtio-net header and its frame on a `headed` packet socket; false if it
+    /// would block or failed (the kernel refuses a header that does not fit the frame).
+    public static func sendPacket(_ fd: Int32, headed message: ArraySlice<UInt8>) -> Bool {
+        while true {
+            let sent = unsafe message.withUnsafeBytes { raw in
+                unsafe vireo_packet_send_headed(fd, raw.baseAddress!.assumingMemoryBound(to: UInt8.self), raw.count)
+            }
+            if sent >= 0 { return sent == message.count }
+            if errno == EINTR { continue }
+            return false
+        }
+    }
+
     /// Sends one frame as one message on a unix socket, never blocking and never raising SIGPIPE.
-    public static func sendMessage(_ fd: Int32, _ frame: [UInt8]) -> Bool {
+    public static func sendMessage(_ fd: Int32, _ frame: [UInt8]) -> Bool { sendMessage(fd, frame[...]) }
+
+    /// Sends one frame as one message on a unix socket, never blocking and never raising SIGPIPE.
+    public static func sendMessage(_ fd: Int32, _ frame: ArraySlice<UInt8>) -> Bool {
+        guard !frame.isEmpty else { return false }
         while true {
             let sent = unsafe frame.withUnsafeBytes { raw in
                 unsafe vireo_send_message(fd, raw.baseAddress!.assumingMemoryBound(to: UInt8.self), raw.count)

@@ -24,6 +24,8 @@ final class PortBackend {
     var peerToken: UInt64 = 0
     /// vm: the socket path.
     let socketPath: String?
+    /// vm in offload mode: what the peer last announced it accepts (``OffloadAnnouncement``).
+    var peerOffloads: NetOffloads = []
     /// vm: frames switched to this port during one ingress batch, sent together (one `sendmmsg`):
     /// message i is `queuedLengths[i]` bytes at `queuedOffsets[i]` in `queuedBytes`.
     var queuedBytes: [UInt8] = []
@@ -37,6 +39,19 @@ final class PortBackend {
         self.mainToken = mainToken
         self.socketPath = socketPath
     }
+
+    /// Offloads a frame may still need when it is handed to this port: taps and uplinks in offload
+    /// mode take them all (the kernel finishes the work, in the NIC or in software), VM ports what
+    /// their peer announced, others none.
+    var acceptedOffloads: NetOffloads {
+        guard config.offload else { return [] }
+        return config.kind == .vm ? peerOffloads : .all
+    }
+
+    /// Whether messages on this port carry a virtio-net header before the frame: in offload mode,
+    /// and always on an uplink, whose packet socket has PACKET_VNET_HDR so that checksum-partial
+    /// and GSO packets from the host's stack arrive with what is needed to finish them.
+    var headed: Bool { config.offload || config.kind == .uplink }
 
     /// The descriptor frames are written to, if there is one now.
     var transmitFD: Int32? {
@@ -61,6 +76,12 @@ final class ControlClient {
 /// egress port without blocking: frames for a VM port are queued and sent with one `sendmmsg` at
 /// the end of the batch, others written one by one. A port that cannot take a frame drops it
 /// (`transmit-failed`) rather than stall the others.
+///
+/// Offloads: on ports in offload mode (taps by default, VM ports that ask) a frame travels with
+/// its virtio-net header, so a TCP super-frame of up to 64 KiB crosses the switch as one frame and
+/// checksums are left to whoever finally needs them. A frame leaves as it came to a port that
+/// accepts what its header still asks for; to any other port it is resolved in software first
+/// (``SoftwareOffload``: the checksum completed, the super-frame cut into segments).
 final class Dataplane {
     enum Registration {
         case port(PortID)
@@ -86,17 +107,18 @@ final class Dataplane {
     var watchedParent: Int32?
 
     static let batch = 64
-    var buffer = [UInt8](repeating: 0, count: 65_536 + 4)
-    /// The largest message a VM port carries (64 KiB plus a tag).
-    static let slot = 65_540
+    /// The largest message a port carries: a virtio-net header, then 64 KiB plus an Ethernet header and a tag.
+    static let slot = VirtioNetHeader.length + 65_536 + 18
+    var buffer = [UInt8](repeating: 0, count: Dataplane.slot)
     /// VM-port receive batches: message i at `i * slot`.
     var receiveArena = [UInt8](repeating: 0, count: Dataplane.batch * Dataplane.slot)
     var receiveLengths = [UInt32](repeating: 0, count: Dataplane.batch)
     /// VM ports with queued frames (``PortBackend/queuedLengths``) to send at the end of the batch.
     var queued: [PortBackend] = []
     var egress: [Egress] = []
-    var untaggedOut: [UInt8] = []
-    var taggedOut: [UInt8] = []
+    /// The frame being switched as it leaves untagged (index 0) and tagged (index 1), each built
+    /// at most once per frame.
+    var forms = [EgressForm(), EgressForm()]
 
     init(name: String, socketDirectory: String, ageingSeconds: Int, logger: Logger) throws(SystemError) {
         self.name = name
@@ -107,8 +129,7 @@ final class Dataplane {
         epoll = try Epoll()
         control = Handle(try FrameChannel.listenStream(path: controlPath))
         signals = Handle(try TerminationSignalFD.open())
-        untaggedOut.reserveCapacity(buffer.count)
-        taggedOut.reserveCapacity(buffer.count)
+        for index in forms.indices { forms[index].headed.reserveCapacity(Self.slot) }
         try register(control.raw, .control)
         try register(signals.raw, .signal)
     }
@@ -148,10 +169,10 @@ final class Dataplane {
             switch config.kind {
             case .tap:
                 var actual = ""
-                main = Handle(try FrameChannel.openTap(named: config.name, deviceName: &actual))
+                main = Handle(try FrameChannel.openTap(named: config.name, offload: config.offload, deviceName: &actual))
                 if actual != config.name { logger.warning("tap \(config.name) was created as \(actual)") }
             case .uplink:
-                main = Handle(try FrameChannel.openPacketSocket(interface: config.name))
+                main = Handle(try FrameChannel.openPacketSocket(interface: config.name, headed: true))
             case .vm:
                 let path = "\(socketDirectory)/\(name)-\(config.name).sock"
                 main = Handle(try FrameChannel.listenSeqPacket(path: path))
@@ -248,7 +269,13 @@ final class Dataplane {
                 return
             }
             let start = index * Self.slot
-            switchFrame(receiveArena[start..<start + length], from: backend.id, now: now)
+            let message = receiveArena[start..<start + length]
+            if backend.config.offload, let announced = OffloadAnnouncement.decode(message) {
+                if announced != backend.peerOffloads { logger.info("port \(backend.config.name): peer accepts offloads \(announced.names)") }
+                backend.peerOffloads = announced
+                continue
+            }
+            receive(message, headed: backend.headed, from: backend.id, now: now)
         }
         if events & Epoll.hangup != 0, events & Epoll.readable == 0 { dropPeer(backend, reason: "hang-up") }
     }
@@ -260,7 +287,7 @@ final class Dataplane {
             let length: Int?
             do {
                 length = backend.config.kind == .uplink
-                    ? try FrameChannel.receivePacket(fd, into: &buffer)
+                    ? try FrameChannel.receivePacket(fd, into: &buffer, headed: true)
                     : try FrameChannel.read(fd, into: &buffer)
             } catch {
                 if error.errno == ENETDOWN || error.errno == ENXIO {
@@ -275,61 +302,69 @@ final class Dataplane {
                 return
             }
             guard let length, length > 0 else { break }
-            switchFrame(buffer[0..<length], from: backend.id, now: now)
+            receive(buffer[0..<length], headed: backend.headed, from: backend.id, now: now)
         }
     }
 
-    private func switchFrame(_ frame: ArraySlice<UInt8>, from ingress: PortID, now: UInt64) {
-        guard case .forward(let header, let vlan, _) = fabric.receive(frame, on: ingress, now: now, egress: &egress) else { return }
-        var haveUntagged = false, haveTagged = false
+    /// Splits a message from an offload-mode port into its virtio-net header and frame.
+    private func receive(_ message: ArraySlice<UInt8>, headed: Bool, from ingress: PortID, now: UInt64) {
+        guard headed else {
+            switchFrame(message, offload: nil, from: ingress, now: now)
+            return
+        }
+        guard let header = VirtioNetHeader(message) else {
+            fabric.countDrop(on: ingress, .runt)
+            return
+        }
+        switchFrame(message.dropFirst(VirtioNetHeader.length), offload: header, from: ingress, now: now)
+    }
+
+    private func switchFrame(_ frame: ArraySlice<UInt8>, offload: VirtioNetHeader?, from ingress: PortID, now: UInt64) {
+        guard case .forward(let header, let vlan, _) = fabric.receive(frame, offload: offload, on: ingress, now: now, egress: &egress) else { return }
+        forms[0].reset()
+        forms[1].reset()
         for target in egress {
             guard let backend = backends[target.port.rawValue] else { continue }
             guard let fd = backend.transmitFD else {
                 fabric.countDrop(on: target.port, .noPeer)
                 continue
             }
-            if backend.config.kind == .vm {
-                if target.vid == nil, !haveUntagged {
-                    header.egressFrame(frame, vid: nil, into: &untaggedOut)
-                    haveUntagged = true
-                } else if target.vid != nil, !haveTagged {
-                    header.egressFrame(frame, vid: vlan, into: &taggedOut)
-                    haveTagged = true
-                }
-                enqueue(backend, target.vid == nil ? untaggedOut : taggedOut)
+            let form = target.vid == nil ? 0 : 1
+            if !forms[form].isBuilt { forms[form].build(frame, header: header, offload: offload, vid: target.vid == nil ? nil : vlan) }
+            let accepted = backend.acceptedOffloads
+            if forms[form].offload.isAccepted(by: accepted) {
+                // As it came: with its (shifted) header to a port in offload mode, without to others.
+                let headed = forms[form].headed
+                deliver(backend, fd, backend.headed ? headed[...] : headed.dropFirst(VirtioNetHeader.length))
                 continue
             }
-            let sent: Bool
-            let bytes: Int
-            if target.vid == nil {
-                if !haveUntagged {
-                    header.egressFrame(frame, vid: nil, into: &untaggedOut)
-                    haveUntagged = true
-                }
-                sent = transmit(backend, fd, untaggedOut)
-                bytes = untaggedOut.count
-            } else {
-                if !haveTagged {
-                    header.egressFrame(frame, vid: vlan, into: &taggedOut)
-                    haveTagged = true
-                }
-                sent = transmit(backend, fd, taggedOut)
-                bytes = taggedOut.count
+            guard forms[form].resolveSegments() else {
+                fabric.countDrop(on: target.port, .badOffload)
+                continue
             }
-            if sent {
-                fabric.countTransmit(on: target.port, bytes: bytes)
-            } else {
-                fabric.countDrop(on: target.port, .transmitFailed)
+            for segment in forms[form].segments {
+                deliver(backend, fd, backend.headed ? (EgressForm.plainHeader + segment)[...] : segment[...])
             }
         }
     }
 
-    private func transmit(_ backend: PortBackend, _ fd: Int32, _ frame: [UInt8]) -> Bool {
-        FrameChannel.write(fd, frame)
+    /// Sends one message to a port: queued for a VM port's batch, written at once to others.
+    private func deliver(_ backend: PortBackend, _ fd: Int32, _ message: ArraySlice<UInt8>) {
+        if backend.config.kind == .vm {
+            enqueue(backend, message)
+            return
+        }
+        let frameBytes = message.count - (backend.headed ? VirtioNetHeader.length : 0)
+        let sent = backend.config.kind == .uplink ? FrameChannel.sendPacket(fd, headed: message) : FrameChannel.write(fd, message)
+        if sent {
+            fabric.countTransmit(on: backend.id, bytes: frameBytes)
+        } else {
+            fabric.countDrop(on: backend.id, .transmitFailed)
+        }
     }
 
-    /// Queues a frame for a VM port; a full batch goes out at once.
-    private func enqueue(_ backend: PortBackend, _ frame: [UInt8]) {
+    /// Queues a message for a VM port; a full batch goes out at once.
+    private func enqueue(_ backend: PortBackend, _ frame: ArraySlice<UInt8>) {
         if backend.queuedLengths.isEmpty { queued.append(backend) }
         backend.queuedOffsets.append(UInt32(backend.queuedBytes.count))
         backend.queuedLengths.append(UInt32(frame.count))
@@ -343,9 +378,10 @@ final class Dataplane {
         let sent = backend.peer.map {
             FrameChannel.sendBatch($0.raw, bytes: backend.queuedBytes, offsets: backend.queuedOffsets, lengths: backend.queuedLengths)
         } ?? 0
+        let headerBytes = backend.headed ? VirtioNetHeader.length : 0
         for (index, length) in backend.queuedLengths.enumerated() {
             if index < sent {
-                fabric.countTransmit(on: backend.id, bytes: Int(length))
+                fabric.countTransmit(on: backend.id, bytes: Int(length) - headerBytes)
             } else {
                 fabric.countDrop(on: backend.id, backend.peer == nil ? .noPeer : .transmitFailed)
             }
@@ -370,6 +406,7 @@ final class Dataplane {
             }
             guard let accepted else { return }
             if backend.peer != nil { dropPeer(backend, reason: "replaced by a new connection") }
+            backend.peerOffloads = []
             let handle = Handle(accepted)
             do {
                 backend.peerToken = try register(handle.raw, .port(id))
@@ -494,11 +531,13 @@ final class Dataplane {
             fields["allowed"] = JSON.array(allowed.map { "\($0)" })
             fields["native"] = native.map { "\($0)" } ?? "null"
         }
+        fields["offload"] = port.config.offload ? "true" : "false"
         if let backend = backends[port.id.rawValue] {
             if let path = backend.socketPath {
                 fields["socket"] = JSON.string(path)
                 fields["connected"] = backend.peer == nil ? "false" : "true"
             }
+            if port.config.offload { fields["accepted_offloads"] = JSON.array(backend.acceptedOffloads.names.map(JSON.string)) }
         }
         return JSON.object(fields)
     }
@@ -546,4 +585,60 @@ enum JSON {
     }
 
     static func error(_ message: String) -> String { object(["error": string(message)]) }
+}
+
+/// One frame as it leaves the switch untagged or tagged: its virtio-net header (shifted for the
+/// tag change, or a plain one for a frame that came without) followed by the frame, and, only if
+/// some egress port needs them, the frames resolved in software for ports without its offloads.
+struct EgressForm {
+    /// A header asking for nothing: what precedes a resolved frame on a port in offload mode.
+    static let plainHeader = VirtioNetHeader().bytes
+    var isBuilt = false
+    var offload = VirtioNetHeader()
+    /// The header, then the frame.
+    var headed: [UInt8] = []
+    var networkOffset = FrameHeader.untaggedLength
+    var segmentsBuilt = false
+    var resolvable = true
+    var segments: [[UInt8]] = []
+
+    mutating func reset() {
+        isBuilt = false
+        segmentsBuilt = false
+    }
+
+    mutating func build(_ frame: ArraySlice<UInt8>, header: FrameHeader, offload ingress: VirtioNetHeader?, vid: UInt16?) {
+        networkOffset = FrameHeader.untaggedLength + (vid == nil ? 0 : FrameHeader.tagLength)
+        offload = (ingress ?? VirtioNetHeader()).shifted(by: networkOffset - header.headerLength)
+        offload.numBuffers = 0
+        headed.removeAll(keepingCapacity: true)
+        offload.append(to: &headed)
+        header.appendEgressFrame(frame, vid: vid, to: &headed)
+        isBuilt = true
+    }
+
+    /// The checksum completed and super-frames segmented, once per frame; false when the frame's
+    /// headers do not allow it.
+    mutating func resolveSegments() -> Bool {
+        if !segmentsBuilt {
+            resolvable = SoftwareOffload.resolve(headed.dropFirst(VirtioNetHeader.length), header: offload, networkOffset: networkOffset, into: &segments)
+            segmentsBuilt = true
+        }
+        return resolvable
+    }
+}
+
+extension VirtioNetHeader {
+    /// Whether a port accepting `offloads` may be handed the packet with this header as it is:
+    /// nothing left to do that it does not take, and DATA_VALID only for one taking checksums.
+    func isAccepted(by offloads: NetOffloads) -> Bool {
+        requiredOffloads.isSubset(of: offloads) && (flags & Self.flagDataValid == 0 || offloads.contains(.checksum))
+    }
+}
+
+extension NetOffloads {
+    /// Names for logs and the control socket.
+    var names: [String] {
+        [(NetOffloads.checksum, "checksum"), (.tso4, "tso4"), (.tso6, "tso6"), (.tsoECN, "tso-ecn")].compactMap { contains($0.0) ? $0.1 : nil }
+    }
 }

@@ -14,7 +14,9 @@ struct VireoSwitchd: ParsableCommand {
             Ports: tap:NAME (a tap device the switch creates), uplink:IFACE (a host interface via AF_PACKET),
             vm:NAME (a SOCK_SEQPACKET socket DIR/SWITCH-NAME.sock, one frame per message).
             Options after the name: tag=N (access port of VLAN N, the default is tag=1),
-            trunk=A,B,C-D (trunk of those VLANs) with native=N, mtu=N, mac-limit=N.
+            trunk=A,B,C-D (trunk of those VLANs) with native=N, mtu=N, mac-limit=N, flood-limit=N,
+            offload=on|off (frames after a virtio-net header, so TSO super-frames cross whole; on
+            by default for taps and uplinks).
             Control socket DIR/SWITCH.ctl: one command per line (ports, stats, fdb, add-port SPEC,
             del-port NAME, ageing SECONDS, flush), one JSON reply per line.
             """)

@@ -33,7 +33,7 @@ struct VireoVMMCommand: ParsableCommand {
     @Flag(help: "Add a virtio-rng device (host getrandom).") var rng = false
     @Option(help: "Add a virtio-console (guest hvc0): stdio, file:PATH, unix:PATH or none.") var console: String?
     @Option(help: "Add a virtio-balloon: SIZE[,stats=SECONDS][,deflate-on-oom=on|off], SIZE its initial size (e.g. 0 or 64M); change it with the control socket's `balloon MiB`, read the guest's statistics with `balloon-stats` (polled every SECONDS with stats=).") var balloon: String?
-    @Option(name: .customLong("net"), help: "virtio-net on a host tap, tap=NAME[,mac=52:54:00:12:34:56] (created if missing), or on a vireo-switchd port, switch=NAME[,tag=N|,trunk=A,B-C[,native=N]][,port=NAME][,dir=/run/vireo][,mac=...] (repeatable; default MAC random, locally administered).") var nets: [String] = []
+    @Option(name: .customLong("net"), help: "virtio-net on a host tap, tap=NAME[,mac=52:54:00:12:34:56] (created if missing), or on a vireo-switchd port, switch=NAME[,tag=N|,trunk=A,B-C[,native=N]][,port=NAME][,dir=/run/vireo][,offload=on|off][,mac=...] (repeatable; default MAC random, locally administered).") var nets: [String] = []
     @Option(help: .hidden) var kvmDevice: String = "/dev/kvm"
 
     func makeConfig() throws(ConfigError) -> VMConfig {

@@ -157,6 +157,54 @@ final class NamespaceLab {
         return result?.status == 0
     }
 
+    /// Sends `megabytes` MiB of a seeded stream over TCP from namespace `from` to `address(host)`
+    /// in namespace `to`; returns both ends' byte counts and SHA-256 digests ("count digest"), or
+    /// nil for an end that failed (each end gives up after 60 s).
+    func transfer(from: String, to: String, host: Int, megabytes: Int) throws -> (sent: String?, received: String?) {
+        guard Self.hasTool("/usr/bin/python3") else { throw LabError.timeout("python3 is missing") }
+        let ready = "\(directory)/listening-\(to)"
+        let receiver = Process()
+        receiver.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        receiver.arguments = ["netns", "exec", name(to), "/usr/bin/python3", "-c", """
+            import hashlib, socket, sys
+            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.settimeout(60)
+            s.bind((sys.argv[1], 5201)); s.listen(1); open(sys.argv[2], "w").close()
+            c, _ = s.accept(); c.settimeout(60); h = hashlib.sha256(); n = 0
+            while True:
+                b = c.recv(1 << 20)
+                if not b: break
+                h.update(b); n += len(b)
+            print(n, h.hexdigest())
+            """, address(host), ready]
+        let receiverOutput = Pipe()
+        receiver.standardOutput = receiverOutput
+        try receiver.run()
+        for _ in 0..<200 where !FileManager.default.fileExists(atPath: ready) && receiver.isRunning { usleep(50_000) }
+        let sender = Process()
+        sender.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        sender.arguments = ["netns", "exec", name(from), "/usr/bin/python3", "-c", """
+            import hashlib, random, socket, sys
+            c = socket.create_connection((sys.argv[1], 5201), timeout=60)
+            rng = random.Random(11); h = hashlib.sha256(); n = 0
+            for _ in range(int(sys.argv[2])):
+                b = rng.randbytes(1 << 20); c.sendall(b); h.update(b); n += len(b)
+            c.shutdown(socket.SHUT_WR); c.recv(1)
+            print(n, h.hexdigest())
+            """, address(host), "\(megabytes)"]
+        let senderOutput = Pipe()
+        sender.standardOutput = senderOutput
+        try sender.run()
+        let sent = String(decoding: senderOutput.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        sender.waitUntilExit()
+        if sender.terminationStatus != 0, receiver.isRunning { receiver.terminate() }
+        let received = String(decoding: receiverOutput.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        receiver.waitUntilExit()
+        func line(_ text: String, _ process: Process) -> String? {
+            process.terminationStatus == 0 ? text.trimmingCharacters(in: .whitespacesAndNewlines) : nil
+        }
+        return (line(sent, sender), line(received, receiver))
+    }
+
     /// The MAC address of an interface inside a namespace.
     func mac(in role: String, interface: String) throws -> String {
         let output = try Self.run(["ip", "-n", name(role), "-o", "link", "show", interface]).output
@@ -233,7 +281,7 @@ final class FakeVMNIC {
 
     /// The next frame, or nil after the receive timeout.
     func receive() -> [UInt8]? {
-        var buffer = [UInt8](repeating: 0, count: 2048)
+        var buffer = [UInt8](repeating: 0, count: 70_000)
         guard let length = try? FrameChannel.read(socket.rawValue, into: &buffer), length > 0 else { return nil }
         return Array(buffer.prefix(length))
     }

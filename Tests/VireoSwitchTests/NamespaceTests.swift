@@ -91,6 +91,106 @@ struct NamespaceTests {
         #expect(try lab.fdb().contains { $0 == (10, vmMAC.description, "trunk") })
     }
 
+    /// TCP between ports in offload mode, two taps and an uplink: the sender's TSO super-frames
+    /// cross the switch whole (the receiving port's mean frame is larger than any MTU-sized one),
+    /// the host's own super-frames come in through the uplink's packet socket with their header,
+    /// and every transfer arrives intact.
+    @Test func tcpSuperFramesCrossOffloadPortsWhole() throws {
+        let lab = NamespaceLab()
+        defer { lab.close() }
+        let a = lab.name("a"), b = lab.name("b")
+        let uplink = try lab.addVethNamespace("u", host: 3)
+        try lab.startSwitch(ports: ["tap:\(a),tag=10", "tap:\(b),tag=10", "uplink:\(uplink),tag=10"])
+        try lab.addNamespace("a", interface: a, host: 1)
+        try lab.addNamespace("b", interface: b, host: 2)
+        for (from, to, host) in [("a", "b", 2), ("a", "u", 3), ("u", "a", 1)] {
+            let (sent, received) = try lab.transfer(from: from, to: to, host: host, megabytes: 16)
+            #expect(sent != nil && sent == received, "\(from) → \(to): sent \(sent ?? "-"), received \(received ?? "-"): \(lab.switchLog)")
+        }
+        for port in [a, b, uplink] {
+            let stats = try lab.stats(port: port)
+            let packets = stats["tx_packets"] as? Int ?? 0, bytes = stats["tx_bytes"] as? Int ?? 0
+            #expect(packets > 0 && bytes / packets > 1514, "\(port): mean frame \(bytes / max(packets, 1)) bytes: no super-frames crossed")
+            #expect(stats["drops_total"] as? Int == 0, "\(port): \(stats)")
+        }
+    }
+
+    /// Super-frames leave in software-made segments through ports without offloads: a tap with
+    /// `offload=off` (whose kernel checks every segment's checksums) and an uplink with
+    /// `offload=off`, whose host's own super-frames are cut for the tap too; the other way, plain
+    /// frames reach an offload tap behind an empty header.
+    @Test func superFramesAreSegmentedForPortsWithoutOffloads() throws {
+        let lab = NamespaceLab()
+        defer { lab.close() }
+        let a = lab.name("a"), b = lab.name("b")
+        let uplink = try lab.addVethNamespace("u", host: 3)
+        try lab.startSwitch(ports: ["tap:\(a)", "tap:\(b),offload=off", "uplink:\(uplink),offload=off"])
+        try lab.addNamespace("a", interface: a, host: 1)
+        try lab.addNamespace("b", interface: b, host: 2)
+        for (from, to, host) in [("a", "b", 2), ("a", "u", 3), ("b", "a", 1), ("u", "b", 2)] {
+            let (sent, received) = try lab.transfer(from: from, to: to, host: host, megabytes: 8)
+            #expect(sent != nil && sent == received, "\(from) → \(to): sent \(sent ?? "-"), received \(received ?? "-"): \(lab.switchLog)")
+        }
+        for port in [b, uplink] {
+            let stats = try lab.stats(port: port)
+            let packets = stats["tx_packets"] as? Int ?? 0, bytes = stats["tx_bytes"] as? Int ?? 0
+            #expect(packets > 8 * 1024 * 1024 / 1514 && bytes / packets <= 1514, "\(port): \(packets) frames, \(bytes) bytes")
+            #expect(stats["drops_total"] as? Int == 0, "\(port): \(stats)")
+        }
+    }
+
+    /// A VM port in offload mode: a super-frame from one peer reaches a peer that announced TSO as
+    /// one message (header moved for the tag it gained), a peer that announced nothing as checked
+    /// segments behind empty headers, and a plain VM port as tagged segments.
+    @Test func vmPortsGetSuperFramesAsTheirPeersAnnounced() throws {
+        let lab = NamespaceLab()
+        defer { lab.close() }
+        try lab.startSwitch(ports: ["vm:src,tag=10,offload=on", "vm:tso,trunk=10,offload=on", "vm:none,tag=10,offload=on", "vm:plain,trunk=10"])
+        let source = try FakeVMNIC(path: lab.socketPath(port: "src"))
+        let tso = try FakeVMNIC(path: lab.socketPath(port: "tso"))
+        let none = try FakeVMNIC(path: lab.socketPath(port: "none"))
+        let plain = try FakeVMNIC(path: lab.socketPath(port: "plain"))
+        tso.send(OffloadAnnouncement.message(.all))
+        none.send(OffloadAnnouncement.message([]))
+        // The announcements are in before the frame: each port's accepted offloads say so.
+        var announced = false
+        for _ in 0..<100 where !announced {
+            let ports = try lab.control("ports")["ports"] as? [[String: Any]] ?? []
+            announced = ports.contains { $0["name"] as? String == "tso" && ($0["accepted_offloads"] as? [String])?.contains("tso4") == true }
+            if !announced { usleep(20_000) }
+        }
+        #expect(announced)
+
+        let (frame, header) = SoftwareOffloadTests.superFrame(payload: SoftwareOffloadTests.payload)
+        source.send(header.bytes + frame)
+        let whole = tso.receive(matching: { $0.count > 1600 })
+        if let whole {
+            let moved = VirtioNetHeader(whole)
+            #expect(moved?.checksumStart == header.checksumStart + 4 && moved?.gsoSize == header.gsoSize, "header moved by the tag")
+            #expect((try? FrameHeader.parse(Array(whole.dropFirst(12)), mtu: 65_535).get())?.vid == 10)
+            var segments: [[UInt8]] = []
+            #expect(SoftwareOffload.resolve(whole.dropFirst(12), header: moved!, networkOffset: 18, into: &segments) && segments.count == 4)
+        } else {
+            Issue.record("no super-frame on the TSO peer: \(lab.switchLog)")
+        }
+        var payload: [UInt8] = []
+        for index in 0..<4 {
+            guard let message = none.receive() else {
+                Issue.record("segment \(index) missing on the peer without offloads")
+                break
+            }
+            #expect(Array(message.prefix(12)) == VirtioNetHeader().bytes)
+            payload += SoftwareOffloadTests.verify(Array(message.dropFirst(12)), networkOffset: 14, ipv6: false, tcpHeaderLength: 32).payload
+            guard let tagged = plain.receive() else {
+                Issue.record("segment \(index) missing on the plain port")
+                break
+            }
+            #expect((try? FrameHeader.parse(tagged).get())?.vid == 10)
+            _ = SoftwareOffloadTests.verify(tagged, networkOffset: 18, ipv6: false, tcpHeaderLength: 32)
+        }
+        #expect(payload == SoftwareOffloadTests.payload)
+    }
+
     @Test func uplinkOverPacketSocket() throws {
         let lab = NamespaceLab()
         defer { lab.close() }

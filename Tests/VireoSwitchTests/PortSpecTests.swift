@@ -8,6 +8,18 @@ import Testing
         #expect(config.spec == "tap:vm1,tag=10")
     }
 
+    @Test func offloadDefaultsByKind() throws {
+        #expect(try PortConfig.parse("tap:t0").offload)
+        #expect(try !PortConfig.parse("vm:n0").offload)
+        #expect(try PortConfig.parse("uplink:e0").offload)
+        #expect(try PortConfig.parse("uplink:e0,offload=off").spec == "uplink:e0,tag=1,offload=off")
+        let vm = try PortConfig.parse("vm:n0,offload=on")
+        #expect(vm.offload && vm.spec == "vm:n0,tag=1,offload=on")
+        #expect(try PortConfig.parse(vm.spec) == vm)
+        let tap = try PortConfig.parse("tap:t0,offload=off")
+        #expect(!tap.offload && tap.spec == "tap:t0,tag=1,offload=off")
+    }
+
     @Test func defaultIsVLAN1() throws {
         #expect(try PortConfig.parse("vm:nic0").mode == .access(vlan: 1))
     }
@@ -23,7 +35,7 @@ import Testing
     @Test(arguments: [
         "eth0", "nic:eth0,tag=1", "tap:,tag=1", "tap:x,tag=0", "tap:x,tag=4095", "tap:x,tag=1,trunk=2",
         "tap:x,native=1", "tap:x,trunk=20-10", "tap:x,colour=red", "tap:x,5", "tap:waytoolonginterfacename",
-        "tap:a/b", "tap:x,mtu=10", "tap:x,tag=1,2",
+        "tap:a/b", "tap:x,mtu=10", "tap:x,tag=1,2", "vm:x,offload=yes",
     ])
     func rejects(spec: String) {
         #expect(throws: PortSpecError.self) { try PortConfig.parse(spec) }

@@ -15,13 +15,17 @@ struct SwitchNetConfigTests {
         guard case .switchPort(let attachment) = config.attachment else { Issue.record("not a switch port"); return }
         #expect(attachment.switchName == "sw0")
         #expect(attachment.directory == "/run/vireo")
-        #expect(attachment.port.spec == "vm:vm5254000a0b0c,tag=10")
+        #expect(attachment.port.spec == "vm:vm5254000a0b0c,tag=10,offload=on")
+        // Offload mode is the default; a NIC may still ask for plain frames.
+        let plain = try NetConfig.parse("switch=sw0,tag=10,offload=off,mac=\(mac)")
+        guard case .switchPort(let plainAttachment) = plain.attachment else { Issue.record("not a switch port"); return }
+        #expect(!plainAttachment.port.offload)
     }
 
     @Test func trunkListContinuesAcrossCommas() throws {
         let config = try NetConfig.parse("switch=sw0,trunk=10,20-22,native=1,port=web0,dir=/tmp/sw,mac=\(mac)")
         guard case .switchPort(let attachment) = config.attachment else { Issue.record("not a switch port"); return }
-        #expect(attachment.port == (try PortConfig.parse("vm:web0,trunk=10,20-22,native=1")))
+        #expect(attachment.port == (try PortConfig.parse("vm:web0,trunk=10,20-22,native=1,offload=on")))
         #expect(attachment.directory == "/tmp/sw")
         #expect(config.mac == [0x52, 0x54, 0, 0x0a, 0x0b, 0x0c])
     }

@@ -1,6 +1,7 @@
 import Testing
 import VireoDevices
 import VireoMemory
+import VireoSwitch
 @testable import VireoVirtio
 
 /// Offloads (virtio 1.2 §5.1.6.2, §5.1.6.4), mergeable receive buffers and link status on the

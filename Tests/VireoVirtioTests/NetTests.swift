@@ -2,6 +2,7 @@ import Synchronization
 import Testing
 import VireoDevices
 import VireoMemory
+import VireoSwitch
 @testable import VireoVirtio
 
 /// An in-memory `NetBackend`: records what the device sends, hands out queued packets.

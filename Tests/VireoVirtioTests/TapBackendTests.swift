@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Testing
 import VireoDevices
+import VireoSwitch
 
 /// The tap backend against a real tap (`/dev/net/tun`, needs root): every offload combination is
 /// accepted by TUNSETOFFLOAD, and a frame the kernel refuses is a drop. (Traffic through the tap,

@@ -117,15 +117,27 @@ unsigned int vireo_tun_f_tso_ecn(void);
 
 // MARK: Virtual switch: tap devices, AF_PACKET raw sockets, epoll, signalfd (used by vireo-switchd).
 /// Opens /dev/net/tun as a tap device (IFF_TAP|IFF_NO_PI, non-blocking) named `name` ("" lets the
-/// kernel pick); writes the device's name (IFNAMSIZ bytes) to `actual_name`. Returns the fd or -1.
-int vireo_switch_tap_open(const char *name, char *actual_name);
+/// kernel pick); writes the device's name (IFNAMSIZ bytes) to `actual_name`. With `offload`, frames
+/// carry a 12-byte virtio-net header (IFF_VNET_HDR) and the kernel may hand over checksum-partial
+/// and TSO super-frames (TUN_F_CSUM|TSO4|TSO6|TSO_ECN). Returns the fd or -1.
+int vireo_switch_tap_open(const char *name, char *actual_name, int offload);
 /// An AF_PACKET SOCK_RAW socket (ETH_P_ALL, non-blocking) bound to interface `ifname`, promiscuous,
-/// ignoring outgoing packets, with PACKET_AUXDATA so stripped VLAN tags can be restored. -1 on error.
-int vireo_packet_open(const char *ifname);
+/// ignoring outgoing packets, with PACKET_AUXDATA so stripped VLAN tags can be restored. With
+/// `vnet_header`, PACKET_VNET_HDR: every frame comes and goes after a virtio-net header, so
+/// checksum-partial and GSO packets the host hands over keep what a receiver needs to finish them.
+/// -1 on error.
+int vireo_packet_open(const char *ifname, int vnet_header);
 /// Receives one frame from a packet socket into `buffer`, re-inserting the 802.1Q tag the kernel
 /// moved into metadata (VLAN receive offload). Returns the frame length, or -1 with errno
-/// (EAGAIN when nothing is queued). Frames longer than `capacity` are truncated (MSG_TRUNC length returned).
+/// (EAGAIN when nothing is queued). Frames longer than `capacity` are truncated to it.
 long vireo_packet_recv(int fd, uint8_t *buffer, size_t capacity);
+/// ``vireo_packet_recv`` on a PACKET_VNET_HDR socket: `buffer` gets a 12-byte virtio-net header
+/// (num_buffers zero; csum_start and hdr_len moved past a re-inserted tag), then the frame.
+/// Returns 12 plus the frame length.
+long vireo_packet_recv_headed(int fd, uint8_t *buffer, size_t capacity);
+/// Sends a 12-byte virtio-net header and a frame (`length` bytes in all) on a PACKET_VNET_HDR
+/// socket without blocking; the kernel segments or checksums as the header asks. Returns `length` or -1.
+long vireo_packet_send_headed(int fd, const uint8_t *buffer, size_t length);
 /// The interface index of `ifname`, 0 if none.
 unsigned int vireo_interface_index(const char *ifname);
 /// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and returns a non-blocking signalfd for them; ignores SIGPIPE.

@@ -41,7 +41,7 @@ public struct SwitchAttachment: Sendable, Equatable {
             try control.addPort(port)
         }
         return try SwitchPortBackend(
-            socketPath: SwitchControlClient.vmSocketPath(switch: switchName, port: port.name, directory: directory))
+            socketPath: SwitchControlClient.vmSocketPath(switch: switchName, port: port.name, directory: directory), offload: port.offload)
     }
 
     /// Deletes the port; a switch that is gone already is not an error worth more than a log line.

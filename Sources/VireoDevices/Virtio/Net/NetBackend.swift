@@ -1,22 +1,6 @@
 import Synchronization
+import VireoSwitch
 import VireoSystem
-
-/// Offloads a ``NetBackend`` can carry (virtio 1.2 §5.1.6.2, §5.1.6.4): packets whose header asks
-/// for a checksum to be completed (`VIRTIO_NET_HDR_F_NEEDS_CSUM`) or a GSO super-frame to be
-/// segmented (`gso_type` TCPv4/TCPv6, with the ECN bit).
-public struct NetOffloads: OptionSet, Sendable, Hashable {
-    public let rawValue: UInt8
-    public init(rawValue: UInt8) { self.rawValue = rawValue }
-    /// Partial checksums (`csum_start`/`csum_offset`).
-    public static let checksum = NetOffloads(rawValue: 1 << 0)
-    /// TCP over IPv4 segmentation (`VIRTIO_NET_HDR_GSO_TCPV4`).
-    public static let tso4 = NetOffloads(rawValue: 1 << 1)
-    /// TCP over IPv6 segmentation (`VIRTIO_NET_HDR_GSO_TCPV6`).
-    public static let tso6 = NetOffloads(rawValue: 1 << 2)
-    /// TSO frames with congestion-experienced bits (`VIRTIO_NET_HDR_GSO_ECN`).
-    public static let tsoECN = NetOffloads(rawValue: 1 << 3)
-    public static let all: NetOffloads = [.checksum, .tso4, .tso6, .tsoECN]
-}
 
 /// Where a virtio-net device's frames go (virtio 1.2 §5.1). Every packet crossing this boundary
 /// is a 12-byte `virtio_net_hdr_v1` followed by one Ethernet frame, so a tap with IFF_VNET_HDR

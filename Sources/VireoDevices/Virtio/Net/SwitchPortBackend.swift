@@ -1,16 +1,18 @@
 import Synchronization
+import VireoSwitch
 import VireoSystem
 
 /// A `vm:` port of a Vireo switch (`vireo-switchd`) as the backend (`--net switch=NAME`): a
-/// SOCK_SEQPACKET unix socket carrying one Ethernet frame per message, without the virtio-net
-/// header (docs/network.md). The device's 12-byte `virtio_net_hdr_v1` (virtio 1.2 §5.1.6) is
-/// dropped on send; received frames get a zeroed one (no checksum to complete, `GSO_NONE`), which
-/// is all a driver that negotiated no offloads may be handed.
+/// SOCK_SEQPACKET unix socket carrying one Ethernet frame per message (docs/network.md).
 ///
-/// When the switch closes the connection (the port was deleted, the switch stopped, another
-/// process took the port over) the socket is parked on a descriptor that never becomes readable,
-/// so the I/O thread stops being woken; from then on every send is a drop, and the device reports
-/// the link down (``isLinkUp``).
+/// In offload mode (the port's `offload=on`, what `vireo-vmm` asks for) each message is the
+/// device's 12-byte `virtio_net_hdr_v1` (virtio 1.2 §5.1.6) and the frame, passed through both
+/// ways, so the guest's checksum and TSO offloads cross the switch: a 64 KiB TCP super-frame is one
+/// message, and the switch segments it only for ports that cannot take it. What the guest accepts
+/// is announced to the switch (``OffloadAnnouncement``) whenever its receive features change.
+/// Without offload mode the header is dropped on send and received frames get a zeroed one (no
+/// checksum to complete, `GSO_NONE`), which is all a driver that negotiated no offloads may be handed.
+///
 public final class SwitchPortBackend: NetBackend {
     /// The port's socket path, `DIR/SWITCH-PORT.sock`.
     public let socketPath: String
@@ -20,12 +22,15 @@ public final class SwitchPortBackend: NetBackend {
     /// One frame-sized buffer reused by every ``receive()`` (zeroing a fresh 64 KiB array per frame
     /// would cost more than a small frame).
     private let scratch = Mutex([UInt8](repeating: 0, count: SwitchPortBackend.maxFrame))
-    private static let header = [UInt8](repeating: 0, count: 12)
-    /// The largest frame the switch forwards (64 KiB plus an 802.1Q tag).
-    static let maxFrame = 65_540
+    private static let header = [UInt8](repeating: 0, count: VirtioNetHeader.length)
+    /// The largest message the switch sends: a header, then 64 KiB plus an Ethernet header and a tag.
+    static let maxFrame = VirtioNetHeader.length + 65_536 + 18
+    /// Whether messages carry the virtio-net header (the port was created with `offload=on`).
+    public let offloadMode: Bool
 
-    public init(socketPath: String) throws(SystemError) {
+    public init(socketPath: String, offload: Bool = false) throws(SystemError) {
         self.socketPath = socketPath
+        offloadMode = offload
         socket = try FrameChannel.connectSeqPacketNonBlocking(path: socketPath)
         parking = try EventFD(nonBlocking: true)
     }
@@ -35,7 +40,17 @@ public final class SwitchPortBackend: NetBackend {
 
     public func send(_ packet: [UInt8]) -> Bool {
         guard packet.count > Self.header.count, isConnected else { return false }
-        return FrameChannel.sendMessage(socket.rawValue, Array(packet[Self.header.count...]))
+        return FrameChannel.sendMessage(socket.rawValue, offloadMode ? packet[...] : packet[Self.header.count...])
+    }
+
+    public var offloads: NetOffloads { offloadMode ? .all : [] }
+
+    /// Tells the switch what the guest now accepts (an ``OffloadAnnouncement``): from then on it
+    /// resolves in software whatever needs more.
+    public func enableReceiveOffloads(_ offloads: NetOffloads) -> Bool {
+        guard offloadMode else { return offloads.isEmpty }
+        guard isConnected else { return true }
+        return FrameChannel.sendMessage(socket.rawValue, OffloadAnnouncement.message(offloads))
     }
 
     public func receive() -> [UInt8]? {
@@ -43,7 +58,12 @@ public final class SwitchPortBackend: NetBackend {
         let result: Result<[UInt8]?, any Error> = scratch.withLock { buffer in
             do {
                 guard let length = try FrameChannel.read(socket.rawValue, into: &buffer) else { return .success(nil) }
-                return .success(length > 0 ? Self.header + buffer[0..<length] : [])
+                guard length > 0 else { return .success([]) }
+                if offloadMode {
+                    // Header and frame as the switch sent them; the device checks the header.
+                    return .success(length > Self.header.count ? Array(buffer[0..<length]) : nil)
+                }
+                return .success(Self.header + buffer[0..<length])
             } catch {
                 return .failure(error)
             }

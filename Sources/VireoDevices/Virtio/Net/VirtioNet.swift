@@ -1,6 +1,7 @@
 import Logging
 import Synchronization
 import VireoMemory
+import VireoSwitch
 import VireoVirtio
 
 /// virtio-net (virtio 1.2 §5.1) with one receiveq/transmitq pair.

@@ -1,3 +1,22 @@
+/// Offloads a virtio-net path can carry, a VMM's `NetBackend` or a switch port (virtio 1.2
+/// §5.1.6.2, §5.1.6.4): packets whose header asks for a checksum to be completed
+/// (`VIRTIO_NET_HDR_F_NEEDS_CSUM`) or a GSO super-frame to be segmented (`gso_type` TCPv4/TCPv6,
+/// with the ECN bit). The same header travels through taps (`IFF_VNET_HDR`) and the switch's
+/// `vm:` ports, so it lives here, below both the devices and the switch.
+public struct NetOffloads: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+    /// Partial checksums (`csum_start`/`csum_offset`).
+    public static let checksum = NetOffloads(rawValue: 1 << 0)
+    /// TCP over IPv4 segmentation (`VIRTIO_NET_HDR_GSO_TCPV4`).
+    public static let tso4 = NetOffloads(rawValue: 1 << 1)
+    /// TCP over IPv6 segmentation (`VIRTIO_NET_HDR_GSO_TCPV6`).
+    public static let tso6 = NetOffloads(rawValue: 1 << 2)
+    /// TSO frames with congestion-experienced bits (`VIRTIO_NET_HDR_GSO_ECN`).
+    public static let tsoECN = NetOffloads(rawValue: 1 << 3)
+    public static let all: NetOffloads = [.checksum, .tso4, .tso6, .tsoECN]
+}
+
 /// `struct virtio_net_hdr_v1` (virtio 1.2 §5.1.6), the 12 little-endian bytes before every frame:
 /// flags u8, gso_type u8, hdr_len le16, gso_size le16, csum_start le16, csum_offset le16,
 /// num_buffers le16. Decoded field by field; every value a guest (or backend) wrote is checked by
@@ -27,11 +46,15 @@ public struct VirtioNetHeader: Equatable, Sendable {
     public init() {}
 
     /// Decodes the first 12 bytes of `packet`; nil when it is shorter.
-    public init?(_ packet: [UInt8]) {
+    public init?(_ packet: [UInt8]) { self.init(packet[...]) }
+
+    /// Decodes the first 12 bytes of `packet`; nil when it is shorter.
+    public init?(_ packet: ArraySlice<UInt8>) {
         guard packet.count >= Self.length else { return nil }
-        func le16(_ at: Int) -> UInt16 { UInt16(packet[at]) | UInt16(packet[at + 1]) << 8 }
-        flags = packet[0]
-        gsoType = packet[1]
+        let base = packet.startIndex
+        func le16(_ at: Int) -> UInt16 { UInt16(packet[base + at]) | UInt16(packet[base + at + 1]) << 8 }
+        flags = packet[base]
+        gsoType = packet[base + 1]
         headerLength = le16(2)
         gsoSize = le16(4)
         checksumStart = le16(6)
@@ -40,12 +63,19 @@ public struct VirtioNetHeader: Equatable, Sendable {
     }
 
     public var bytes: [UInt8] {
-        var result = [flags, gsoType]
-        for value in [headerLength, gsoSize, checksumStart, checksumOffset, numBuffers] {
-            result.append(UInt8(value & 0xFF))
-            result.append(UInt8(value >> 8))
-        }
+        var result: [UInt8] = []
+        append(to: &result)
         return result
+    }
+
+    /// Appends the 12 encoded bytes to `output`.
+    public func append(to output: inout [UInt8]) {
+        output.append(flags)
+        output.append(gsoType)
+        for value in [headerLength, gsoSize, checksumStart, checksumOffset, numBuffers] {
+            output.append(UInt8(value & 0xFF))
+            output.append(UInt8(value >> 8))
+        }
     }
 
     /// Why a header was refused; the frame is dropped and counted.
@@ -95,5 +125,22 @@ public struct VirtioNetHeader: Equatable, Sendable {
         guard checksumCovered, gsoSize > 0 else { return .gsoWithoutChecksumOrSize }
         guard Int(headerLength) <= frameLength else { return .headerLengthOutsideFrame(headerLength) }
         return nil
+    }
+}
+
+/// On a `vm:` port in offload mode every message is a virtio-net header and a frame, except one
+/// of exactly the header's length: that is the peer announcing which offloads it accepts from
+/// then on (``NetOffloads`` bits in the first byte, the other eleven zero). A VMM sends one
+/// whenever its guest's receive features change (driver start, device reset); until the first,
+/// the switch sends it nothing that needs an offload. A frame is never that short (14 bytes at least).
+public enum OffloadAnnouncement {
+    public static func message(_ offloads: NetOffloads) -> [UInt8] {
+        [offloads.rawValue] + [UInt8](repeating: 0, count: VirtioNetHeader.length - 1)
+    }
+
+    /// The announced offloads if `message` is an announcement; nil for anything else.
+    public static func decode(_ message: ArraySlice<UInt8>) -> NetOffloads? {
+        guard message.count == VirtioNetHeader.length, message.dropFirst().allSatisfy({ $0 == 0 }) else { return nil }
+        return NetOffloads(rawValue: message[message.startIndex]).intersection(.all)
     }
 }
