@@ -26,6 +26,10 @@ namespace() {  # namespace NAME INTERFACE ADDRESS: moves INTERFACE into a new na
 ip link add up0 type veth || { echo "VIREO-LAB: FAIL ip link add veth"; exit 1; }
 ip link set up0 up
 namespace outside veth0 10.10.0.254
+OUTSIDE=$ns
+# a's TCP transfer to the outside namespace lands here (stdin kept open: busybox nc quits at EOF).
+sleep 600 | nsenter -t $OUTSIDE -n nc -l -p 5002 > /tmp/outside.in &
+PIDS="$PIDS $!"
 
 "$SWITCHD" --name sw0 --socket-dir /run/vireo --port uplink:up0,tag=10 --port tap:t20,tag=20 > /tmp/switchd.log 2>&1 &
 SW=$!
@@ -59,6 +63,15 @@ until grep -qs "VIREO-GUEST: a done" /tmp/a.log && grep -qs "VIREO-GUEST: b done
 done
 echo "VIREO-LAB: guests a and b done"
 cat /tmp/a.log /tmp/b.log
+# The TCP transfers: what a sent is what b and the outside namespace received.
+sent=$(sed -n 's/.*VIREO-GUEST: a payload md5 \([0-9a-f]*\).*/\1/p' /tmp/a.log)
+at_b=$(sed -n 's/.*VIREO-GUEST: b received 4194304 bytes md5 \([0-9a-f]*\).*/\1/p' /tmp/b.log)
+i=0
+while [ "$(wc -c < /tmp/outside.in)" -lt 4194304 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+outside=$(md5sum /tmp/outside.in | cut -d' ' -f1)
+echo "VIREO-LAB: TCP md5 sent by a $sent, received by b ${at_b:-none}, by the outside namespace $outside ($(wc -c < /tmp/outside.in) bytes)"
+[ -n "$sent" ] && [ "$sent" = "$at_b" ] && echo "VIREO-LAB: TCP a to b intact"
+[ -n "$sent" ] && [ "$sent" = "$outside" ] && echo "VIREO-LAB: TCP a to the outside namespace intact"
 
 guest c 20 52:54:00:00:20:03
 C=$!
