@@ -2,7 +2,7 @@
 # virtio-blk throughput inside one lab host: vireo-vmm vs QEMU -M pc virtio-blk-pci, same raw backing file.
 # Usage: Benchmarks/lab/blk.sh [RUNS]   (default 3; prints medians in MB/s and vireo/QEMU ratios: above 1 = Vireo faster)
 # Sequential rows: busybox dd in the guest. Random 4 KiB rows: Benchmarks/lab/randio.c, built here statically
-# with the host's cc and put into the L2 initramfs by the scenario's run.sh (a 4 KiB row's MB/s x 256 = IOPS).
+# with the host's cc and put into the L2 initramfs by the scenario's run.sh (MB/s are 10^6 bytes/s: a 4 KiB row's IOPS = MB/s x 244).
 set -eu
 cd "$(dirname "$0")/../.."
 RUNS=${1:-3}
