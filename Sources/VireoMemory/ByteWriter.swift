@@ -51,7 +51,10 @@ extension Collection<UInt8> {
         return 0 &- sum
     }
 
-    /// Reads a little-endian integer at `offset`, or nil if it does not fit.
+    /// Reads a little-endian integer at `offset`, or nil if it does not fit. Inlinable, so callers
+    /// in other modules get it specialized for their integer type (unspecialized, each byte went
+    /// through protocol witnesses: the top of a virtqueue profile).
+    @inlinable
     public func littleEndianInteger<T: FixedWidthInteger>(_: T.Type = T.self, at offset: Int) -> T? {
         let size = MemoryLayout<T>.size
         guard offset >= 0, offset + size <= count else { return nil }

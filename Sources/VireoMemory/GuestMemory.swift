@@ -4,7 +4,7 @@ import VireoSystem
 public struct GuestRegion: Sendable {
     public let start: GuestAddress
     public let size: UInt64
-    let mapping: AnonymousMapping
+    @usableFromInline let mapping: AnonymousMapping
 
     /// One past the last byte of the region.
     public var end: UInt64 { start.raw + size }
@@ -12,7 +12,7 @@ public struct GuestRegion: Sendable {
     /// The host address of the region's first byte; handed to KVM_SET_USER_MEMORY_REGION.
     public var hostAddress: UInt64 { unsafe UInt64(UInt(bitPattern: mapping.base)) }
 
-    func contains(_ address: GuestAddress) -> Bool { address.raw >= start.raw && address.raw < end }
+    @usableFromInline func contains(_ address: GuestAddress) -> Bool { address.raw >= start.raw && address.raw < end }
 }
 
 /// The guest's physical RAM: every access from the VMM and its devices goes through here.
@@ -49,7 +49,7 @@ public final class GuestMemory: Sendable {
     public var totalSize: UInt64 { regions.reduce(0) { $0 + $1.size } }
 
     /// Finds the region holding `[address, address + length)` and the offset of `address` in it.
-    func locate(_ address: GuestAddress, length: UInt64) throws(GuestMemoryError) -> (GuestRegion, Int) {
+    @usableFromInline func locate(_ address: GuestAddress, length: UInt64) throws(GuestMemoryError) -> (GuestRegion, Int) {
         guard let region = regions.first(where: { $0.contains(address) }) else {
             throw .invalidAddress(address)
         }
@@ -107,7 +107,10 @@ public final class GuestMemory: Sendable {
         unsafe (region.mapping.base + offset).initializeMemory(as: UInt8.self, repeating: 0, count: count)
     }
 
-    /// Reads a little-endian integer (x86 byte order) at `address`.
+    /// Reads a little-endian integer (x86 byte order) at `address`. Inlinable (as is
+    /// ``writeInteger(_:at:)``) so each caller gets it specialized: virtqueue rings and descriptors
+    /// are read through these on every request.
+    @inlinable
     public func readInteger<T: FixedWidthInteger>(_: T.Type = T.self, at address: GuestAddress) throws(GuestMemoryError) -> T {
         let size = MemoryLayout<T>.size
         let (region, offset) = try locate(address, length: UInt64(size))
@@ -116,6 +119,7 @@ public final class GuestMemory: Sendable {
     }
 
     /// Writes a little-endian integer at `address`.
+    @inlinable
     public func writeInteger<T: FixedWidthInteger>(_ value: T, at address: GuestAddress) throws(GuestMemoryError) {
         let size = MemoryLayout<T>.size
         let (region, offset) = try locate(address, length: UInt64(size))

@@ -104,12 +104,16 @@ public struct DescriptorChain: Sendable {
             guard let entry = currentTable.checkedAdding(UInt64(index) * descriptorSize) else {
                 throw .memory(.invalidAddress(currentTable))
             }
-            let bytes: [UInt8]
-            do { bytes = try memory.read(count: 16, at: entry) } catch { throw .memory(error) }
-            let address = bytes.littleEndianInteger(UInt64.self, at: 0) ?? 0
-            let length = bytes.littleEndianInteger(UInt32.self, at: 8) ?? 0
-            let flags = bytes.littleEndianInteger(UInt16.self, at: 12) ?? 0
-            let next = bytes.littleEndianInteger(UInt16.self, at: 14) ?? 0
+            // struct virtq_desc (§2.7.5): le64 addr, le32 len, le16 flags, le16 next. The table was
+            // checked to lie in guest RAM, so the entry does; read in two words, without a buffer.
+            let address: UInt64, word: UInt64
+            do {
+                address = try memory.readInteger(UInt64.self, at: entry)
+                word = try memory.readInteger(UInt64.self, at: GuestAddress(entry.raw &+ 8))
+            } catch { throw .memory(error) }
+            let length = UInt32(truncatingIfNeeded: word)
+            let flags = UInt16(truncatingIfNeeded: word >> 32)
+            let next = UInt16(truncatingIfNeeded: word >> 48)
 
             if flags & flagIndirect != 0 {
                 guard indirectAllowed else { throw .indirectNotNegotiated(head: head) }
@@ -223,7 +227,20 @@ public struct ChainReader: Sendable {
     }
 
     public mutating func readInteger<T: FixedWidthInteger>(_: T.Type = T.self) throws(VirtqueueError) -> T {
-        let bytes = try read(MemoryLayout<T>.size)
+        let size = MemoryLayout<T>.size
+        // Within the current buffer (the usual case: a request header), straight from guest memory.
+        if bufferIndex < buffers.count, buffers[bufferIndex].length - offsetInBuffer >= UInt32(size) {
+            let buffer = buffers[bufferIndex]
+            let value: T
+            do { value = try memory.readInteger(T.self, at: GuestAddress(buffer.address.raw + UInt64(offsetInBuffer))) } catch { throw .memory(error) }
+            offsetInBuffer += UInt32(size)
+            if offsetInBuffer == buffer.length {
+                bufferIndex += 1
+                offsetInBuffer = 0
+            }
+            return value
+        }
+        let bytes = try read(size)
         return bytes.littleEndianInteger(T.self, at: 0) ?? 0
     }
 }

@@ -103,15 +103,10 @@ struct NamespaceTests {
         try lab.startSwitch(ports: ["tap:\(a),tag=10", "tap:\(b),tag=10", "uplink:\(uplink),tag=10"])
         try lab.addNamespace("a", interface: a, host: 1)
         try lab.addNamespace("b", interface: b, host: 2)
-        for (from, to, host) in [("a", "b", 2), ("a", "u", 3), ("u", "a", 1)] {
-            let (sent, received) = try lab.transfer(from: from, to: to, host: host, megabytes: 16)
-            #expect(sent != nil && sent == received, "\(from) → \(to): sent \(sent ?? "-"), received \(received ?? "-"): \(lab.switchLog)")
-        }
+        try expectIntactTransfers(lab, [("a", "b", 2), ("a", "u", 3), ("u", "a", 1)], megabytes: 16)
         for port in [a, b, uplink] {
-            let stats = try lab.stats(port: port)
-            let packets = stats["tx_packets"] as? Int ?? 0, bytes = stats["tx_bytes"] as? Int ?? 0
-            #expect(packets > 0 && bytes / packets > 1514, "\(port): mean frame \(bytes / max(packets, 1)) bytes: no super-frames crossed")
-            #expect(stats["drops_total"] as? Int == 0, "\(port): \(stats)")
+            let (packets, mean) = try transmitted(lab, port: port)
+            #expect(packets > 0 && mean > 1514, "\(port): mean frame \(mean) bytes: no super-frames crossed")
         }
     }
 
@@ -127,16 +122,27 @@ struct NamespaceTests {
         try lab.startSwitch(ports: ["tap:\(a)", "tap:\(b),offload=off", "uplink:\(uplink),offload=off"])
         try lab.addNamespace("a", interface: a, host: 1)
         try lab.addNamespace("b", interface: b, host: 2)
-        for (from, to, host) in [("a", "b", 2), ("a", "u", 3), ("b", "a", 1), ("u", "b", 2)] {
-            let (sent, received) = try lab.transfer(from: from, to: to, host: host, megabytes: 8)
+        try expectIntactTransfers(lab, [("a", "b", 2), ("a", "u", 3), ("b", "a", 1), ("u", "b", 2)], megabytes: 8)
+        for port in [b, uplink] {
+            let (packets, mean) = try transmitted(lab, port: port)
+            #expect(packets > 8 * 1024 * 1024 / 1514 && mean <= 1514, "\(port): \(packets) frames of \(mean) bytes on average")
+        }
+    }
+
+    /// Sends `megabytes` over TCP on each leg (from, to, to's host number) and expects them intact.
+    private func expectIntactTransfers(_ lab: NamespaceLab, _ legs: [(String, String, Int)], megabytes: Int) throws {
+        for (from, to, host) in legs {
+            let (sent, received) = try lab.transfer(from: from, to: to, host: host, megabytes: megabytes)
             #expect(sent != nil && sent == received, "\(from) → \(to): sent \(sent ?? "-"), received \(received ?? "-"): \(lab.switchLog)")
         }
-        for port in [b, uplink] {
-            let stats = try lab.stats(port: port)
-            let packets = stats["tx_packets"] as? Int ?? 0, bytes = stats["tx_bytes"] as? Int ?? 0
-            #expect(packets > 8 * 1024 * 1024 / 1514 && bytes / packets <= 1514, "\(port): \(packets) frames, \(bytes) bytes")
-            #expect(stats["drops_total"] as? Int == 0, "\(port): \(stats)")
-        }
+    }
+
+    /// The frames `port` sent and their mean size; none may have been dropped on it.
+    private func transmitted(_ lab: NamespaceLab, port: String) throws -> (packets: Int, meanBytes: Int) {
+        let stats = try lab.stats(port: port)
+        #expect(stats["drops_total"] as? Int == 0, "\(port): \(stats)")
+        let packets = stats["tx_packets"] as? Int ?? 0, bytes = stats["tx_bytes"] as? Int ?? 0
+        return (packets, bytes / max(packets, 1))
     }
 
     /// A VM port in offload mode: a super-frame from one peer reaches a peer that announced TSO as
