@@ -190,10 +190,10 @@ public struct DescriptorChain: Sendable {
 
 /// Reads the device-readable part of a chain as one byte stream.
 public struct ChainReader: Sendable {
-    let buffers: [VirtioBuffer]
-    let memory: GuestMemory
-    var bufferIndex = 0
-    var offsetInBuffer: UInt32 = 0
+    @usableFromInline let buffers: [VirtioBuffer]
+    @usableFromInline let memory: GuestMemory
+    @usableFromInline var bufferIndex = 0
+    @usableFromInline var offsetInBuffer: UInt32 = 0
 
     /// Bytes not yet read.
     public var remaining: UInt64 {
@@ -226,6 +226,8 @@ public struct ChainReader: Sendable {
         return result
     }
 
+    /// Reads a little-endian integer (inlinable: devices read their request headers through it).
+    @inlinable
     public mutating func readInteger<T: FixedWidthInteger>(_: T.Type = T.self) throws(VirtqueueError) -> T {
         let size = MemoryLayout<T>.size
         // Within the current buffer (the usual case: a request header), straight from guest memory.
