@@ -64,7 +64,9 @@ public final class GuestMemory: Sendable {
         (try? locate(address, length: length)) != nil
     }
 
-    /// Copies `bytes` into guest memory at `address`.
+    /// Copies `bytes` into guest memory at `address`. Inlinable, so the copy is specialized for the
+    /// caller's collection (unspecialized, it went byte by byte through protocol witnesses).
+    @inlinable
     public func write(_ bytes: some Collection<UInt8>, at address: GuestAddress) throws(GuestMemoryError) {
         let (region, offset) = try locate(address, length: UInt64(bytes.count))
         // SAFETY: locate() proved [offset, offset + count) lies inside the region's mapping.
