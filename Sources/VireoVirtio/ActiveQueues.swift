@@ -40,63 +40,33 @@ public final class ActiveQueues: Sendable {
     /// whether a chain was put back.
     @discardableResult
     public func process(_ index: Int, while more: () -> Bool = { true }, _ handle: (DescriptorChain) throws(VirtqueueError) -> Disposition) -> Bool {
-        guard !isBroken else { return false }
-        var used = 0
         var held = false
-        let failure: VirtqueueError? = queues.withLock { queues in
-            guard index >= 0, index < queues.count, queues[index].ready else { return nil }
-            do throws(VirtqueueError) {
-                while more(), let chain = try queues[index].pop(memory) {
-                    switch try handle(chain) {
-                    case .used(let written):
-                        try queues[index].pushUsed(head: chain.head, length: written, memory)
-                        used += 1
-                    case .kept:
-                        continue
-                    case .putBack:
-                        queues[index].putBack()
-                        held = true
-                    }
-                    if held { break }
+        onQueue(index) { queue, memory throws(VirtqueueError) in
+            var used = 0
+            while more(), let chain = try queue.pop(memory) {
+                switch try handle(chain) {
+                case .used(let written):
+                    try queue.pushUsed(head: chain.head, length: written, memory)
+                    used += 1
+                case .kept:
+                    continue
+                case .putBack:
+                    queue.putBack()
+                    held = true
                 }
-                return nil
-            } catch {
-                return error
+                if held { break }
             }
+            return used
         }
-        if let failure {
-            broken.store(true, ordering: .releasing)
-            activation.fail("queue \(index): \(failure)")
-            return false
-        }
-        notifyIfWanted(index, used: used)
-        return held
+        return held && !isBroken
     }
 
     /// Returns a chain the device kept (`Disposition.kept`) to the driver, and interrupts it if it asked to be.
     public func returnUsed(_ index: Int, head: UInt16, length: UInt32) {
-        guard !isBroken else { return }
-        let failure: VirtqueueError? = queues.withLock { queues in
-            guard index >= 0, index < queues.count, queues[index].ready else { return nil }
-            do throws(VirtqueueError) {
-                try queues[index].pushUsed(head: head, length: length, memory)
-                return nil
-            } catch {
-                return error
-            }
+        onQueue(index) { queue, memory throws(VirtqueueError) in
+            try queue.pushUsed(head: head, length: length, memory)
+            return 1
         }
-        if let failure {
-            broken.store(true, ordering: .releasing)
-            activation.fail("queue \(index): \(failure)")
-            return
-        }
-        notifyIfWanted(index, used: 1)
-    }
-
-    private func notifyIfWanted(_ index: Int, used: Int) {
-        guard used > 0 else { return }
-        let notify = queues.withLock { $0[index].needsNotification(memory) }
-        if notify { activation.interrupt.notifyQueue(index) }
     }
 
     /// Gives `body` the queue `index` itself, for devices that return several chains at once or
@@ -104,6 +74,13 @@ public final class ActiveQueues: Sendable {
     /// many chains it returned as used; the driver is interrupted as in ``drain(_:while:_:)``, and
     /// a thrown `VirtqueueError` fails the device the same way.
     public func withQueue(_ index: Int, _ body: (inout SplitQueue, GuestMemory) throws(VirtqueueError) -> Int) {
+        onQueue(index, body)
+    }
+
+    /// Runs `body` on ready queue `index` under the queues' lock. A thrown `VirtqueueError` marks the
+    /// queue malformed and fails the device (DEVICE_NEEDS_RESET); otherwise, when `body` returned
+    /// chains as used, the driver is interrupted if it asked to be (§2.7.10).
+    private func onQueue(_ index: Int, _ body: (inout SplitQueue, GuestMemory) throws(VirtqueueError) -> Int) {
         guard !isBroken else { return }
         var used = 0
         let failure: VirtqueueError? = queues.withLock { queues in
@@ -120,6 +97,10 @@ public final class ActiveQueues: Sendable {
             activation.fail("queue \(index): \(failure)")
             return
         }
+        notifyIfWanted(index, used: used)
+    }
+
+    private func notifyIfWanted(_ index: Int, used: Int) {
         guard used > 0 else { return }
         let notify = queues.withLock { $0[index].needsNotification(memory) }
         if notify { activation.interrupt.notifyQueue(index) }
