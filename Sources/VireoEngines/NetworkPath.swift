@@ -15,7 +15,9 @@ public struct NetworkPath: Sendable, Equatable {
 
     public struct Problem: Sendable, Equatable {
         /// Stable code: `no-bridge`, `no-port`, `port-disconnected`, `port-down`, `bridge-down`, `no-uplink`,
-        /// `uplink-down`, `vlan-not-on-uplink`, `vlan-not-filtered`, `mac-conflict`, `flood-drops`.
+        /// `uplink-down`, `vlan-not-on-uplink`, `vlan-not-filtered`, `mac-conflict`, and for frames the
+        /// switch dropped on their way in from the NIC (``ingressDropProblems(port:drops:)``):
+        /// `flood-drops`, `tagged-on-access`, `untagged-on-trunk`, `vlan-not-allowed`, `bad-offload`.
         public var code: String
         public var message: String
     }
@@ -31,6 +33,26 @@ public struct NetworkPath: Sendable, Equatable {
     public var vlan: Int?
     public var uplinks: [Uplink] = []
     public var problems: [Problem] = []
+
+    /// What the switch's drop counters of the NIC's port (`stats` → `drops`, by reason) say is
+    /// wrong with the traffic the guest sends: each reason that means the guest and its port
+    /// disagree (a VLAN configured in the guest but not on the port, or the other way round; storm
+    /// control; offload headers the switch cannot use) and has a non-zero count is one problem.
+    public static func ingressDropProblems(port: String, drops: [String: Int]) -> [Problem] {
+        let explained: [(reason: String, code: String, what: String, why: String)] = [
+            ("flood-limited", "flood-drops", "flooded frame(s)", " (flood-limit)"),
+            ("tagged-on-access", "tagged-on-access", "802.1Q-tagged frame(s)",
+             ": the guest tags its traffic but its port is an access port (untag in the guest, or attach it to a trunk port)"),
+            ("untagged-on-trunk", "untagged-on-trunk", "untagged frame(s)",
+             ": its port is a trunk without a native VLAN (tag in the guest, or give the port native=)"),
+            ("vlan-not-allowed", "vlan-not-allowed", "frame(s) tagged with VLANs", " that its trunk port does not allow"),
+            ("bad-offload", "bad-offload", "frame(s)", " whose virtio-net offload header does not match the frame"),
+        ]
+        return explained.compactMap { entry in
+            guard let count = drops[entry.reason], count > 0 else { return nil }
+            return Problem(code: entry.code, message: "switch dropped \(count) \(entry.what) from \(port)\(entry.why)")
+        }
+    }
 }
 
 extension HostNetwork {
@@ -82,8 +104,8 @@ extension HostNetwork {
                 path.problems.append(.init(code: "port-down", message: "tap \(name) is down or has no carrier (VM stopped?)"))
             }
             if let stats = try? switchStats(switchName), let entry = (stats["ports"] as? [[String: Any]])?.first(where: { $0["name"] as? String == name }),
-               let drops = (entry["drops"] as? [String: Any])?["flood-limited"] as? Int, drops > 0 {
-                path.problems.append(.init(code: "flood-drops", message: "switch dropped \(drops) flooded frame(s) from \(name) (flood-limit)"))
+               let drops = entry["drops"] as? [String: Any] {
+                path.problems += NetworkPath.ingressDropProblems(port: name, drops: drops.compactMapValues { $0 as? Int })
             }
         } else {
             path.problems.append(.init(code: "no-port", message: "no port for this NIC on switch \(switchName) (\(vmPort) or \(tap)): VM not started, or attached elsewhere"))

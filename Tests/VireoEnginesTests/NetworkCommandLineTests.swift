@@ -24,3 +24,21 @@ import Testing
         #expect(nets == ["switch=sw0,tag=10,mac=bc:24:11:00:00:01,dir=/run/sw", "tap=tap100i1,mac=bc:24:11:00:00:02"])
     }
 }
+
+/// The switch's per-port drop counters, read as what is wrong between a guest and its port.
+@Suite struct IngressDropProblemTests {
+    @Test func eachMisconfigurationReasonWithDropsIsOneProblem() {
+        let problems = NetworkPath.ingressDropProblems(port: "vm525400001001", drops: [
+            "flood-limited": 3, "tagged-on-access": 12, "untagged-on-trunk": 0, "vlan-not-allowed": 1, "bad-offload": 2,
+            "runt": 5, "transmit-failed": 9,
+        ])
+        #expect(problems.map(\.code) == ["flood-drops", "tagged-on-access", "vlan-not-allowed", "bad-offload"])
+        #expect(problems[1].message == "switch dropped 12 802.1Q-tagged frame(s) from vm525400001001: the guest tags its traffic but its port is an access port (untag in the guest, or attach it to a trunk port)")
+        #expect(problems[0].message == "switch dropped 3 flooded frame(s) from vm525400001001 (flood-limit)")
+    }
+
+    @Test func noDropsNoProblems() {
+        #expect(NetworkPath.ingressDropProblems(port: "p", drops: [:]).isEmpty)
+        #expect(NetworkPath.ingressDropProblems(port: "p", drops: ["tagged-on-access": 0, "runt": 4]).isEmpty)
+    }
+}
