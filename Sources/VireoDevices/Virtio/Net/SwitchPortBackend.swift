@@ -12,7 +12,6 @@ import VireoSystem
 /// is announced to the switch (``OffloadAnnouncement``) whenever its receive features change.
 /// Without offload mode the header is dropped on send and received frames get a zeroed one (no
 /// checksum to complete, `GSO_NONE`), which is all a driver that negotiated no offloads may be handed.
-///
 public final class SwitchPortBackend: NetBackend {
     /// The port's socket path, `DIR/SWITCH-PORT.sock`.
     public let socketPath: String
