@@ -271,7 +271,7 @@ extension LabTests {
 extension LabTests {
     /// Guests on the Vireo switch (`vireo-vmm --net switch=`; vireo-switchd packaged beside the VMM).
     @Suite struct NetworkScenarios {
-        @Test(.timeLimit(.minutes(9)), arguments: ["switch-vlans"])
+        @Test(.timeLimit(.minutes(13)), arguments: ["switch-vlans"])  // its 360 s time-out twice, with a rerun
         func scenarioPasses(_ name: String) async throws {
             let result = try await TestLab.run(name, retryingTimeOut: true)
             #expect(result.passed, "\(result.report)")

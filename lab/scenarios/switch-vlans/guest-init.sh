@@ -1,7 +1,7 @@
 # Runs in each L2 guest; its role (a, b or c) comes from the kernel command line (vireo.role=).
 # All three share 10.10.0.0/24: a=.1 and b=.2 on VLAN 10, c=.3 on VLAN 20; in L1, 10.10.0.254 is a
 # namespace behind the switch's uplink (VLAN 10) and 10.10.0.20 a namespace on a VLAN-20 tap port.
-# a also sends 4 MiB over TCP to b and to the outside namespace (md5 compared by L1): the guests'
+# a also sends 2 MiB over TCP to b and to the outside namespace (md5 compared by L1): the guests'
 # TSO super-frames cross the switch whole to b and are handed to the uplink's kernel to segment.
 fail() { echo "VIREO-GUEST: CHECK FAILED: $*"; poweroff -f; }
 role=$(sed -n 's/.*vireo\.role=\([a-z]*\).*/\1/p' /proc/cmdline)
@@ -39,7 +39,7 @@ a)
   echo "VIREO-GUEST: a reached b on VLAN 10"
   reach 10.10.0.254 10 || fail "a cannot reach the outside namespace (10.10.0.254)"
   echo "VIREO-GUEST: a reached the outside namespace through the uplink"
-  dd if=/dev/urandom of=/tmp/payload bs=1024 count=4096 2>/dev/null
+  dd if=/dev/urandom of=/tmp/payload bs=1024 count=2048 2>/dev/null
   echo "VIREO-GUEST: a payload md5 $(md5sum /tmp/payload | cut -d' ' -f1)"
   send 10.10.0.2 5001
   echo "VIREO-GUEST: a sent to b"
@@ -52,7 +52,7 @@ b)
   reach 10.10.0.1 90 || fail "b cannot reach a (10.10.0.1)"
   echo "VIREO-GUEST: b reached a on VLAN 10"
   i=0
-  while [ "$(wc -c < /tmp/incoming)" -lt 4194304 ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
+  while [ "$(wc -c < /tmp/incoming)" -lt 2097152 ] && [ $i -lt 900 ]; do sleep 0.2; i=$((i + 1)); done
   echo "VIREO-GUEST: b received $(wc -c < /tmp/incoming) bytes md5 $(md5sum /tmp/incoming | cut -d' ' -f1)"
   ;;
 c)

@@ -41,7 +41,7 @@ namespace vlan20 t20 10.10.0.20
 echo "VIREO-LAB: switch sw0 up"
 
 guest() {  # guest ROLE TAG MAC
-  timeout 200 "$VIREO_VMM" --kernel "$L2_KERNEL" --initrd "$L2_INITRD" \
+  timeout 330 "$VIREO_VMM" --kernel "$L2_KERNEL" --initrd "$L2_INITRD" \
     --cmdline "console=ttyS0 panic=-1 quiet vireo.role=$1" --cpus 1 --memory 160M --serial stdio \
     --net "switch=sw0,tag=$2,mac=$3" --log-level notice </dev/null > /tmp/$1.log 2>&1 &
 }
@@ -52,7 +52,7 @@ B=$!
 PIDS="$PIDS $A $B"
 i=0
 until grep -qs "VIREO-GUEST: a done" /tmp/a.log && grep -qs "VIREO-GUEST: b done" /tmp/b.log; do
-  if [ $i -ge 180 ] || grep -qs "CHECK FAILED" /tmp/a.log /tmp/b.log || ! kill -0 $A 2>/dev/null || ! kill -0 $B 2>/dev/null; then
+  if [ $i -ge 300 ] || grep -qs "CHECK FAILED" /tmp/a.log /tmp/b.log || ! kill -0 $A 2>/dev/null || ! kill -0 $B 2>/dev/null; then
     cat /tmp/a.log /tmp/b.log /tmp/switchd.log
     echo "VIREO-LAB: FAIL guests a and b did not finish"
     cleanup
@@ -65,9 +65,9 @@ echo "VIREO-LAB: guests a and b done"
 cat /tmp/a.log /tmp/b.log
 # The TCP transfers: what a sent is what b and the outside namespace received.
 sent=$(sed -n 's/.*VIREO-GUEST: a payload md5 \([0-9a-f]*\).*/\1/p' /tmp/a.log)
-at_b=$(sed -n 's/.*VIREO-GUEST: b received 4194304 bytes md5 \([0-9a-f]*\).*/\1/p' /tmp/b.log)
+at_b=$(sed -n 's/.*VIREO-GUEST: b received 2097152 bytes md5 \([0-9a-f]*\).*/\1/p' /tmp/b.log)
 i=0
-while [ "$(wc -c < /tmp/outside.in)" -lt 4194304 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+while [ "$(wc -c < /tmp/outside.in)" -lt 2097152 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 outside=$(md5sum /tmp/outside.in | cut -d' ' -f1)
 echo "VIREO-LAB: TCP md5 sent by a $sent, received by b ${at_b:-none}, by the outside namespace $outside ($(wc -c < /tmp/outside.in) bytes)"
 [ -n "$sent" ] && [ "$sent" = "$at_b" ] && echo "VIREO-LAB: TCP a to b intact"
