@@ -283,7 +283,7 @@ extension LabTests {
 extension LabTests {
     /// VMs driven through a real vireod (packaged with the `vireod` need) and the vireo CLI inside the lab host.
     @Suite struct DaemonScenarios {
-        @Test(.timeLimit(.minutes(9)), arguments: ["vireod-vireo-engine"])
+        @Test(.timeLimit(.minutes(13)), arguments: ["vireod-vireo-engine"])
         func scenarioPasses(_ name: String) async throws {
             let result = try await TestLab.run(name, retryingTimeOut: true)
             #expect(result.passed, "\(result.report)")

@@ -24,6 +24,8 @@ field() { sed -n "s/^ *\"$1\" : \"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}$/\1/p" | h
 # A live (not zombie) process.
 alive() { [ -e "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
 current() { vireo api get "/nodes/$NODE/qemu/$VMID/status/current" --output json; }
+# "status (lastexit X)" from one call: each CLI call costs seconds in a debug build under TCG.
+state() { out=$(current); echo "$(echo "$out" | field status) (lastexit $(echo "$out" | field vireo-lastexit))"; }
 start_vireod() {
   vireod --no-tls --data-dir "$DATA" --listen 127.0.0.1:8006 >>"$LOG" 2>&1 &
   daemon=$!
@@ -55,18 +57,19 @@ kill -9 "$daemon"; wait "$daemon" 2>/dev/null
 alive "$pid" || fail "the VM died with vireod"
 echo "vireod killed; vireo-vmm pid $pid still alive"
 start_vireod
-[ "$(current | field pid)" = "$pid" ] && echo "after restart: same pid $pid, status $(current | field status)"
+out=$(current)
+[ "$(echo "$out" | field pid)" = "$pid" ] && echo "after restart: same pid $pid, status $(echo "$out" | field status)"
 
 out=$(vireo vm shutdown $VMID --timeout 60) || fail "vm shutdown: $out"
 echo "shutdown: $out"
 SHUTDOWN_UPID=${out%% *}
 alive "$pid" && fail "vireo-vmm $pid still runs after the shutdown task"
-echo "status/current after shutdown: $(current | field status) (lastexit $(current | field vireo-lastexit))"
+echo "status/current after shutdown: $(state)"
 
 out=$(vireo vm start $VMID) || fail "second vm start: $out"
 out=$(vireo vm stop $VMID) || fail "vm stop: $out"
 STOP_UPID=${out%% *}
-echo "status/current after stop: $(current | field status) (lastexit $(current | field vireo-lastexit))"
+echo "status/current after stop: $(state)"
 
 out=$(vireo vm destroy $VMID) || fail "vm destroy: $out"
 echo "destroy: $out"
