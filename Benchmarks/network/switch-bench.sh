@@ -11,7 +11,8 @@
 # The bridge runs twice: as configured by default (veth with TSO/GSO/GRO: 64 KiB "frames") and
 # with offloads off (ethtool), which is what tap ports without vnet headers get today.
 # VM ports: vmport-blast.c (built here with cc) plays two VMMs on two `vm:` ports of the switch and
-# sends 60-byte frames from one to the other (sendmmsg/recvmmsg); there is no bridge equivalent.
+# sends 60-byte frames from one to the other, once as messages (sendmmsg/recvmmsg) and once through
+# shared-memory rings (--rings, what vireo-vmm uses); there is no bridge equivalent.
 # Needs root, iproute2, iperf3, python3, a C compiler (ethtool for the offloads-off run). Uses only addresses
 # inside the namespaces it creates (10.251.0.0/24, 10.252.0.0/24) and removes everything on exit.
 set -euo pipefail
@@ -115,8 +116,10 @@ PY
 
 read -r v_pps v_sent v_tcp < <(measure ${tag}s1 ${tag}s2 10.251.0.2)
 v_blast=$(blast ${tag}s1 ${tag}a ${tag}s2 ${tag}b)
-cc -O2 -pthread -o "$dir/vmport-blast" "$root/Benchmarks/network/vmport-blast.c"
+cc -O2 -pthread -I "$root/Sources/CVireoLinux/include" -o "$dir/vmport-blast" \
+    "$root/Benchmarks/network/vmport-blast.c" "$root/Sources/CVireoLinux/frame_ring.c"
 read -r v_vm v_vm_sent < <("$dir/vmport-blast" "$dir/$tag-${tag}va.sock" "$dir/$tag-${tag}vb.sock" "$seconds")
+read -r v_ring v_ring_sent < <("$dir/vmport-blast" --rings "$dir/$tag-${tag}va.sock" "$dir/$tag-${tag}vb.sock" "$seconds")
 read -r b_pps b_sent b_tcp < <(measure ${tag}l1 ${tag}l2 10.252.0.2)
 b_blast=$(blast ${tag}l1 ${tag}i1 ${tag}l2 ${tag}i2)
 o_pps=- o_tcp=- o_blast=-
@@ -134,7 +137,8 @@ ratio() { python3 -c "import sys; a, b = sys.argv[1:]; print(f'{float(a)/float(b
 echo "switch-bench: ${seconds}s per test, $(nproc) CPUs, kernel $(uname -r)"
 printf '%-36s %14s %14s %14s %8s %8s\n' "" "vireo-switchd" "bridge" "bridge-nooff" "ratio" "ratio-nooff"
 printf '%-36s %14s %14s %14s %8s %8s\n' "64B frames, AF_PACKET blaster (pkt/s)" "$v_blast" "$b_blast" "$o_blast" "$(ratio "$v_blast" "$b_blast")" "$(ratio "$v_blast" "$o_blast")"
-printf '%-36s %14s %14s %14s %8s %8s\n' "64B frames, vm: ports (pkt/s rcvd)" "$v_vm" - - - -
+printf '%-36s %14s %14s %14s %8s %8s\n' "64B frames, vm: messages (pkt/s rcvd)" "$v_vm" - - - -
+printf '%-36s %14s %14s %14s %8s %8s\n' "64B frames, vm: rings (pkt/s rcvd)" "$v_ring" - - - -
 printf '%-36s %14s %14s %14s %8s %8s\n' "64B frames, iperf3 UDP rcvd (pkt/s)" "$v_pps" "$b_pps" "$o_pps" "$(ratio "$v_pps" "$b_pps")" "$(ratio "$v_pps" "$o_pps")"
 printf '%-36s %14s %14s %14s %8s %8s\n' "TCP throughput (Mbit/s)" "$v_tcp" "$b_tcp" "$o_tcp" "$(ratio "$v_tcp" "$b_tcp")" "$(ratio "$v_tcp" "$o_tcp")"
 echo "vireo-switchd counters: $stats" | cut -c1-400

@@ -239,5 +239,17 @@ extension FrameChannel {
     }
 }
 
+extension FrameChannel {
+    /// Waits up to `timeoutMilliseconds` for `fd` to become readable (or hung up); false on time-out.
+    public static func waitReadable(_ fd: Int32, timeoutMilliseconds: Int32) -> Bool {
+        var waiter = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        while true {
+            let ready = unsafe poll(&waiter, 1, timeoutMilliseconds)
+            if ready < 0, errno == EINTR { continue }
+            return ready > 0
+        }
+    }
+}
+
 /// The parent process's ID (`getppid(2)`): a child can notice that its parent has gone.
 public func parentProcessID() -> Int32 { getppid() }

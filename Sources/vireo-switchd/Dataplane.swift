@@ -31,6 +31,10 @@ final class PortBackend {
     var queuedBytes: [UInt8] = []
     var queuedOffsets: [UInt32] = []
     var queuedLengths: [UInt32] = []
+    /// vm: the peer has not sent its first message yet, which may be a ring offer (``RingHandshake``).
+    var awaitingFirstMessage = false
+    /// vm in ring mode: the shared-memory rings the peer offered; the socket then carries kicks.
+    var rings: PeerRings?
 
     init(id: PortID, config: PortConfig, main: Handle, mainToken: UInt64, socketPath: String?) {
         self.id = id
@@ -59,6 +63,24 @@ final class PortBackend {
         case .tap, .uplink: main.raw
         case .vm: peer?.raw
         }
+    }
+}
+
+/// A VM port's shared-memory rings, from the switch's side: it consumes ring 0 and produces ring 1.
+final class PeerRings {
+    let region: FrameRingRegion
+    var fromPeer: FrameRing
+    var toPeer: FrameRing
+    /// Frames were pushed to the peer in this batch: see at its end whether it needs a kick.
+    var pushed = false
+    /// The peer's ring was left non-empty (a full batch, or records arrived while arming): it is
+    /// read again in the next turn of the loop without waiting for a kick.
+    var busy = false
+
+    init(region: FrameRingRegion) {
+        self.region = region
+        fromPeer = region.ring(0, producer: false)
+        toPeer = region.ring(1, producer: true)
     }
 }
 
@@ -115,6 +137,10 @@ final class Dataplane {
     var receiveLengths = [UInt32](repeating: 0, count: Dataplane.batch)
     /// VM ports with queued frames (``PortBackend/queuedLengths``) to send at the end of the batch.
     var queued: [PortBackend] = []
+    /// VM ports in ring mode that were handed frames in this batch (a kick may be due).
+    var pushedRings: [PortBackend] = []
+    /// VM ports in ring mode whose ring to the switch still holds records (``PeerRings/busy``).
+    var busyRings: [PortBackend] = []
     var egress: [Egress] = []
     /// The frame being switched as it leaves untagged (index 0) and tagged (index 1), each built
     /// at most once per frame.
@@ -209,7 +235,8 @@ final class Dataplane {
         var ready: [(token: UInt64, events: UInt32)] = []
         var lastSweep = monotonicNanoseconds()
         while running {
-            try epoll.wait(into: &ready, timeoutMilliseconds: 1000)
+            // Rings left non-empty are read again at once; otherwise sleep until a descriptor is ready.
+            try epoll.wait(into: &ready, timeoutMilliseconds: busyRings.isEmpty ? 1000 : 0)
             let now = monotonicNanoseconds()
             for (token, events) in ready {
                 guard let registration = registrations[token] else { continue }
@@ -222,6 +249,15 @@ final class Dataplane {
                     logger.info("termination signal: stopping")
                     running = false
                 }
+            }
+            if !busyRings.isEmpty {
+                let polling = busyRings
+                busyRings.removeAll(keepingCapacity: true)
+                for backend in polling {
+                    backend.rings?.busy = false
+                    drainRing(backend, now: now)
+                }
+                flushQueued()
             }
             if now &- lastSweep >= 1_000_000_000 {
                 let expired = fabric.expire(now: now)
@@ -252,32 +288,119 @@ final class Dataplane {
         flushQueued()
     }
 
-    /// One `recvmmsg` batch from a VM port's peer.
+    /// One `recvmmsg` batch from a VM port's peer (its first message alone, which may be a ring
+    /// offer), then, in ring mode, a batch from its ring.
     private func peerReadable(_ backend: PortBackend, events: UInt32, now: UInt64) {
         guard let fd = backend.peer?.raw else { return }
+        if backend.awaitingFirstMessage {
+            guard readFirstMessage(backend, fd: fd, now: now) else { return }
+        }
+        if !backend.awaitingFirstMessage, !receiveMessages(backend, fd: fd, now: now) { return }
+        drainRing(backend, now: now)
+        if events & Epoll.hangup != 0, events & Epoll.readable == 0 { dropPeer(backend, reason: "hang-up") }
+    }
+
+    /// One `recvmmsg` batch; false when the peer was dropped.
+    private func receiveMessages(_ backend: PortBackend, fd: Int32, now: UInt64) -> Bool {
         let got: Int?
         do {
             got = try FrameChannel.receiveBatch(fd, into: &receiveArena, slot: Self.slot, lengths: &receiveLengths)
         } catch {
             dropPeer(backend, reason: "\(error)")
-            return
+            return false
         }
         for index in 0..<(got ?? 0) {
             let length = Int(receiveLengths[index])
             guard length > 0 else {
                 dropPeer(backend, reason: "closed")
-                return
+                return false
             }
             let start = index * Self.slot
-            let message = receiveArena[start..<start + length]
-            if backend.config.offload, let announced = OffloadAnnouncement.decode(message) {
-                if announced != backend.peerOffloads { logger.info("port \(backend.config.name): peer accepts offloads \(announced.names)") }
-                backend.peerOffloads = announced
-                continue
-            }
-            receive(message, headed: backend.headed, from: backend.id, now: now)
+            peerMessage(backend, receiveArena[start..<start + length], now: now)
         }
-        if events & Epoll.hangup != 0, events & Epoll.readable == 0 { dropPeer(backend, reason: "hang-up") }
+        return true
+    }
+
+    /// A message from a VM port's socket: a kick (in ring mode: the ring is read next), an
+    /// offload announcement, or a frame.
+    private func peerMessage(_ backend: PortBackend, _ message: ArraySlice<UInt8>, now: UInt64) {
+        if backend.rings != nil, RingHandshake.isKick(message) { return }
+        if backend.config.offload, let announced = OffloadAnnouncement.decode(message) {
+            if announced != backend.peerOffloads { logger.info("port \(backend.config.name): peer accepts offloads \(announced.names)") }
+            backend.peerOffloads = announced
+            return
+        }
+        receive(message, headed: backend.headed, from: backend.id, now: now)
+    }
+
+    /// A new peer's first message, read with the descriptors it may carry: a ring offer maps the
+    /// peer's region (refused unless sealed, big enough and initialised) and is answered; anything
+    /// else is an ordinary message and the port stays on messages. False when the peer was dropped.
+    private func readFirstMessage(_ backend: PortBackend, fd: Int32, now: UInt64) -> Bool {
+        let received: (message: [UInt8], descriptors: ReceivedDescriptors)?
+        do { received = try FrameChannel.receiveMessage(fd, capacity: Self.slot) } catch {
+            dropPeer(backend, reason: "\(error)")
+            return false
+        }
+        guard let received else { return true }
+        backend.awaitingFirstMessage = false
+        guard !received.message.isEmpty else {
+            dropPeer(backend, reason: "closed")
+            return false
+        }
+        guard let capacity = RingHandshake.decodeOffer(received.message) else {
+            peerMessage(backend, received.message[...], now: now)
+            return true
+        }
+        let name = backend.config.name
+        var status = RingHandshake.Status.refused
+        if received.descriptors.count == 1, let memfd = received.descriptors.take(0) {
+            do {
+                let region = try FrameRingRegion(mapping: memfd, capacity: capacity)
+                if region.hasValidHeader {
+                    backend.rings = PeerRings(region: region)
+                    status = .accepted
+                } else {
+                    logger.warning("port \(name): ring offer refused: the region has no valid header")
+                }
+            } catch {
+                logger.warning("port \(name): ring offer refused: \(error)")
+            }
+        } else {
+            logger.warning("port \(name): ring offer refused: it carried \(received.descriptors.count) descriptors, not 1")
+        }
+        guard FrameChannel.sendMessage(fd, RingHandshake.reply(status)) else {
+            dropPeer(backend, reason: "the ring reply could not be sent")
+            return false
+        }
+        if status == .accepted { logger.info("port \(name): frames in shared-memory rings of \(capacity >> 10) KiB each way") }
+        return true
+    }
+
+    /// Up to ``batch`` records from a ring-mode peer's ring. An emptied ring is armed (the peer
+    /// kicks once it adds more); one left non-empty is read again in the next turn of the loop.
+    private func drainRing(_ backend: PortBackend, now: UInt64) {
+        guard let rings = backend.rings else { return }
+        for _ in 0..<Self.batch {
+            switch rings.fromPeer.pop(into: &buffer) {
+            case .record(let length):
+                receive(buffer[0..<length], headed: backend.headed, from: backend.id, now: now)
+                guard backend.rings === rings else { return }
+            case .empty:
+                if rings.fromPeer.arm() { markBusy(backend, rings) }
+                return
+            case .broken:
+                dropPeer(backend, reason: "its ring to the switch is broken")
+                return
+            }
+        }
+        markBusy(backend, rings)
+    }
+
+    private func markBusy(_ backend: PortBackend, _ rings: PeerRings) {
+        guard !rings.busy else { return }
+        rings.busy = true
+        busyRings.append(backend)
     }
 
     /// Up to ``batch`` frames from a tap or an uplink, one read each.
@@ -348,13 +471,30 @@ final class Dataplane {
         }
     }
 
-    /// Sends one message to a port: queued for a VM port's batch, written at once to others.
+    /// Sends one message to a port: into a ring-mode VM port's ring, queued for another VM port's
+    /// batch, written at once to others.
     private func deliver(_ backend: PortBackend, _ fd: Int32, _ message: ArraySlice<UInt8>) {
+        let frameBytes = message.count - (backend.headed ? VirtioNetHeader.length : 0)
+        if let rings = backend.rings {
+            switch rings.toPeer.push(message) {
+            case .pushed:
+                fabric.countTransmit(on: backend.id, bytes: frameBytes)
+                if !rings.pushed {
+                    rings.pushed = true
+                    pushedRings.append(backend)
+                }
+            case .full:
+                fabric.countDrop(on: backend.id, .transmitFailed)
+            case .broken:
+                fabric.countDrop(on: backend.id, .transmitFailed)
+                dropPeer(backend, reason: "its ring from the switch is broken")
+            }
+            return
+        }
         if backend.config.kind == .vm {
             enqueue(backend, message)
             return
         }
-        let frameBytes = message.count - (backend.headed ? VirtioNetHeader.length : 0)
         let sent = backend.config.kind == .uplink ? FrameChannel.sendPacket(fd, headed: message) : FrameChannel.write(fd, message)
         if sent {
             fabric.countTransmit(on: backend.id, bytes: frameBytes)
@@ -391,9 +531,17 @@ final class Dataplane {
         backend.queuedLengths.removeAll(keepingCapacity: true)
     }
 
+    /// Sends the queued VM-port batches, and kicks ring-mode peers that were handed frames while
+    /// they said they were waiting.
     private func flushQueued() {
         for backend in queued { flush(backend) }
         queued.removeAll(keepingCapacity: true)
+        for backend in pushedRings {
+            guard let rings = backend.rings, rings.pushed else { continue }
+            rings.pushed = false
+            if rings.toPeer.kickNeeded(), let peer = backend.peer { _ = FrameChannel.sendMessage(peer.raw, RingHandshake.kick) }
+        }
+        pushedRings.removeAll(keepingCapacity: true)
     }
 
     private func acceptPeer(_ id: PortID) {
@@ -407,6 +555,7 @@ final class Dataplane {
             guard let accepted else { return }
             if backend.peer != nil { dropPeer(backend, reason: "replaced by a new connection") }
             backend.peerOffloads = []
+            backend.awaitingFirstMessage = true
             let handle = Handle(accepted)
             do {
                 backend.peerToken = try register(handle.raw, .port(id))
@@ -422,6 +571,8 @@ final class Dataplane {
         guard let peer = backend.peer else { return }
         unregister(peer.raw, token: backend.peerToken)
         backend.peer = nil
+        backend.rings = nil
+        backend.awaitingFirstMessage = false
         logger.info("port \(backend.config.name): peer disconnected (\(reason))")
     }
 
@@ -536,6 +687,7 @@ final class Dataplane {
             if let path = backend.socketPath {
                 fields["socket"] = JSON.string(path)
                 fields["connected"] = backend.peer == nil ? "false" : "true"
+                fields["rings"] = backend.rings == nil ? "false" : "true"
             }
             if port.config.offload { fields["accepted_offloads"] = JSON.array(backend.acceptedOffloads.names.map(JSON.string)) }
         }

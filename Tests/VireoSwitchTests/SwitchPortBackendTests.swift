@@ -124,6 +124,142 @@ struct SwitchPortBackendTests {
         #expect((try lab.control("ports")["ports"] as? [[String: Any]])?.isEmpty == true)
     }
 
+    // MARK: Shared-memory rings
+
+    static let macs = (1...3).map { MACAddress(0x52, 0x54, 0x00, 0x5e, 0x01, UInt8($0)) }
+
+    /// A 60-byte frame (zeroed virtio-net header first) numbered `index`.
+    static func packet(to destination: MACAddress, from source: MACAddress, index: UInt32) -> [UInt8] {
+        var frame = [UInt8](repeating: 0, count: 12) + destination.octets + source.octets + [0x88, 0xb5]
+        frame += (0..<4).map { UInt8(truncatingIfNeeded: index >> (8 * $0)) }
+        return frame + [UInt8](repeating: 0, count: 72 - frame.count)
+    }
+
+    static func index(of packet: [UInt8]) -> UInt32 {
+        (0..<4).reduce(0) { $0 | UInt32(packet[26 + $1]) << (8 * $1) }
+    }
+
+    /// A `vm:` port on VLAN 10 and a backend on it, with or without rings.
+    func ringPort(_ lab: NamespaceLab, _ name: String, rings: Bool) throws -> SwitchPortBackend {
+        try SwitchControlClient(switch: lab.switchName, directory: lab.directory).addPort(try PortConfig.parse("vm:\(name),tag=10"))
+        return try SwitchPortBackend(socketPath: lab.socketPath(port: name), rings: rings)
+    }
+
+    /// Every packet from `source` that `backend` receives until `count` have come or `seconds` pass.
+    func collect(_ backend: SwitchPortBackend, from source: MACAddress, count: Int, within seconds: Double = 10) -> [[UInt8]] {
+        var got: [[UInt8]] = []
+        let end = Date().addingTimeInterval(seconds)
+        while got.count < count, Date() < end {
+            guard let packet = backend.receive() else {
+                usleep(500)
+                continue
+            }
+            if Array(packet[18..<24]) == source.octets { got.append(packet) }
+        }
+        return got
+    }
+
+    func portEntry(_ lab: NamespaceLab, _ name: String) throws -> [String: Any]? {
+        (try lab.control("ports")["ports"] as? [[String: Any]] ?? []).first { $0["name"] as? String == name }
+    }
+
+    @Test func ringPortsCarryFramesBothWaysInOrderAndMeetMessagePorts() throws {
+        let lab = NamespaceLab()
+        defer { lab.close() }
+        try lab.startSwitch(ports: [])
+        let (macA, macB, macC) = (Self.macs[0], Self.macs[1], Self.macs[2])
+        let a = try ringPort(lab, "ra", rings: true), b = try ringPort(lab, "rb", rings: true), c = try ringPort(lab, "mc", rings: false)
+        #expect(a.usesRings && b.usesRings && !c.usesRings)
+        #expect(try portEntry(lab, "ra")?["rings"] as? Bool == true)
+        #expect(try portEntry(lab, "mc")?["rings"] as? Bool == false)
+        // Each says hello (a broadcast the switch learns its address from); the others see it.
+        for (backend, mac) in [(a, macA), (b, macB), (c, macC)] {
+            #expect(backend.send(Self.packet(to: .broadcast, from: mac, index: 0)))
+        }
+        #expect(collect(b, from: macA, count: 1).count == 1 && collect(b, from: macC, count: 1).count == 1)
+        #expect(collect(c, from: macA, count: 1).count == 1 && collect(a, from: macB, count: 1).count == 1)
+        _ = collect(a, from: macC, count: 1) + collect(c, from: macB, count: 1)
+
+        // Bursts larger than a batch, ring to ring and message port to ring port, arrive whole and in order.
+        let burst = 3000
+        for index in 1...UInt32(burst) {
+            #expect(a.send(Self.packet(to: macB, from: macA, index: index)))
+            if index % 2 == 0 { #expect(c.send(Self.packet(to: macB, from: macC, index: index / 2))) }
+            if index % 500 == 0 { _ = collect(b, from: MACAddress(0, 0, 0, 0, 0, 0), count: 0) }
+        }
+        var fromA: [UInt32] = [], fromC: [UInt32] = []
+        let end = Date().addingTimeInterval(20)
+        while (fromA.count < burst || fromC.count < burst / 2), Date() < end {
+            guard let packet = b.receive() else {
+                usleep(500)
+                continue
+            }
+            if Array(packet[18..<24]) == macA.octets { fromA.append(Self.index(of: packet)) }
+            if Array(packet[18..<24]) == macC.octets { fromC.append(Self.index(of: packet)) }
+        }
+        #expect(fromA == Array(1...UInt32(burst)), "ring to ring: \(fromA.count) of \(burst)\n\(lab.switchLog)")
+        #expect(fromC == Array(1...UInt32(burst / 2)), "messages to ring: \(fromC.count) of \(burst / 2)")
+        // And back from a ring port to a message port.
+        for index in 1...UInt32(200) { #expect(b.send(Self.packet(to: macC, from: macB, index: index))) }
+        #expect(collect(c, from: macB, count: 200).map(Self.index(of:)) == Array(1...UInt32(200)))
+        #expect(try lab.drops(port: "rb", "transmit-failed") == 0)
+    }
+
+    /// Offers the region `memfd` over a raw connection to a port and returns the switch's reply.
+    func offer(_ socket: Int32, memfd: Int32, capacity: UInt32) throws -> RingHandshake.Status? {
+        try FrameChannel.sendMessage(socket, RingHandshake.offer(capacity: capacity), descriptors: [memfd])
+        guard FrameChannel.waitReadable(socket, timeoutMilliseconds: 5000),
+              let reply = try FrameChannel.receiveMessage(socket, capacity: 64) else { return nil }
+        return RingHandshake.decodeReply(reply.message)
+    }
+
+    @Test func anUnsealedRingOfferIsRefusedAndThePortStaysOnMessages() throws {
+        let lab = NamespaceLab()
+        defer { lab.close() }
+        try lab.startSwitch(ports: ["vm:raw,tag=10"])
+        let good = try ringPort(lab, "good", rings: true)
+        let capacity: UInt32 = 1 << 17
+        let unsealed = FileDescriptor(adopting: FrameRingTests.unsealedFile())
+        #expect(ftruncate(unsealed.rawValue, off_t(4096 + 2 * Int(capacity))) == 0)
+        let socket = try FrameChannel.connectSeqPacket(path: lab.socketPath(port: "raw"))
+        let status = try offer(socket.rawValue, memfd: unsealed.rawValue, capacity: capacity)
+        #expect(status == .refused)
+        #expect(lab.switchLog.contains("ring offer refused"))
+        #expect(try portEntry(lab, "raw")?["rings"] as? Bool == false)
+        // Frames as messages still go both ways.
+        let frame = Self.packet(to: .broadcast, from: Self.macs[0], index: 7)
+        #expect(FrameChannel.sendMessage(socket.rawValue, frame[12...]))
+        #expect(collect(good, from: Self.macs[0], count: 1).map(Self.index(of:)) == [7])
+    }
+
+    @Test func aPeerThatBreaksItsRingIsDroppedAndTheOthersGoOn() throws {
+        let lab = NamespaceLab()
+        defer { lab.close() }
+        try lab.startSwitch(ports: ["vm:evil,tag=10"])
+        let one = try ringPort(lab, "one", rings: true), two = try ringPort(lab, "two", rings: false)
+        let capacity: UInt32 = 1 << 17
+        let region = try FrameRingRegion(capacity: capacity)
+        let socket = try FrameChannel.connectSeqPacket(path: lab.socketPath(port: "evil"))
+        let status = try offer(socket.rawValue, memfd: region.descriptor.rawValue, capacity: capacity)
+        #expect(status == .accepted)
+        // A valid frame first, then a producer position beyond the ring, and a kick.
+        var ring = region.ring(0, producer: true)
+        let step1 = ring.push(Self.packet(to: .broadcast, from: Self.macs[2], index: 1)[12...])
+        #expect(step1 == .pushed)
+        try FrameRingTests.poke(region, offset: FrameRingTests.producerOffset, 0x4000_0000)
+        #expect(FrameChannel.sendMessage(socket.rawValue, RingHandshake.kick))
+        let end = Date().addingTimeInterval(5)
+        while try portEntry(lab, "evil")?["connected"] as? Bool == true, Date() < end { usleep(10_000) }
+        #expect(try portEntry(lab, "evil")?["connected"] as? Bool == false, "\(lab.switchLog)")
+        #expect(lab.switchLog.contains("its ring to the switch is broken"))
+        #expect(lab.switchIsRunning)
+        // The others go on.
+        #expect(one.send(Self.packet(to: .broadcast, from: Self.macs[0], index: 5)))
+        #expect(collect(two, from: Self.macs[0], count: 1).map(Self.index(of:)) == [5])
+        #expect(two.send(Self.packet(to: Self.macs[0], from: Self.macs[1], index: 6)))
+        #expect(collect(one, from: Self.macs[1], count: 1).map(Self.index(of:)) == [6])
+    }
+
     @Test func missingSwitchIsAClearError() throws {
         let lab = NamespaceLab()
         defer { lab.close() }

@@ -13,6 +13,7 @@
 #include <termios.h>
 #include <spawn.h>
 #include "CVireoNetlink.h"
+#include "CVireoFrameRing.h"
 
 // MARK: ioctl entry points (ioctl(2) is variadic; Swift cannot call it).
 int vireo_ioctl_none(int fd, unsigned long request);

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Synchronization
 import VireoSwitch
 import VireoSystem
@@ -12,6 +15,13 @@ import VireoSystem
 /// is announced to the switch (``OffloadAnnouncement``) whenever its receive features change.
 /// Without offload mode the header is dropped on send and received frames get a zeroed one (no
 /// checksum to complete, `GSO_NONE`), which is all a driver that negotiated no offloads may be handed.
+///
+/// Rings (the default): right after connecting, the backend offers the switch a pair of
+/// shared-memory rings (``RingHandshake``, `FrameRingRegion`), and once accepted frames travel
+/// there instead of one message each: under load neither side makes a system call per frame.
+/// The socket then carries one-byte kicks (a side that emptied its ring and went to sleep is
+/// woken by the other), offload announcements and the end of the connection, and stays the
+/// descriptor the VMM polls.
 public final class SwitchPortBackend: NetBackend {
     /// The port's socket path, `DIR/SWITCH-PORT.sock`.
     public let socketPath: String
@@ -21,25 +31,77 @@ public final class SwitchPortBackend: NetBackend {
     /// One frame-sized buffer reused by every ``receive()`` (zeroing a fresh 64 KiB array per frame
     /// would cost more than a small frame).
     private let scratch = Mutex([UInt8](repeating: 0, count: SwitchPortBackend.maxFrame))
+    /// Ring mode: ring 0 (to the switch) and ring 1 (from it), each used under its lock.
+    private let transmitRing: Mutex<FrameRing?>
+    private let receiveRing: Mutex<FrameRing?>
+    /// Whether frames travel in shared-memory rings (the switch accepted them).
+    public let usesRings: Bool
+    /// Frames the switch sent as messages before it answered the ring offer.
+    private let early = Mutex<[[UInt8]]>([])
     private static let header = [UInt8](repeating: 0, count: VirtioNetHeader.length)
     /// The largest message the switch sends: a header, then 64 KiB plus an Ethernet header and a tag.
     static let maxFrame = VirtioNetHeader.length + 65_536 + 18
     /// Whether messages carry the virtio-net header (the port was created with `offload=on`).
     public let offloadMode: Bool
 
-    public init(socketPath: String, offload: Bool = false) throws(SystemError) {
+    /// Connects to the port's socket; with `rings`, offers shared-memory rings of `ringCapacity`
+    /// bytes each way and waits up to `handshakeTimeoutMilliseconds` for the switch's answer (a
+    /// switch that refuses them leaves the port on messages; one that does not answer is an error).
+    public init(socketPath: String, offload: Bool = false, rings: Bool = true,
+                ringCapacity: UInt32 = FrameRingRegion.defaultCapacity, handshakeTimeoutMilliseconds: Int32 = 10_000) throws(SystemError) {
         self.socketPath = socketPath
         offloadMode = offload
-        socket = try FrameChannel.connectSeqPacketNonBlocking(path: socketPath)
+        let socket = try FrameChannel.connectSeqPacketNonBlocking(path: socketPath)
         parking = try EventFD(nonBlocking: true)
+        var earlyFrames: [[UInt8]] = []
+        if rings {
+            let region = try FrameRingRegion(capacity: ringCapacity)
+            try FrameChannel.sendMessage(socket.rawValue, RingHandshake.offer(capacity: ringCapacity), descriptors: [region.descriptor.rawValue])
+            let status = try Self.awaitReply(socket.rawValue, timeoutMilliseconds: handshakeTimeoutMilliseconds, early: &earlyFrames)
+            usesRings = status == .accepted
+            transmitRing = Mutex(usesRings ? region.ring(0, producer: true) : nil)
+            receiveRing = Mutex(usesRings ? region.ring(1, producer: false) : nil)
+        } else {
+            usesRings = false
+            transmitRing = Mutex(nil)
+            receiveRing = Mutex(nil)
+        }
+        self.socket = socket
+        early.withLock { $0 = earlyFrames }
     }
+
+    /// Reads the switch's answer to the ring offer, keeping the frames that came before it.
+    private static func awaitReply(_ fd: Int32, timeoutMilliseconds: Int32, early: inout [[UInt8]]) throws(SystemError) -> RingHandshake.Status {
+        let deadline = monotonicNanoseconds() + UInt64(timeoutMilliseconds) * 1_000_000
+        while true {
+            if let (message, _) = try FrameChannel.receiveMessage(fd, capacity: maxFrame) {
+                guard !message.isEmpty else { throw SystemError("the switch closed the port while it was offered rings", errno: ECONNRESET) }
+                if let status = RingHandshake.decodeReply(message) { return status }
+                if early.count < 256 { early.append(message) }
+                continue
+            }
+            let now = monotonicNanoseconds()
+            guard now < deadline, FrameChannel.waitReadable(fd, timeoutMilliseconds: Int32((deadline - now) / 1_000_000) + 1) else {
+                throw SystemError("the switch did not answer the ring offer within \(timeoutMilliseconds) ms", errno: ETIMEDOUT)
+            }
+        }
+    }
+
 
     /// False once the switch has closed the connection.
     public var isConnected: Bool { connectedState.load(ordering: .acquiring) }
 
     public func send(_ packet: [UInt8]) -> Bool {
         guard packet.count > Self.header.count, isConnected else { return false }
-        return FrameChannel.sendMessage(socket.rawValue, offloadMode ? packet[...] : packet[Self.header.count...])
+        let message = offloadMode ? packet[...] : packet[Self.header.count...]
+        guard usesRings else { return FrameChannel.sendMessage(socket.rawValue, message) }
+        let (result, kick) = transmitRing.withLock { ring -> (FrameRing.PushResult, Bool) in
+            guard let result = ring?.push(message) else { return (.broken, false) }
+            return (result, result == .pushed && ring?.kickNeeded() == true)
+        }
+        if kick { _ = FrameChannel.sendMessage(socket.rawValue, RingHandshake.kick) }
+        if result == .broken { disconnect() }
+        return result == .pushed
     }
 
     public var offloads: NetOffloads { offloadMode ? .all : [] }
@@ -53,16 +115,67 @@ public final class SwitchPortBackend: NetBackend {
     }
 
     public func receive() -> [UInt8]? {
-        guard isConnected else { return nil }
+        while isConnected {
+            if let frame = early.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) {
+                if let packet = packet(from: frame[...]) { return packet }
+                continue
+            }
+            if usesRings {
+                switch readRing() {
+                case .packet(let packet): return packet
+                case .invalid: continue
+                case .broken:
+                    disconnect()
+                    return nil
+                case .empty: break
+                }
+            }
+            // The ring is empty (or there is none): the socket's messages (kicks, frames sent before
+            // the switch answered the offer, the end of the stream).
+            while let message = receiveMessage() {
+                if !RingHandshake.isKick(message[...]) { return message }
+            }
+            // Say we are waiting, then look once more: records that came meanwhile are taken now,
+            // later ones come with a kick.
+            guard usesRings, isConnected, receiveRing.withLock({ $0?.arm() == true }) else { return nil }
+        }
+        return nil
+    }
+
+    private enum RingRead {
+        case packet([UInt8])
+        /// A record too short to be a frame: skipped.
+        case invalid
+        case empty
+        case broken
+    }
+
+    private func readRing() -> RingRead {
+        scratch.withLock { buffer in
+            receiveRing.withLock { ring in
+                switch ring?.pop(into: &buffer) {
+                case .record(let length): packet(from: buffer[0..<length]).map { .packet($0) } ?? .invalid
+                case .empty: .empty
+                case .broken, nil: .broken
+                }
+            }
+        }
+    }
+
+    /// A frame (header included in offload mode) as the device's packet: header + frame.
+    private func packet(from frame: ArraySlice<UInt8>) -> [UInt8]? {
+        // In offload mode: header and frame as the switch sent them; the device checks the header.
+        offloadMode ? (frame.count > Self.header.count ? Array(frame) : nil) : Self.header + frame
+    }
+
+    /// One message from the socket as a packet; nil when none is waiting or the switch closed it.
+    private func receiveMessage() -> [UInt8]? {
         let result: Result<[UInt8]?, any Error> = scratch.withLock { buffer in
             do {
                 guard let length = try FrameChannel.read(socket.rawValue, into: &buffer) else { return .success(nil) }
                 guard length > 0 else { return .success([]) }
-                if offloadMode {
-                    // Header and frame as the switch sent them; the device checks the header.
-                    return .success(length > Self.header.count ? Array(buffer[0..<length]) : nil)
-                }
-                return .success(Self.header + buffer[0..<length])
+                if length == RingHandshake.kick.count { return .success(RingHandshake.kick) }
+                return .success(packet(from: buffer[0..<length]) ?? RingHandshake.kick)
             } catch {
                 return .failure(error)
             }
