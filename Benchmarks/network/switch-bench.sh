@@ -119,7 +119,13 @@ v_blast=$(blast ${tag}s1 ${tag}a ${tag}s2 ${tag}b)
 cc -O2 -pthread -I "$root/Sources/CVireoLinux/include" -o "$dir/vmport-blast" \
     "$root/Benchmarks/network/vmport-blast.c" "$root/Sources/CVireoLinux/frame_ring.c"
 read -r v_vm v_vm_sent < <("$dir/vmport-blast" "$dir/$tag-${tag}va.sock" "$dir/$tag-${tag}vb.sock" "$seconds")
+switch_ticks() { awk '{print $14 + $15}' "/proc/$switch_pid/stat"; }
+ticks_before=$(switch_ticks)
 read -r v_ring v_ring_sent < <("$dir/vmport-blast" --rings "$dir/$tag-${tag}va.sock" "$dir/$tag-${tag}vb.sock" "$seconds")
+ticks_after=$(switch_ticks)
+# The "one core" figure: frames received per second of CPU time the switch itself used.
+v_ring_core=$(python3 -c "import sys; r, s, t, hz = map(float, sys.argv[1:]); print(f'{r * s / (t / hz):.0f}' if t > 0 else '-')" \
+    "$v_ring" "$seconds" "$((ticks_after - ticks_before))" "$(getconf CLK_TCK)")
 read -r b_pps b_sent b_tcp < <(measure ${tag}l1 ${tag}l2 10.252.0.2)
 b_blast=$(blast ${tag}l1 ${tag}i1 ${tag}l2 ${tag}i2)
 o_pps=- o_tcp=- o_blast=-
@@ -139,6 +145,7 @@ printf '%-36s %14s %14s %14s %8s %8s\n' "" "vireo-switchd" "bridge" "bridge-noof
 printf '%-36s %14s %14s %14s %8s %8s\n' "64B frames, AF_PACKET blaster (pkt/s)" "$v_blast" "$b_blast" "$o_blast" "$(ratio "$v_blast" "$b_blast")" "$(ratio "$v_blast" "$o_blast")"
 printf '%-36s %14s %14s %14s %8s %8s\n' "64B frames, vm: messages (pkt/s rcvd)" "$v_vm" - - - -
 printf '%-36s %14s %14s %14s %8s %8s\n' "64B frames, vm: rings (pkt/s rcvd)" "$v_ring" - - - -
+printf '%-36s %14s %14s %14s %8s %8s\n' "  the same per switch CPU-second" "$v_ring_core" - - - -
 printf '%-36s %14s %14s %14s %8s %8s\n' "64B frames, iperf3 UDP rcvd (pkt/s)" "$v_pps" "$b_pps" "$o_pps" "$(ratio "$v_pps" "$b_pps")" "$(ratio "$v_pps" "$o_pps")"
 printf '%-36s %14s %14s %14s %8s %8s\n' "TCP throughput (Mbit/s)" "$v_tcp" "$b_tcp" "$o_tcp" "$(ratio "$v_tcp" "$b_tcp")" "$(ratio "$v_tcp" "$o_tcp")"
 echo "vireo-switchd counters: $stats" | cut -c1-400

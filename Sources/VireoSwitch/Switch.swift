@@ -65,6 +65,33 @@ public struct SwitchPort: Sendable {
 public struct Switch: Sendable {
     public private(set) var table: MACTable
     private var slots: [SwitchPort?] = []
+    /// What the per-frame path reads of each slot, flat and free of references, kept in step with
+    /// `slots`: copying a port (its name, its VLAN bitmap array) per frame costs reference counting.
+    private var views: [SlotView] = []
+    /// Each trunk slot's allowed VLANs, 64 words per slot (``VLANSet``'s layout).
+    private var allowedWords: [UInt64] = []
+
+    private struct SlotView {
+        var present = false
+        var mtu = 0
+        var macLimit = 0
+        /// The access VLAN; 0 on a trunk.
+        var access: UInt16 = 0
+        /// A trunk's native VLAN; 0 for none (VIDs are 1...4094).
+        var native: UInt16 = 0
+
+        init() {}
+
+        init(_ config: PortConfig) {
+            present = true
+            mtu = config.mtu
+            macLimit = config.macLimit
+            switch config.mode {
+            case .access(let vlan): access = vlan
+            case .trunk(_, let native): self.native = native ?? 0
+            }
+        }
+    }
 
     public init(table: MACTable = MACTable()) {
         self.table = table
@@ -76,8 +103,15 @@ public struct Switch: Sendable {
         guard port(named: config.name) == nil else { throw .duplicatePort(config.name) }
         let index = slots.firstIndex(where: { $0 == nil }) ?? slots.count
         let id = PortID(index)
-        if index == slots.count { slots.append(nil) }
+        if index == slots.count {
+            slots.append(nil)
+            views.append(SlotView())
+            allowedWords += [UInt64](repeating: 0, count: 64)
+        }
         slots[index] = SwitchPort(id: id, config: config)
+        views[index] = SlotView(config)
+        let allowed = if case .trunk(let allowed, _) = config.mode { allowed.words } else { [UInt64](repeating: 0, count: 64) }
+        allowedWords.replaceSubrange(index * 64..<(index + 1) * 64, with: allowed)
         return id
     }
 
@@ -85,6 +119,7 @@ public struct Switch: Sendable {
     public mutating func removePort(named name: String) throws(SwitchError) -> PortID {
         guard let id = port(named: name) else { throw .noSuchPort(name) }
         slots[id.rawValue] = nil
+        views[id.rawValue] = SlotView()
         table.flush(port: id)
         return id
     }
@@ -113,11 +148,12 @@ public struct Switch: Sendable {
     ) -> Verdict {
         egress.removeAll(keepingCapacity: true)
         let index = ingress.rawValue
-        guard index >= 0, index < slots.count, slots[index] != nil else { return .drop(.noPeer) }
+        guard index >= 0, index < views.count, views[index].present else { return .drop(.noPeer) }
         // Counters are updated in place (slots[index]!.…), never through a copy of the port.
         slots[index]!.counters.rxPackets &+= 1
         slots[index]!.counters.rxBytes &+= UInt64(frame.count)
-        let config = slots[index]!.config
+        let view = views[index]
+        let mtu = view.mtu
 
         func drop(_ reason: DropReason) -> Verdict {
             slots[index]!.counters.countDrop(reason)
@@ -126,7 +162,7 @@ public struct Switch: Sendable {
 
         let header: FrameHeader
         let superFrame = offload?.isSegmentationOffload ?? false
-        switch FrameHeader.parse(frame, mtu: superFrame ? Int.max : config.mtu) {
+        switch FrameHeader.parse(frame, mtu: superFrame ? Int.max : mtu) {
         case .success(let parsed): header = parsed
         case .failure(let reason): return drop(reason)
         }
@@ -136,43 +172,57 @@ public struct Switch: Sendable {
                 guard let largest = SoftwareOffload.largestPacket(frame, header: offload, networkOffset: header.headerLength) else {
                     return drop(.badOffload)
                 }
-                guard largest <= config.mtu else { return drop(.oversized) }
+                guard largest <= mtu else { return drop(.oversized) }
             }
         }
 
         // Classify: which VLAN does this frame belong to?
+        // Classify (IEEE 802.1Q §6.9): the port's VLAN for untagged frames, the tag's on a trunk.
         let vlan: UInt16
-        switch config.mode {
-        case .access(let access):
+        if view.access != 0 {
             guard !header.isVLANTagged else { return drop(.taggedOnAccess) }
-            vlan = access
-        case .trunk(let allowed, let native):
-            if header.isVLANTagged, let vid = header.vid {
-                guard allowed.contains(vid) || vid == native else { return drop(.vlanNotAllowed) }
-                vlan = vid
-            } else {
-                guard let native else { return drop(.untaggedOnTrunk) }
-                vlan = native
-            }
+            vlan = view.access
+        } else if header.isVLANTagged, let vid = header.vid {
+            guard allows(index, vid) || vid == view.native else { return drop(.vlanNotAllowed) }
+            vlan = vid
+        } else {
+            guard view.native != 0 else { return drop(.untaggedOnTrunk) }
+            vlan = view.native
         }
 
-        switch table.learn(vlan: vlan, mac: header.source, port: ingress, now: now, limit: config.macLimit) {
+        switch table.learn(vlan: vlan, mac: header.source, port: ingress, now: now, limit: view.macLimit) {
         case .portLimitReached, .tableFull: slots[index]!.counters.unlearnedSources &+= 1
         case .learned, .refreshed, .moved: break
         }
 
         if !header.destination.isMulticast, let target = table.lookup(vlan: vlan, mac: header.destination, now: now) {
             if target == ingress { return drop(.sameSegment) }
-            if let out = self[port: target], out.config.mode.carries(vlan) {
-                egress.append(Egress(port: target, vid: out.config.mode.egressTag(for: vlan)))
+            if let tag = egressTag(on: target.rawValue, for: vlan) {
+                egress.append(Egress(port: target, vid: tag))
                 return .forward(header, vlan: vlan, flooded: false)
             }
         }
         guard slots[index]!.admitFlood(now: now) else { return drop(.floodLimited) }
-        for case let out? in slots where out.id != ingress && out.config.mode.carries(vlan) {
-            egress.append(Egress(port: out.id, vid: out.config.mode.egressTag(for: vlan)))
+        for out in slots.indices where out != index {
+            if let tag = egressTag(on: out, for: vlan) { egress.append(Egress(port: PortID(out), vid: tag)) }
         }
         return .forward(header, vlan: vlan, flooded: true)
+    }
+
+    /// Whether port slot `index` carries `vlan`, and if so the tag a frame leaves it with (the inner
+    /// optional: nil for untagged). Reads the port in place, without copying it.
+    private func egressTag(on index: Int, for vlan: UInt16) -> UInt16?? {
+        guard index >= 0, index < views.count, views[index].present else { return nil }
+        let view = views[index]
+        if view.access != 0 { return view.access == vlan ? .some(nil) : nil }
+        if view.native != 0, view.native == vlan { return .some(nil) }
+        return allows(index, vlan) ? .some(vlan) : nil
+    }
+
+    /// Whether trunk slot `index`'s allowed list has `vid`.
+    private func allows(_ index: Int, _ vid: UInt16) -> Bool {
+        let bit = Int(vid & 0xFFF)
+        return allowedWords[index * 64 + bit >> 6] & (1 << UInt64(bit & 63)) != 0
     }
 
     public mutating func receive(_ frame: [UInt8], offload: VirtioNetHeader? = nil, on ingress: PortID, now: UInt64, egress: inout [Egress]) -> Verdict {
@@ -183,14 +233,14 @@ public struct Switch: Sendable {
 
     /// Counts a frame the data plane sent on `port`.
     public mutating func countTransmit(on port: PortID, bytes: Int) {
-        guard slots.indices.contains(port.rawValue), slots[port.rawValue] != nil else { return }
+        guard views.indices.contains(port.rawValue), views[port.rawValue].present else { return }
         slots[port.rawValue]!.counters.txPackets &+= 1
         slots[port.rawValue]!.counters.txBytes &+= UInt64(bytes)
     }
 
     /// Counts a frame the data plane could not deliver (or rejected before ``receive(_:on:now:egress:)``).
     public mutating func countDrop(on port: PortID, _ reason: DropReason) {
-        guard slots.indices.contains(port.rawValue), slots[port.rawValue] != nil else { return }
+        guard views.indices.contains(port.rawValue), views[port.rawValue].present else { return }
         slots[port.rawValue]!.counters.countDrop(reason)
     }
 

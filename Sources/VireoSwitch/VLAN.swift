@@ -14,7 +14,8 @@ public enum VLAN {
 
 /// A set of VLAN IDs as a 4096-bit bitmap: membership is one shift and one mask.
 public struct VLANSet: Equatable, Sendable, Sequence, CustomStringConvertible {
-    private var words: [UInt64] = Array(repeating: 0, count: 64)
+    /// The bitmap, 64 words; VID v is bit v % 64 of word v / 64.
+    private(set) var words: [UInt64] = Array(repeating: 0, count: 64)
 
     public init() {}
 

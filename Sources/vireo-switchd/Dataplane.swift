@@ -84,6 +84,28 @@ final class PeerRings {
     }
 }
 
+/// Port backends by port ID. IDs are small slot indices, so an array serves, without hashing on
+/// the per-frame path.
+struct BackendTable {
+    private var slots: [PortBackend?] = []
+
+    subscript(id: Int) -> PortBackend? {
+        get { id >= 0 && id < slots.count ? slots[id] : nil }
+        set {
+            guard id >= 0 else { return }
+            if id >= slots.count { slots += [PortBackend?](repeating: nil, count: id - slots.count + 1) }
+            slots[id] = newValue
+        }
+    }
+
+    mutating func removeValue(forKey id: Int) -> PortBackend? {
+        defer { self[id] = nil }
+        return self[id]
+    }
+
+    var values: [PortBackend] { slots.compactMap { $0 } }
+}
+
 /// A control connection: a line buffer in, JSON lines out.
 final class ControlClient {
     let handle: Handle
@@ -121,7 +143,7 @@ final class Dataplane {
     let epoll: Epoll
     let control: Handle
     let signals: Handle
-    var backends: [Int: PortBackend] = [:]
+    var backends = BackendTable()
     var registrations: [UInt64: Registration] = [:]
     var nextToken: UInt64 = 1
     var running = true
