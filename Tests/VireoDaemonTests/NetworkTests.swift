@@ -259,6 +259,31 @@ struct NetworkTests {
         #expect(output.contains("VM \(vmid) net0 52:54:00:aa:00:01 → port vm525400aa0001 (VLAN 10) → VireoSwitch \(switchName) → uplink \(uplink) (up, trunk 10,20)"), "\(output)")
         #expect(output.contains("problem mac-conflict: 52:54:00:aa:00:01 is also in use on switch port fake (VLAN 10)"), "\(output)")
         #expect(output.contains("problem bridge-down"), "\(output)")
+
+        // What a misbehaving guest sends is refused at its own port, and said so: a second NIC's port
+        // (as its VMM would create it, in offload mode) sends a VLAN-tagged frame on its access port
+        // and a virtio-net header with an unknown flag.
+        let guestPort = "vm525400aa0009"
+        let other = try await daemon.request("POST", "/nodes/testnode/qemu", [
+            "vmid": "\(vmid + 2)", "memory": "16", "engine": "vireo", "raw": daemon.spinGuest(),
+            "net0": "virtio=52:54:00:aa:00:09,bridge=\(switchName),tag=10",
+        ])
+        #expect(try await daemon.waitTask(other.data)["exitstatus"] as? String == "OK")
+        _ = try control.request("add-port vm:\(guestPort),tag=10,offload=on")
+        let guest = try FrameChannel.connectSeqPacket(path: daemon.dataDirectory + "/switches/\(switchName)-\(guestPort).sock")
+        let plainHeader = [UInt8](repeating: 0, count: 12)
+        let source: [UInt8] = [0x52, 0x54, 0x00, 0xAA, 0x00, 0x09]
+        let tagged = plainHeader + [UInt8](repeating: 0xFF, count: 6) + source + [0x81, 0x00, 0x00, 0x14, 0x08, 0x00] + [UInt8](repeating: 0, count: 46)
+        var unknownFlag = plainHeader
+        unknownFlag[0] = 0x80
+        let untagged = unknownFlag + [UInt8](repeating: 0xFF, count: 6) + source + [0x08, 0x00] + [UInt8](repeating: 0, count: 46)
+        #expect(FrameChannel.sendMessage(guest.rawValue, tagged) && FrameChannel.sendMessage(guest.rawValue, untagged))
+        try await waitUntil("the switch counts both drops", timeout: 60) {
+            (try? await problems(daemon, vmid + 2, "net0")) == ["bad-offload", "tagged-on-access"]
+        }
+        let guestPaths = try await daemon.request("GET", "/nodes/testnode/qemu/\(vmid + 2)/network-path").data as? [[String: Any]] ?? []
+        let messages = (guestPaths.first?["problems"] as? [[String: Any]] ?? []).compactMap { $0["message"] as? String }
+        #expect(messages.contains { $0.contains(guestPort) && $0.contains("tagged") }, "\(messages)")
     }
 
     /// `netin`/`netout` (and the /metrics network families) are the VM's NICs' traffic from the
