@@ -68,6 +68,15 @@ public struct PortConfig: Equatable, Sendable {
     /// (checksummed, cut to segments) by the switch; an uplink still reads the host's partial
     /// frames with their header either way.
     public var offload: Bool
+    /// The TPID of the tags this port's VLANs travel in (`tpid=8100|88a8`): 0x8100, 802.1Q C-tags
+    /// (the default), or 0x88A8, 802.1ad S-tags: a provider port, where the outer S-tag names the
+    /// VLAN and any C-tag inside it is the customer's, carried as payload (QinQ).
+    public var tagType: UInt16
+    /// A customer port of a provider bridge (`tunnel=on`, with `tag=`; 802.1ad §15.4's
+    /// C-tagged service interface, "dot1q-tunnel" elsewhere): every frame belongs to the port's VLAN
+    /// whatever tags it carries, which are kept as payload, so a customer's own VLANs cross an S-tag
+    /// port inside the service VLAN and come out as they went in.
+    public var tunnel: Bool
 
     /// Whether `kind` ports carry offloads unless told otherwise.
     public static func offloadsByDefault(_ kind: PortKind) -> Bool { kind != .vm }
@@ -77,9 +86,11 @@ public struct PortConfig: Equatable, Sendable {
 
     public init(
         kind: PortKind, name: String, mode: PortMode = .access(vlan: 1), mtu: Int = defaultMTU, macLimit: Int = defaultMACLimit,
-        floodLimit: Int? = nil, offload: Bool? = nil
+        floodLimit: Int? = nil, offload: Bool? = nil, tagType: UInt16 = VLAN.customerTPID, tunnel: Bool = false
     ) {
         self.offload = offload ?? Self.offloadsByDefault(kind)
+        self.tagType = tagType
+        self.tunnel = tunnel
         self.kind = kind
         self.name = name
         self.mode = mode
@@ -97,7 +108,7 @@ public struct PortSpecError: Error, Equatable, Sendable, CustomStringConvertible
 }
 
 extension PortConfig {
-    /// Parses `KIND:NAME[,tag=N | ,trunk=A,B-C[,native=N]][,mtu=N][,mac-limit=N][,flood-limit=N][,offload=on|off]`.
+    /// Parses `KIND:NAME[,tag=N[,tunnel=on] | ,trunk=A,B-C[,native=N]][,tpid=8100|88a8][,mtu=N][,mac-limit=N][,flood-limit=N][,offload=on|off]`.
     ///
     /// In `trunk=10,20,30`, items without `=` continue the list of the key before them.
     /// Without `tag` or `trunk` a port is an access port of VLAN 1.
@@ -162,10 +173,20 @@ extension PortConfig {
             case "offload":
                 guard values.count == 1, values[0] == "on" || values[0] == "off" else { throw fail("offload is on or off") }
                 config.offload = values[0] == "on"
+            case "tunnel":
+                guard values.count == 1, values[0] == "on" || values[0] == "off" else { throw fail("tunnel is on or off") }
+                config.tunnel = values[0] == "on"
+            case "tpid":
+                switch values.count == 1 ? values[0].lowercased() : "" {
+                case "8100", "0x8100": config.tagType = VLAN.customerTPID
+                case "88a8", "0x88a8": config.tagType = VLAN.serviceTPID
+                default: throw fail("tpid is 8100 (802.1Q C-tags) or 88a8 (802.1ad S-tags)")
+                }
             default:
-                throw fail("unknown option '\(key)' (options: tag, trunk, native, mtu, mac-limit, flood-limit, offload)")
+                throw fail("unknown option '\(key)' (options: tag, trunk, native, tpid, tunnel, mtu, mac-limit, flood-limit, offload)")
             }
         }
+        if config.tunnel, tag == nil { throw fail("tunnel=on needs tag= (the service VLAN its frames join)") }
         switch (tag, allowed, native) {
         case (let tag?, nil, nil): config.mode = .access(vlan: tag)
         case (nil, let allowed?, let native): config.mode = .trunk(allowed: allowed, native: native)
@@ -188,6 +209,8 @@ extension PortConfig {
         if mtu != PortConfig.defaultMTU { text += ",mtu=\(mtu)" }
         if macLimit != PortConfig.defaultMACLimit { text += ",mac-limit=\(macLimit)" }
         if let floodLimit { text += ",flood-limit=\(floodLimit)" }
+        if tunnel { text += ",tunnel=on" }
+        if tagType != VLAN.customerTPID { text += ",tpid=\(String(tagType, radix: 16))" }
         if offload != Self.offloadsByDefault(kind) { text += ",offload=\(offload ? "on" : "off")" }
         return text
     }

@@ -1,10 +1,13 @@
-/// Where a forwarded frame goes: a port, and whether it leaves tagged (`vid`) or untagged (nil).
+/// Where a forwarded frame goes: a port, and whether it leaves tagged (`vid`, in a tag of
+/// `tagType`: 0x8100, or 0x88A8 on a provider port) or untagged (nil).
 public struct Egress: Equatable, Sendable {
     public var port: PortID
     public var vid: UInt16?
-    public init(port: PortID, vid: UInt16?) {
+    public var tagType: UInt16
+    public init(port: PortID, vid: UInt16?, tagType: UInt16 = VLAN.customerTPID) {
         self.port = port
         self.vid = vid
+        self.tagType = tagType
     }
 }
 
@@ -79,6 +82,8 @@ public struct Switch: Sendable {
         var access: UInt16 = 0
         /// A trunk's native VLAN; 0 for none (VIDs are 1...4094).
         var native: UInt16 = 0
+        var tagType = VLAN.customerTPID
+        var tunnel = false
 
         init() {}
 
@@ -86,6 +91,8 @@ public struct Switch: Sendable {
             present = true
             mtu = config.mtu
             macLimit = config.macLimit
+            tagType = config.tagType
+            tunnel = config.tunnel
             switch config.mode {
             case .access(let vlan): access = vlan
             case .trunk(_, let native): self.native = native ?? 0
@@ -162,14 +169,14 @@ public struct Switch: Sendable {
 
         let header: FrameHeader
         let superFrame = offload?.isSegmentationOffload ?? false
-        switch FrameHeader.parse(frame, mtu: superFrame ? Int.max : mtu) {
+        switch FrameHeader.parse(frame, mtu: superFrame ? Int.max : mtu, tagType: view.tagType, tunnel: view.tunnel) {
         case .success(let parsed): header = parsed
         case .failure(let reason): return drop(reason)
         }
         if let offload {
             guard offload.validate(frameLength: frame.count, allowed: .all, dataValidAllowed: true) == nil else { return drop(.badOffload) }
             if superFrame {
-                guard let largest = SoftwareOffload.largestPacket(frame, header: offload, networkOffset: header.headerLength) else {
+                guard let largest = SoftwareOffload.largestPacket(frame, header: offload, networkOffset: header.networkOffset) else {
                     return drop(.badOffload)
                 }
                 guard largest <= mtu else { return drop(.oversized) }
@@ -198,13 +205,13 @@ public struct Switch: Sendable {
         if !header.destination.isMulticast, let target = table.lookup(vlan: vlan, mac: header.destination, now: now) {
             if target == ingress { return drop(.sameSegment) }
             if let tag = egressTag(on: target.rawValue, for: vlan) {
-                egress.append(Egress(port: target, vid: tag))
+                egress.append(Egress(port: target, vid: tag, tagType: views[target.rawValue].tagType))
                 return .forward(header, vlan: vlan, flooded: false)
             }
         }
         guard slots[index]!.admitFlood(now: now) else { return drop(.floodLimited) }
         for out in slots.indices where out != index {
-            if let tag = egressTag(on: out, for: vlan) { egress.append(Egress(port: PortID(out), vid: tag)) }
+            if let tag = egressTag(on: out, for: vlan) { egress.append(Egress(port: PortID(out), vid: tag, tagType: views[out].tagType)) }
         }
         return .forward(header, vlan: vlan, flooded: true)
     }

@@ -164,9 +164,9 @@ final class Dataplane {
     /// VM ports in ring mode whose ring to the switch still holds records (``PeerRings/busy``).
     var busyRings: [PortBackend] = []
     var egress: [Egress] = []
-    /// The frame being switched as it leaves untagged (index 0) and tagged (index 1), each built
-    /// at most once per frame.
-    var forms = [EgressForm(), EgressForm()]
+    /// The frame being switched as it leaves untagged (index 0), in a C-tag (1) and in an S-tag
+    /// (2), each built at most once per frame.
+    var forms = [EgressForm(), EgressForm(), EgressForm()]
 
     init(name: String, socketDirectory: String, ageingSeconds: Int, logger: Logger) throws(SystemError) {
         self.name = name
@@ -466,16 +466,17 @@ final class Dataplane {
 
     private func switchFrame(_ frame: ArraySlice<UInt8>, offload: VirtioNetHeader?, from ingress: PortID, now: UInt64) {
         guard case .forward(let header, let vlan, _) = fabric.receive(frame, offload: offload, on: ingress, now: now, egress: &egress) else { return }
-        forms[0].reset()
-        forms[1].reset()
+        for index in forms.indices { forms[index].reset() }
         for target in egress {
             guard let backend = backends[target.port.rawValue] else { continue }
             guard let fd = backend.transmitFD else {
                 fabric.countDrop(on: target.port, .noPeer)
                 continue
             }
-            let form = target.vid == nil ? 0 : 1
-            if !forms[form].isBuilt { forms[form].build(frame, header: header, offload: offload, vid: target.vid == nil ? nil : vlan) }
+            let form = target.vid == nil ? 0 : target.tagType == VLAN.customerTPID ? 1 : 2
+            if !forms[form].isBuilt {
+                forms[form].build(frame, header: header, offload: offload, vid: target.vid == nil ? nil : vlan, tagType: target.tagType)
+            }
             let accepted = backend.acceptedOffloads
             if forms[form].offload.isAccepted(by: accepted) {
                 // As it came: with its (shifted) header to a port in offload mode, without to others.
@@ -705,6 +706,8 @@ final class Dataplane {
             fields["native"] = native.map { "\($0)" } ?? "null"
         }
         fields["offload"] = port.config.offload ? "true" : "false"
+        fields["tpid"] = JSON.string(String(port.config.tagType, radix: 16))
+        if port.config.tunnel { fields["tunnel"] = "true" }
         if let backend = backends[port.id.rawValue] {
             if let path = backend.socketPath {
                 fields["socket"] = JSON.string(path)
@@ -781,13 +784,14 @@ struct EgressForm {
         segmentsBuilt = false
     }
 
-    mutating func build(_ frame: ArraySlice<UInt8>, header: FrameHeader, offload ingress: VirtioNetHeader?, vid: UInt16?) {
-        networkOffset = FrameHeader.untaggedLength + (vid == nil ? 0 : FrameHeader.tagLength)
-        offload = (ingress ?? VirtioNetHeader()).shifted(by: networkOffset - header.headerLength)
+    mutating func build(_ frame: ArraySlice<UInt8>, header: FrameHeader, offload ingress: VirtioNetHeader?, vid: UInt16?, tagType: UInt16) {
+        let outerHeader = FrameHeader.untaggedLength + (vid == nil ? 0 : FrameHeader.tagLength)
+        networkOffset = outerHeader + header.innerTagLength
+        offload = (ingress ?? VirtioNetHeader()).shifted(by: outerHeader - header.headerLength)
         offload.numBuffers = 0
         headed.removeAll(keepingCapacity: true)
         offload.append(to: &headed)
-        header.appendEgressFrame(frame, vid: vid, to: &headed)
+        header.appendEgressFrame(frame, vid: vid, tagType: tagType, to: &headed)
         isBuilt = true
     }
 

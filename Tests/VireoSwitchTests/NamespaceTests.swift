@@ -369,6 +369,27 @@ struct NamespaceTests {
         #expect(ports.compactMap { $0["name"] as? String }.sorted() == [a, b].sorted())
         #expect(lab.ping(from: "a", to: 2))
     }
+
+    /// QinQ through the real data plane: a customer's C-tagged frame enters a tunnel port and
+    /// leaves a provider port with an S-tag in front of its C-tag; the answer comes back with the
+    /// S-tag popped and the C-tag as it was.
+    @Test func customerTagsCrossAProviderPortInsideAnSTag() throws {
+        let lab = NamespaceLab()
+        defer { lab.close() }
+        try lab.startSwitch(ports: ["vm:cust,tag=100,tunnel=on", "vm:core,trunk=100,tpid=88a8"])
+        let customer = try FakeVMNIC(path: lab.socketPath(port: "cust"))
+        let core = try FakeVMNIC(path: lab.socketPath(port: "core"))
+        let a = Frames.mac(0xA), b = Frames.mac(0xB)
+        let out = Frames.make(dst: .broadcast, src: a, vid: 5, payloadLength: 100)
+        customer.send(out)
+        #expect(core.receive(matching: { Array($0[6..<12]) == a.octets }) == QinQTests.sTagged(out, vid: 100), "\(lab.switchLog)")
+        let back = Frames.make(dst: a, src: b, vid: 5, payloadLength: 100)
+        core.send(QinQTests.sTagged(back, vid: 100))
+        #expect(customer.receive(matching: { Array($0[6..<12]) == b.octets }) == back)
+        let ports = try lab.control("ports")["ports"] as? [[String: Any]] ?? []
+        #expect(ports.first { $0["name"] as? String == "core" }?["tpid"] as? String == "88a8")
+        #expect(ports.first { $0["name"] as? String == "cust" }?["tunnel"] as? Bool == true)
+    }
 }
 
 /// A control-socket client that may disappear at any moment.
