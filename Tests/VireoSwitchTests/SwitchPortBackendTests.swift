@@ -30,6 +30,15 @@ struct SwitchNetConfigTests {
         #expect(config.mac == [0x52, 0x54, 0, 0x0a, 0x0b, 0x0c])
     }
 
+    @Test func qinqOptionsReachThePort() throws {
+        let config = try NetConfig.parse("switch=sw0,tag=100,tunnel=on,mac=\(mac)")
+        guard case .switchPort(let attachment) = config.attachment else { Issue.record("not a switch port"); return }
+        #expect(attachment.port.tunnel && attachment.port.spec == "vm:vm5254000a0b0c,tag=100,tunnel=on,offload=on")
+        let provider = try NetConfig.parse("switch=sw0,trunk=100,200,tpid=88a8,mac=\(mac)")
+        guard case .switchPort(let trunk) = provider.attachment else { Issue.record("not a switch port"); return }
+        #expect(trunk.port.tagType == VLAN.serviceTPID)
+    }
+
     @Test func badCombinationsAreClearErrors() {
         for (text, words) in [
             ("switch=sw0,tag=10,trunk=20", "exclude"), ("tap=t0,tag=10", "need switch"), ("tap=t0,switch=sw0", "exclude"),

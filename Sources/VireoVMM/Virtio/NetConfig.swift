@@ -22,7 +22,7 @@ public struct NetConfig: Sendable, Equatable {
     }
 
     /// Parses the option; without `mac=` a random locally administered unicast address is chosen.
-    /// With `switch=`, the port options (`tag`, `trunk`, `native`, `mtu`, `mac-limit`,
+    /// With `switch=`, the port options (`tag`, `trunk`, `native`, `tpid`, `tunnel`, `mtu`, `mac-limit`,
     /// `flood-limit`, `offload`) are those of `vireo-switchd --port`, and in `trunk=10,20` items
     /// without `=` continue the list; the port is named `port=` or else after the MAC address, and
     /// is in offload mode (the guest's checksum and TSO offloads cross the switch) unless `offload=off`.
@@ -55,14 +55,14 @@ public struct NetConfig: Sendable, Equatable {
             case "dir":
                 guard parts[1].hasPrefix("/") else { throw .invalid("--net: dir must be an absolute path, got '\(parts[1])'") }
                 directory = parts[1]
-            case "tag", "trunk", "native", "mtu", "mac-limit", "flood-limit", "offload":
+            case "tag", "trunk", "native", "tpid", "tunnel", "mtu", "mac-limit", "flood-limit", "offload":
                 portOptions.append(String(item))
                 continuesPortOption = parts[0] == "trunk"
             case "mac":
                 guard let value = parseMAC(parts[1]) else { throw .invalid("--net: invalid MAC address '\(parts[1])' (expected six hex bytes like 52:54:00:12:34:56)") }
                 guard value[0] & 1 == 0 else { throw .invalid("--net: MAC address '\(parts[1])' is multicast") }
                 mac = value
-            default: throw .invalid("--net: unknown key '\(parts[0])' (tap, switch, port, dir, tag, trunk, native, mtu, mac-limit, flood-limit, offload, mac)")
+            default: throw .invalid("--net: unknown key '\(parts[0])' (tap, switch, port, dir, tag, trunk, native, tpid, tunnel, mtu, mac-limit, flood-limit, offload, mac)")
             }
         }
         let address = mac ?? randomMAC()
