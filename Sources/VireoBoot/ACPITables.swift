@@ -148,6 +148,15 @@ public enum ACPITables {
     ///         Name (_UID, 0)
     ///         Name (_CRS, ResourceTemplate () { IO (Decode16, 0x3F8, 0x3F8, 1, 8)  IRQNoFlags () {4} })
     ///     }
+    ///     Device (PS2K) { … }                       // the i8042
+    ///     Device (PWRB) { Name (_HID, EisaId ("PNP0C0C")) Name (_UID, 0) }
+    ///     Device (GED0) {
+    ///         Name (_HID, "ACPI0013")               // Generic Event Device (§5.6.9)
+    ///         Name (_UID, 0)
+    ///         Name (_CRS, ResourceTemplate () { Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive) {9} })
+    ///         Method (_EVT, 1) { Notify (PWRB, 0x80) }
+    ///     }
+    ///     Device (PCI0) { … }
     /// }
     /// ```
     /// `_S5_` encodes as `08 '_S5_' 12 07 04 0A 05 00 00 00`: NameOp, the NameSeg, PackageOp,
@@ -170,7 +179,23 @@ public enum ACPITables {
             "PS2K",
             AML.name("_HID", AML.eisaID("PNP0303")) + AML.name("_UID", AML.integer(0))
                 + AML.name("_CRS", AML.buffer(keyboardResources)))
-        return s5 + AML.scope(root: "_SB_", com1 + keyboard + pciHostBridge(ramEnd: ramEnd))
+        return s5 + AML.scope(root: "_SB_", com1 + keyboard + powerButton() + pciHostBridge(ramEnd: ramEnd))
+    }
+
+    /// The power button of a hardware-reduced platform (§4.8.2.2.1.3, §5.6.9): without fixed
+    /// hardware events or an SCI, a control-method power button (PNP0C0C) is told of a press by
+    /// the Generic Event Device, whose interrupt (``X86Layout/powerButtonGSI``) the VMM pulses;
+    /// the GED's `_EVT` then sends Notify(PWRB, 0x80), "button pressed" (§5.6.6), and the guest's
+    /// button driver reports KEY_POWER: the guest shuts itself down, as a PC does on its button.
+    static func powerButton() -> [UInt8] {
+        let button = AML.device("PWRB", AML.name("_HID", AML.eisaID("PNP0C0C")) + AML.name("_UID", AML.integer(0)))
+        let interrupt = AML.Resource.edgeInterrupt(gsi: X86Layout.powerButtonGSI) + AML.Resource.endTag
+        let events = AML.device(
+            "GED0",
+            AML.name("_HID", AML.string("ACPI0013")) + AML.name("_UID", AML.integer(0))
+                + AML.name("_CRS", AML.buffer(interrupt))
+                + AML.method("_EVT", arguments: 1, AML.notify("PWRB", 0x80)))
+        return button + events
     }
 
     /// The PCI host bridge (PCI Firmware spec 3.0 §4.1; ACPI §6.1, §6.4.3.5): a PNP0A03 root

@@ -12,6 +12,9 @@ enum AML {
     static let extOpPrefix: UInt8 = 0x5B
     static let deviceOp: UInt8 = 0x82  // after ExtOpPrefix
     static let rootChar: UInt8 = 0x5C  // '\'
+    static let stringPrefix: UInt8 = 0x0D
+    static let methodOp: UInt8 = 0x14
+    static let notifyOp: UInt8 = 0x86
 
     /// A NameSeg: exactly four characters, padded with '_' (§20.2.2).
     static func nameSeg(_ name: String) -> [UInt8] {
@@ -78,6 +81,26 @@ enum AML {
         return [extOpPrefix, deviceOp] + pkgLength(payload: body.count) + body
     }
 
+    /// A String constant: StringPrefix, ASCII characters, NUL (§20.2.3).
+    static func string(_ text: String) -> [UInt8] {
+        precondition(text.utf8.allSatisfy { $0 >= 0x01 && $0 <= 0x7F }, "AML strings are ASCII without NUL: \(text)")
+        return [stringPrefix] + Array(text.utf8) + [0x00]
+    }
+
+    /// DefMethod: MethodOp PkgLength NameString MethodFlags TermList; flags carry the argument
+    /// count in bits 2:0 (not serialized, sync level 0).
+    static func method(_ name: String, arguments: UInt8, _ terms: [UInt8]) -> [UInt8] {
+        precondition(arguments <= 7, "AML methods take at most 7 arguments")
+        let body = nameSeg(name) + [arguments] + terms
+        return [methodOp] + pkgLength(payload: body.count) + body
+    }
+
+    /// DefNotify: `Notify(object, value)` with `object` a single NameSeg, found by the namespace's
+    /// upward search from the enclosing scope (§5.3).
+    static func notify(_ object: String, _ value: UInt32) -> [UInt8] {
+        [notifyOp] + nameSeg(object) + integer(value)
+    }
+
     /// EISAID("PNPxxxx") as a DWordConst: three 5-bit letters ('A' = 1) and four hex digits,
     /// stored big-endian within the dword (ACPI 6.x §19.6.35, EISAID macro).
     static func eisaID(_ id: String) -> [UInt8] {
@@ -126,6 +149,12 @@ enum AML {
         static func qwordMemory(first: UInt64, last: UInt64) -> [UInt8] {
             [0x8A, 0x2B, 0x00, 0x00, producerFixed, 0x01] + withLittleEndian(UInt64(0)) + withLittleEndian(first)
                 + withLittleEndian(last) + withLittleEndian(UInt64(0)) + withLittleEndian(last - first + 1)
+        }
+
+        /// Extended Interrupt Descriptor (§6.4.3.6) for one GSI, consumed by the device,
+        /// edge-triggered, active-high, exclusive.
+        static func edgeInterrupt(gsi: UInt32) -> [UInt8] {
+            [0x89, 0x06, 0x00, 0x03, 0x01] + withLittleEndian(gsi)
         }
 
         /// End Tag (§6.4.2.9); a zero checksum means "treat as valid".

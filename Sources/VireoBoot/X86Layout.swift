@@ -71,6 +71,10 @@ public enum X86Layout {
     /// hole up to the ECAM region. The VMM places BARs here.
     public static let pciMMIO32Base: UInt64 = mmioHoleStart
     public static let pciMMIO32Size: UInt64 = pciECAMBase - mmioHoleStart
+    /// The GSI of the ACPI Generic Event Device through which the power button is pressed (the
+    /// DSDT's GED0 `_CRS`): ISA IRQ 9, a PC's SCI line, free on this machine and edge-triggered here.
+    public static let powerButtonGSI: UInt32 = 9
+
     /// The IOAPIC inputs PCI INTx lines are wired to: GSIs 16–23 (above the ISA IRQs), level-triggered
     /// and active-low as ACPI `_PRT` GSI entries are (ACPI 6.x §6.2.13).
     public static let pciINTxFirstGSI: UInt32 = 16

@@ -2,7 +2,7 @@ import Foundation
 import VireoSystem
 
 /// Runs a VM under Vireo's own VMM: one `vireo-vmm` process per VM, driven through its control
-/// socket (`status`, `pause`, `resume`, `ctrl-alt-del`, `stop`, `stats`, `balloon`; one JSON reply per line).
+/// socket (`status`, `pause`, `resume`, `powerdown`, `stop`, `stats`, `balloon`; one JSON reply per line).
 public struct VireoEngine: VMEngine {
     public let name = "vireo"
     public let executable: String
@@ -71,8 +71,9 @@ public struct VireoEngine: VMEngine {
 
     public func shutdown(_ process: VMProcess, timeout: Duration, log: EngineLog) async throws -> Bool {
         guard process.isAlive else { return true }
-        // vireo-vmm has no ACPI power button yet: Ctrl-Alt-Del makes a Linux guest reboot, which ends vireo-vmm (exit 2).
-        _ = try await control(process, "ctrl-alt-del")
+        // The ACPI power button (as Proxmox's `qm shutdown` and QEMU's system_powerdown): the guest
+        // shuts down and powers off, which ends vireo-vmm. A guest that ignores it runs on.
+        _ = try await control(process, "powerdown")
         return await waitForExit(process, timeout: timeout)
     }
 

@@ -79,6 +79,8 @@ public enum LabModules {
     public static let l1 = virtioCore + virtioBlockAndNet + kvm + ["drivers/net/tun.ko", "drivers/net/veth.ko"]
     public static let l2 = virtioCore + virtioBlockAndNet + [
         "drivers/char/hw_random/virtio-rng.ko", "drivers/virtio/virtio_balloon.ko", "drivers/char/virtio_console.ko",
+        // The ACPI power button (PNP0C0C, notified through the GED) and the event device acpid reads it from.
+        "drivers/input/evdev.ko", "drivers/acpi/button.ko",
     ]
 }
 

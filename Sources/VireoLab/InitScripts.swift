@@ -113,6 +113,12 @@ public enum InitScripts {
           insmod "/lab/modules/$m" 2>/dev/null || echo "VIREO-GUEST: insmod $m failed"
         done
         hostname l2
+        # The ACPI power button (vireo-vmm `powerdown`, vireod's shutdown) powers the guest off, as
+        # systemd-logind would on a distribution: busybox acpid runs /etc/acpi/PWRF/00000080 on KEY_POWER.
+        mkdir -p /etc/acpi/PWRF
+        printf '#!/bin/sh\\necho "VIREO-GUEST: power button pressed: powering off" >/dev/console\\nsync\\npoweroff -f\\n' >/etc/acpi/PWRF/00000080
+        chmod +x /etc/acpi/PWRF/00000080
+        acpid -c /etc/acpi -l /run/acpid.log
         # vireo.root=/dev/vda: switch from the initramfs to the ext4 root filesystem image (ROOTFS_IMG).
         ROOT=
         for word in $(cat /proc/cmdline); do

@@ -13,3 +13,37 @@ import VireoBoot
         try Data(bytes).write(to: URL(fileURLWithPath: "\(directory)/\(name).dat"))
     }
 }
+
+/// The DSDT as ACPICA reads it: `iasl -d` (acpica-tools, which scripts/setup-host installs)
+/// disassembles our hand-encoded AML without errors into the devices and methods we meant.
+@Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/iasl"), "needs iasl (acpica-tools)"))
+func dsdtDisassemblesCleanlyWithACPICA() throws {
+    let directory = NSTemporaryDirectory() + "vireo-dsdt-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    try Data(ACPITables.dsdt()).write(to: URL(fileURLWithPath: directory + "/dsdt.dat"))
+    let iasl = Process()
+    iasl.executableURL = URL(fileURLWithPath: "/usr/bin/iasl")
+    iasl.arguments = ["-d", "dsdt.dat"]
+    iasl.currentDirectoryURL = URL(fileURLWithPath: directory)
+    let pipe = Pipe()
+    iasl.standardOutput = pipe
+    iasl.standardError = pipe
+    try iasl.run()
+    let log = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    iasl.waitUntilExit()
+    #expect(iasl.terminationStatus == 0, "\(log)")
+    let source = try String(contentsOfFile: directory + "/dsdt.dsl", encoding: .utf8)
+    // Without iasl's comments (`// _HID: Hardware ID`, `/* Power Button Device */`) and line breaks.
+    let code = source.split(separator: "\n").map { line in line.range(of: "//").map { String(line[..<$0.lowerBound]) } ?? String(line) }
+        .joined(separator: " ").replacing(/\/\*.*?\*\//, with: "")
+    let compact = code.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+    for expected in [
+        #"Name (_S5, Package (0x04)"#, #"Device (COM1)"#, #"Device (PS2K)"#, #"Device (PCI0)"#,
+        #"Device (PWRB) { Name (_HID, EisaId ("PNP0C0C") )"#, #"Device (GED0) { Name (_HID, "ACPI0013" )"#,
+        #"Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, ) { 0x00000009, }"#,
+        #"Method (_EVT, 1, NotSerialized) { Notify (PWRB, 0x80)"#,
+    ] {
+        #expect(compact.contains(expected), "\(expected) not in the disassembly (\(directory)/dsdt.dsl)")
+    }
+}

@@ -14,6 +14,7 @@ import VireoSystem
 /// | `pause`        | parks every vCPU; returns once all are parked        |
 /// | `resume`       | lets parked vCPUs run again                          |
 /// | `ctrl-alt-del` | presses Ctrl-Alt-Del on the guest's keyboard         |
+/// | `powerdown`    | presses the ACPI power button (the guest shuts down; `system_powerdown` in QEMU) |
 /// | `stop`         | ends the VM now (exit code 4)                        |
 /// | `stats`        | KVM counters, `{"return":{"vcpu0.exits":N,…}}`       |
 /// | `link N [up\|down]` | reports or sets the link of NIC N (0 = first `--net`) |
@@ -102,6 +103,9 @@ public final class ControlServer: Sendable {
         case "ctrl-alt-del":
             machine.sendCtrlAltDel()
             return #"{"return":{}}"#
+        case "powerdown":
+            machine.pressPowerButton()
+            return #"{"return":{}}"#
         case "stop":
             machine.requestStop(.stopped("stop command on the control socket"))
             return #"{"return":{}}"#
@@ -135,7 +139,7 @@ public final class ControlServer: Sendable {
             return #"{"return":{\#(fields.joined(separator: ","))}}"#
         default:
             let escaped = command.filter { $0.isLetter || $0.isNumber || $0 == "-" }
-            return #"{"error":"unknown command '\#(escaped)'; try status, pause, resume, ctrl-alt-del, stop, stats, balloon, balloon-stats, link, events"}"#
+            return #"{"error":"unknown command '\#(escaped)'; try status, pause, resume, ctrl-alt-del, powerdown, stop, stats, balloon, balloon-stats, link, events"}"#
         }
     }
 }

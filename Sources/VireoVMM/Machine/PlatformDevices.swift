@@ -15,12 +15,15 @@ import VireoSystem
 /// | 0x80         | POST code port                 |     |
 /// | 0xCF8–0xCFF  | PCI configuration mechanism #1 |     |
 /// | 0x600–0x602  | ACPI sleep control/status, reset (FADT) |  |
+/// | –            | ACPI power button, through the Generic Event Device (DSDT GED0) | 9 |
 ///
 /// The PIC, PIT and IOAPIC are KVM's in-kernel models and never reach userspace.
 final class PlatformDevices: Sendable {
     let serial: Serial8250
     let keyboard: I8042
     let console: ConsoleBackend
+    /// The GED's interrupt: a pulse is a press of the power button (``pressPowerButton()``).
+    let powerButton: KVMInterruptLine
 
     static let com1Base: UInt64 = 0x3F8
     static let com1IRQ: UInt32 = 4
@@ -32,6 +35,7 @@ final class PlatformDevices: Sendable {
         keyboard = I8042(interrupt: KVMInterruptLine(vm: vm, gsi: Self.keyboardIRQ, logger: logger)) {
             lifecycle.requestExit(.rebootRequested)
         }
+        powerButton = KVMInterruptLine(vm: vm, gsi: X86Layout.powerButtonGSI, logger: logger)
         let below4G = memory.regions.first.map { $0.size } ?? 0
         let above4G = memory.totalSize - below4G
         let cmos = CMOS(clock: { Int64(time(nil)) }, memoryBelow4G: below4G, memoryAbove4G: above4G)
@@ -45,6 +49,12 @@ final class PlatformDevices: Sendable {
         try ioBus.register(PostCodePort(), at: 0x80, length: 1)
         try ioBus.register(PCIConfigPorts(bus: pciBus), at: 0xCF8, length: 8)
         try ioBus.register(acpi, at: UInt64(X86Layout.acpiSleepControlPort), length: 3)
+    }
+
+    /// Presses the ACPI power button: an edge on the GED's GSI (its `_EVT` notifies PWRB).
+    func pressPowerButton() {
+        powerButton.setLevel(true)
+        powerButton.setLevel(false)
     }
 
     func startConsoleInput() throws {

@@ -330,6 +330,12 @@ public final class VirtualMachine: Sendable {
         platform.keyboard.sendCtrlAltDel()
     }
 
+    /// Presses the ACPI power button: a guest that handles it (Linux with its `button` driver and
+    /// systemd-logind or acpid) shuts down and powers off, and the VMM exits.
+    public func pressPowerButton() {
+        platform.pressPowerButton()
+    }
+
     private func kickAll() {
         for vcpu in vcpus { vcpu.requestImmediateExit() }
         for thread in threads.current { thread.kick() }
