@@ -64,6 +64,16 @@ static void *receiver(void *argument) {
     return NULL;
 }
 
+// Stops the receiver and prints "RECEIVED_PER_SECOND SENT_PER_SECOND" since `start`.
+static int report(double start, long received_before, long sent, pthread_t receiver_thread) {
+    double elapsed = now() - start;
+    long got = atomic_load(&received) - received_before;
+    atomic_store(&done, 1);
+    pthread_join(receiver_thread, NULL);
+    printf("%.0f %.0f\n", (double)got / elapsed, (double)sent / elapsed);
+    return 0;
+}
+
 // --- ring mode ---------------------------------------------------------------------------------
 enum { ring_capacity = 1 << 20 };
 struct ring_port { int socket; void *region; struct vireo_ring to_switch, from_switch; };
@@ -141,12 +151,7 @@ static int run_rings(int a, int b, double seconds, uint8_t *frame, const uint8_t
         if (vireo_ring_kick_needed(&port_a.to_switch)) kick(&port_a);
         if (pushed < batch) sched_yield();  // full: the switch is busy with what is there
     }
-    double elapsed = now() - start;
-    long got = atomic_load(&received) - before;
-    atomic_store(&done, 1);
-    pthread_join(thread, NULL);
-    printf("%.0f %.0f\n", (double)got / elapsed, (double)sent / elapsed);
-    return 0;
+    return report(start, before, sent, thread);
 }
 
 int main(int argc, char **argv) {
@@ -181,10 +186,5 @@ int main(int argc, char **argv) {
         if (n < 0) { perror("sendmmsg"); return 1; }
         sent += n;
     }
-    double elapsed = now() - start;
-    long got = atomic_load(&received) - before;
-    atomic_store(&done, 1);
-    pthread_join(thread, NULL);
-    printf("%.0f %.0f\n", (double)got / elapsed, (double)sent / elapsed);
-    return 0;
+    return report(start, before, sent, thread);
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import VireoBoot
+import VireoTestSupport
 
 /// Set VIREO_DUMP_ACPI=<dir> to write the tables as files for `iasl -d` / `acpixtract` review.
 @Test func dumpACPITablesWhenAsked() throws {
@@ -22,17 +23,8 @@ func dsdtDisassemblesCleanlyWithACPICA() throws {
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(atPath: directory) }
     try Data(ACPITables.dsdt()).write(to: URL(fileURLWithPath: directory + "/dsdt.dat"))
-    let iasl = Process()
-    iasl.executableURL = URL(fileURLWithPath: "/usr/bin/iasl")
-    iasl.arguments = ["-d", "dsdt.dat"]
-    iasl.currentDirectoryURL = URL(fileURLWithPath: directory)
-    let pipe = Pipe()
-    iasl.standardOutput = pipe
-    iasl.standardError = pipe
-    try iasl.run()
-    let log = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    iasl.waitUntilExit()
-    #expect(iasl.terminationStatus == 0, "\(log)")
+    let (status, log) = try ChildCommand.run("/usr/bin/iasl", ["-d", "dsdt.dat"], in: directory)
+    #expect(status == 0, "\(log)")
     let source = try String(contentsOfFile: directory + "/dsdt.dsl", encoding: .utf8)
     // Without iasl's comments (`// _HID: Hardware ID`, `/* Power Button Device */`) and line breaks.
     let code = source.split(separator: "\n").map { line in line.range(of: "//").map { String(line[..<$0.lowerBound]) } ?? String(line) }
