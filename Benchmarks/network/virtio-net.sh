@@ -7,9 +7,11 @@ set -eu
 cd "$(dirname "$0")/../.."
 RUNS=${1:-3}
 MB=${2:-256}
+# Release vireo-vmm in $SCRATCH (default .build-rel; SCRATCH=.build reuses the main build folder).
+SCRATCH=${SCRATCH:-.build-rel}
 swift build --product vireo >/dev/null
-swift build -c release --scratch-path .build-rel --product vireo-vmm >/dev/null
-VMM=$(swift build -c release --scratch-path .build-rel --show-bin-path)/vireo-vmm
+swift build -c release --scratch-path "$SCRATCH" --product vireo-vmm >/dev/null
+VMM=$(swift build -c release --scratch-path "$SCRATCH" --show-bin-path)/vireo-vmm
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 cp -r lab/scenarios/virtio-net-bench "$OUT/virtio-net-bench"
