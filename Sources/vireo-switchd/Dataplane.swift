@@ -179,11 +179,21 @@ final class Dataplane {
         self.controlPath = "\(socketDirectory)/\(name).ctl"
         fabric = Switch(table: MACTable(ageingTime: UInt64(ageingSeconds) * 1_000_000_000))
         epoll = try Epoll()
-        control = Handle(try FrameChannel.listenStream(path: controlPath))
+        // Bound under a temporary name: the control socket appears at `controlPath` only once the
+        // switch is ready (``publishControlSocket()``), so whoever waits for it finds the ports too.
+        control = Handle(try FrameChannel.listenStream(path: controlPath + ".new"))
         signals = Handle(try TerminationSignalFD.open())
         for index in forms.indices { forms[index].headed.reserveCapacity(Self.slot) }
         try register(control.raw, .control)
         try register(signals.raw, .signal)
+    }
+
+    /// Makes the control socket reachable at ``controlPath`` (an atomic rename): call once the
+    /// startup ports are added, so that a client that sees the socket also finds their sockets.
+    func publishControlSocket() throws(SystemError) {
+        guard Glibc.rename(controlPath + ".new", controlPath) == 0 else {
+            throw SystemError("rename \(controlPath).new to \(controlPath)", errno: errno)
+        }
     }
 
     @discardableResult
@@ -302,6 +312,7 @@ final class Dataplane {
             if let path = backend.socketPath { FileSystem.remove(path) }
         }
         FileSystem.remove(controlPath)
+        FileSystem.remove(controlPath + ".new")
     }
 
     private func portReadable(_ id: PortID, token: UInt64, events: UInt32, now: UInt64) {

@@ -56,10 +56,17 @@ struct VireoSwitchd: ParsableCommand {
         let dataplane: Dataplane
         do {
             dataplane = try Dataplane(name: name, socketDirectory: socketDir, ageingSeconds: ageingTime, logger: logger)
-            if exitWithParent { dataplane.watchedParent = parentProcessID() }
-            for config in configs { try dataplane.addPort(config) }
         } catch {
             logger.critical("startup failed: \(error)")
+            throw ExitCode(1)
+        }
+        do {
+            if exitWithParent { dataplane.watchedParent = parentProcessID() }
+            for config in configs { try dataplane.addPort(config) }
+            try dataplane.publishControlSocket()
+        } catch {
+            logger.critical("startup failed: \(error)")
+            dataplane.shutdown()  // no socket files left behind
             throw ExitCode(1)
         }
         logger.info("switch \(name) up: \(configs.count) port(s), control socket \(dataplane.controlPath)")
