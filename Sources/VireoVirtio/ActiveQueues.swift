@@ -17,6 +17,11 @@ public final class ActiveQueues: Sendable {
     public var memory: GuestMemory { activation.memory }
     public var isBroken: Bool { broken.load(ordering: .acquiring) }
 
+    /// Every queue's progress (``SplitQueue/status(_:)``), for diagnostics.
+    public func statuses() -> [QueueStatus] {
+        queues.withLock { queues in queues.map { $0.status(memory) } }
+    }
+
     /// Handles every available chain of queue `index`. `handle` returns how many bytes it wrote
     /// into the chain's writable buffers (the used-ring length). A `VirtqueueError` thrown by
     /// the handler counts as a malformed request and fails the device too. `more` is asked before

@@ -150,10 +150,68 @@ public struct SplitQueue: Sendable {
         return flags & Self.availFlagNoInterrupt == 0
     }
 
+    /// The queue's progress as both sides last published it, for diagnostics (QEMU's
+    /// `x-query-virtio-queue-status`): what the device took and returned, and what the driver's
+    /// rings say. Guest fields that cannot be read (a ring outside RAM) are nil.
+    public func status(_ memory: GuestMemory) -> QueueStatus {
+        func guestU16(_ address: UInt64) -> UInt16? { try? memory.readInteger(UInt16.self, at: GuestAddress(address)) }
+        let n = UInt64(size)
+        return QueueStatus(
+            size: size, ready: ready, eventIndex: eventIndex, indirect: indirect, msixVector: msixVector,
+            descriptorTable: descriptorTable.raw, availRing: availRing.raw, usedRing: usedRing.raw,
+            nextAvail: nextAvail, nextUsed: nextUsed, signalledUsed: signalledUsed,
+            availIndex: guestU16(availRing.raw + 2), availFlags: guestU16(availRing.raw),
+            usedEvent: eventIndex ? guestU16(availRing.raw + 4 + 2 * n) : nil,
+            usedIndex: guestU16(usedRing.raw + 2), usedFlags: guestU16(usedRing.raw),
+            availEvent: eventIndex ? guestU16(usedRing.raw + 4 + 8 * n) : nil)
+    }
+
     private func publishAvailEvent(_ memory: GuestMemory) throws(VirtqueueError) {
         do {
             try memory.writeInteger(nextAvail, at: GuestAddress(usedRing.raw + 4 + 8 * UInt64(size)))
         } catch { throw .memory(error) }
         atomicMemoryFence(ordering: .sequentiallyConsistent)
+    }
+}
+
+/// A snapshot of one split virtqueue (``SplitQueue/status(_:)``). Indexes are free-running 16-bit
+/// counters (§2.7.6, §2.7.8): `availIndex - nextAvail` chains wait for the device, and with
+/// event index the driver notifies again once `availIndex` passes `availEvent` (§2.7.10).
+public struct QueueStatus: Sendable, Equatable {
+    public var size: UInt16
+    public var ready: Bool
+    public var eventIndex: Bool
+    public var indirect: Bool
+    public var msixVector: UInt16
+    public var descriptorTable: UInt64
+    public var availRing: UInt64
+    public var usedRing: UInt64
+    /// The device's side: next available slot it will take, next used slot it will fill, and
+    /// `nextUsed` when it last decided whether to interrupt.
+    public var nextAvail: UInt16
+    public var nextUsed: UInt16
+    public var signalledUsed: UInt16
+    /// The rings in guest memory: avail `idx` and `flags` and `used_event` (driver-written), used
+    /// `idx`, `flags` and `avail_event` (device-written).
+    public var availIndex: UInt16?
+    public var availFlags: UInt16?
+    public var usedEvent: UInt16?
+    public var usedIndex: UInt16?
+    public var usedFlags: UInt16?
+    public var availEvent: UInt16?
+
+    /// Chains the driver made available that the device has not taken.
+    public var waiting: UInt16? { availIndex.map { $0 &- nextAvail } }
+
+    /// One JSON object (the control socket's `virtio` command).
+    public var json: String {
+        func optional(_ value: UInt16?) -> String { value.map { String($0) } ?? "null" }
+        func hex(_ value: UInt64) -> String { "\"0x\(String(value, radix: 16))\"" }
+        return #"{"size":\#(size),"ready":\#(ready),"event_idx":\#(eventIndex),"indirect":\#(indirect),"msix_vector":\#(msixVector),"#
+            + #""desc":\#(hex(descriptorTable)),"avail":\#(hex(availRing)),"used":\#(hex(usedRing)),"#
+            + #""next_avail":\#(nextAvail),"next_used":\#(nextUsed),"signalled_used":\#(signalledUsed),"#
+            + #""avail_idx":\#(optional(availIndex)),"avail_flags":\#(optional(availFlags)),"used_event":\#(optional(usedEvent)),"#
+            + #""used_idx":\#(optional(usedIndex)),"used_flags":\#(optional(usedFlags)),"avail_event":\#(optional(availEvent)),"#
+            + #""waiting":\#(optional(waiting))}"#
     }
 }

@@ -47,16 +47,20 @@ public protocol VirtioDevice: AnyObject, Sendable {
     /// Reads the device-specific configuration space (§4.1.4.6), `size` 1, 2, 4 or 8 bytes.
     func readConfig(offset: Int, size: Int) -> UInt64
     func writeConfig(offset: Int, size: Int, value: UInt64)
-    /// DRIVER_OK: start using the queues.
-    func activate(_ activation: VirtioActivation)
+    /// DRIVER_OK: start using the queues. The transport built `queues` from the validated
+    /// configuration and keeps them too, to report their progress (``ActiveQueues/statuses()``).
+    func activate(_ queues: ActiveQueues)
     /// The driver notified queue `index` (§2.7.13.3, §4.1.4.4).
     func queueNotified(_ index: Int)
     /// Device reset (§2.4): drop the queues and return to the initial state.
     func reset()
+    /// Device-specific counters (packets, drops, …) for diagnostics, in a stable order.
+    var counterValues: [(name: String, value: Int)] { get }
 }
 
 extension VirtioDevice {
     public func writeConfig(offset: Int, size: Int, value: UInt64) {}
+    public var counterValues: [(name: String, value: Int)] { [] }
 }
 
 /// Helpers to serve a config space held as little-endian bytes.

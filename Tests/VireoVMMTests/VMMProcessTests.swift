@@ -109,6 +109,11 @@ struct VMMProcessTests {
         #expect(try controlCommand(control, "balloon-stats 0").contains(#""generation":0"#))
         #expect(try controlCommand(control, "balloon-stats soon").contains(#""error""#))
         #expect(try controlCommand(control, "bogus").contains(#""error""#))
+        // No driver ever touched the balloon: status 0, its queues not ready.
+        let virtio = try controlCommand(control, "virtio")
+        #expect(virtio.hasPrefix(#"{"return":[{"pci":"00:0"#))
+        #expect(virtio.contains(#""device":"balloon","status":0,"driver_ok":false,"needs_reset":false,"failure":null"#))
+        #expect(virtio.contains(#""ready":false"#))
         kill(process.processIdentifier, SIGTERM)
         process.waitUntilExit()
         #expect(process.terminationStatus == 4)

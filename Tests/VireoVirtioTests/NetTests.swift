@@ -63,9 +63,9 @@ struct NetHarness {
         let features = VirtioFeature.version1 | VirtioNet.featureMAC | VirtioNet.featureStatus | extraFeatures
         try txQueue.activate(features: features, memory: driver.memory)
         let failures = self.failures
-        net.activate(VirtioActivation(
+        net.activate(ActiveQueues(VirtioActivation(
             features: features, memory: driver.memory, queues: [try driver.queue(features: features), txQueue],
-            interrupt: interrupt, fail: { reason in failures.withLock { $0.append(reason) } }))
+            interrupt: interrupt, fail: { reason in failures.withLock { $0.append(reason) } })))
     }
 
     var txUsedIndex: UInt16 { (try? driver.memory.readInteger(UInt16.self, at: GuestAddress(tx.used.raw + 2))) ?? 0 }

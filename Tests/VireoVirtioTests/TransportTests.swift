@@ -206,6 +206,42 @@ struct PCIDriver {
         #expect(pci.status == 0)
     }
 
+    /// The diagnostics snapshot (the control socket's `virtio`) shows both sides of each queue:
+    /// what the driver made available and what the device took and returned, and why a device
+    /// needs a reset.
+    @Test func statusShowsQueueProgressOnBothSides() throws {
+        let pci = try PCIDriver(VirtioRng())
+        var status = pci.transport.status()
+        #expect(status.deviceType == .entropy && status.status == 0 && status.failure == nil)
+        pci.initialise()
+        for head: UInt16 in 0..<3 { try pci.driver.chain(at: head, [([], 8, true)]) }
+        try pci.driver.makeAvailable(0)
+        pci.notify()
+        try pci.driver.makeAvailable(1)
+        try pci.driver.makeAvailable(2)  // not yet notified: the device has not taken these
+        status = pci.transport.status()
+        #expect(status.status == 0x0F)
+        let queue = try #require(status.queues.first)
+        #expect(queue.ready && queue.eventIndex && queue.size == pci.driver.size)
+        #expect(queue.nextAvail == 1 && queue.nextUsed == 1 && queue.usedIndex == 1)
+        #expect(queue.availIndex == 3 && queue.waiting == 2)
+        #expect(queue.availEvent == 1)
+        let json = status.json(pci: "00:03.0")
+        #expect(json.contains(#""pci":"00:03.0","device":"entropy","status":15,"driver_ok":true,"needs_reset":false,"failure":null"#))
+        #expect(json.contains(#""next_avail":1,"next_used":1"#) && json.contains(#""avail_idx":3"#) && json.contains(#""waiting":2}"#))
+
+        try pci.driver.setDescriptor(3, address: 0, length: 4, flags: 1 | 2, next: 3)  // a loop
+        try pci.driver.makeAvailable(3)
+        pci.notify()
+        status = pci.transport.status()
+        #expect(status.status & 0x40 != 0)
+        #expect(status.failure?.contains("queue 0") == true)
+        #expect(status.json(pci: "00:03.0").contains(#""needs_reset":true"#))
+        pci.setCommon(0x14, 1, 0)
+        status = pci.transport.status()
+        #expect(status.failure == nil && status.queues.first?.ready == false)
+    }
+
     @Test func badRingSizeAtDriverOKNeedsReset() throws {
         let pci = try PCIDriver(VirtioRng(), queueSize: 16)
         pci.setCommon(0x14, 1, 3)

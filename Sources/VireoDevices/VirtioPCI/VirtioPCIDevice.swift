@@ -60,6 +60,10 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
         var active = false
         /// The INTx level last given to the line.
         var intxAsserted = false
+        /// The queues the device works on since DRIVER_OK (kept after a failure, for diagnostics).
+        var activeQueues: ActiveQueues?
+        /// Why the device needs a reset, once it does.
+        var failure: String?
     }
 
     public let device: any VirtioDevice
@@ -318,6 +322,8 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
                     s.driverFeatureSelect = 0
                     s.configVector = Self.noVector
                     s.queueSelect = 0
+                    s.activeQueues = nil
+                    s.failure = nil
                     for index in s.queues.indices { s.queues[index].reset() }
                     isr.store(0, ordering: .releasing)
                     if s.intxAsserted {
@@ -368,10 +374,26 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
         if let failure { fail(failure) }
         if let queues = activation {
             logger.debug("virtio-\(device.deviceType): activated with features 0x\(String(features, radix: 16))")
-            device.activate(VirtioActivation(features: features, memory: memory, queues: queues, interrupt: self) { [weak self] reason in
+            let active = ActiveQueues(VirtioActivation(features: features, memory: memory, queues: queues, interrupt: self) { [weak self] reason in
                 self?.fail(reason)
             })
+            state.withLock { $0.activeQueues = active }
+            device.activate(active)
         }
+    }
+
+    // MARK: Diagnostics
+
+    /// What the driver and the device agreed and how far each got: the device status byte
+    /// (§2.1), the negotiated features, why the device needs a reset if it does, and each queue's
+    /// progress once the driver set DRIVER_OK (before that, the configuration it wrote).
+    public func status() -> VirtioPCIStatus {
+        let (snapshot, active) = state.withLock { s in (s, s.activeQueues) }
+        let queues = active?.statuses() ?? snapshot.queues.map { $0.status(memory) }
+        return VirtioPCIStatus(
+            deviceType: device.deviceType, status: snapshot.status, offeredFeatures: offeredFeatures,
+            driverFeatures: snapshot.driverFeatures, failure: snapshot.failure, msixEnabled: snapshot.msix.enabled,
+            isr: isr.load(ordering: .acquiring), queues: queues, counters: device.counterValues)
     }
 
     // MARK: Interrupts
@@ -381,6 +403,7 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
         let alreadyFailed = state.withLock { s -> Bool in
             let was = s.status & VirtioStatus.deviceNeedsReset != 0
             s.status |= VirtioStatus.deviceNeedsReset
+            if !was { s.failure = reason }
             s.active = false
             return was
         }
@@ -443,4 +466,41 @@ public final class VirtioPCIDevice: PCIBarDevice, VirtioInterrupt {
 
 private func le<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
     (0..<MemoryLayout<T>.size).map { UInt8(truncatingIfNeeded: value >> ($0 * 8)) }
+}
+
+/// A snapshot of one virtio-pci function (``VirtioPCIDevice/status()``).
+public struct VirtioPCIStatus: Sendable {
+    public var deviceType: VirtioDeviceType
+    /// The device status byte (ACKNOWLEDGE 1, DRIVER 2, DRIVER_OK 4, FEATURES_OK 8, DEVICE_NEEDS_RESET 64, FAILED 128).
+    public var status: UInt8
+    public var offeredFeatures: UInt64
+    public var driverFeatures: UInt64
+    public var failure: String?
+    public var msixEnabled: Bool
+    public var isr: UInt8
+    public var queues: [QueueStatus]
+    public var counters: [(name: String, value: Int)]
+
+    /// One JSON object; `pci` is the function's address as the guest's `lspci` shows it.
+    public func json(pci: String) -> String {
+        func escaped(_ text: String) -> String {
+            var out = ""
+            for scalar in text.unicodeScalars {
+                switch scalar {
+                case "\"": out += "\\\""
+                case "\\": out += "\\\\"
+                case _ where scalar.value < 0x20: out += "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count) + String(scalar.value, radix: 16)
+                default: out.unicodeScalars.append(scalar)
+                }
+            }
+            return out
+        }
+        let failureJSON = failure.map { "\"" + escaped($0) + "\"" } ?? "null"
+        let counterJSON = counters.map { "\"\($0.name)\":\($0.value)" }.joined(separator: ",")
+        return #"{"pci":"\#(pci)","device":"\#(deviceType)","status":\#(status),"#
+            + #""driver_ok":\#(status & VirtioStatus.driverOK != 0),"needs_reset":\#(status & VirtioStatus.deviceNeedsReset != 0),"#
+            + #""failure":\#(failureJSON),"features_offered":"0x\#(String(offeredFeatures, radix: 16))","#
+            + #""features":"0x\#(String(driverFeatures, radix: 16))","msix":\#(msixEnabled),"isr":\#(isr),"#
+            + #""queues":[\#(queues.map(\.json).joined(separator: ","))],"counters":{\#(counterJSON)}}"#
+    }
 }

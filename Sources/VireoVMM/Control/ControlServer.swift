@@ -17,6 +17,7 @@ import VireoSystem
 /// | `powerdown`    | presses the ACPI power button (the guest shuts down; `system_powerdown` in QEMU) |
 /// | `stop`         | ends the VM now (exit code 4)                        |
 /// | `stats`        | KVM counters, `{"return":{"vcpu0.exits":N,…}}`       |
+/// | `virtio`       | each virtio function: PCI address, status byte, features, why it needs a reset, every queue's indexes on both sides (`next_avail`, `avail_idx`, `used_idx`, `used_event`, `avail_event`, `waiting`), device counters |
 /// | `link N [up\|down]` | reports or sets the link of NIC N (0 = first `--net`) |
 ///
 /// Unknown commands get `{"error":"…"}`; the connection stays usable.
@@ -134,12 +135,14 @@ public final class ControlServer: Sendable {
                 return #"{"error":"no NIC \#(index); this VM has \#(machine.netCount) (--net)"}"#
             }
             return #"{"return":{"index":\#(index),"link":"\#(state ? "up" : "down")"}}"#
+        case "virtio":
+            return #"{"return":[\#(machine.virtioStatusJSON().joined(separator: ","))]}"#
         case "stats":
             let fields = machine.statistics().map { #""\#($0.0)":\#($0.1)"# }
             return #"{"return":{\#(fields.joined(separator: ","))}}"#
         default:
             let escaped = command.filter { $0.isLetter || $0.isNumber || $0 == "-" }
-            return #"{"error":"unknown command '\#(escaped)'; try status, pause, resume, ctrl-alt-del, powerdown, stop, stats, balloon, balloon-stats, link, events"}"#
+            return #"{"error":"unknown command '\#(escaped)'; try status, pause, resume, ctrl-alt-del, powerdown, stop, stats, virtio, balloon, balloon-stats, link, events"}"#
         }
     }
 }

@@ -341,6 +341,12 @@ public final class VirtualMachine: Sendable {
         for thread in threads.current { thread.kick() }
     }
 
+    /// Each virtio function's status, negotiated features, queue progress and counters, as JSON
+    /// objects (the control socket's `virtio`): where a stalled device stopped, seen from both sides.
+    public func virtioStatusJSON() -> [String] {
+        virtio.statuses().map { $0.status.json(pci: $0.pci) }
+    }
+
     /// Per-vCPU and VM-wide KVM statistics (`KVM_GET_STATS_FD`), e.g. `vcpu0.insn_emulation`.
     public func statistics() -> [(String, UInt64)] {
         var result: [(String, UInt64)] = []

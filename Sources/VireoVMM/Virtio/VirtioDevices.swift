@@ -16,6 +16,8 @@ import VireoVirtio
 /// queue notifications arrive on the I/O thread through ioeventfds (or, as a fallback, by MMIO exits).
 final class VirtioDevices: Sendable {
     let transports: [VirtioPCIDevice]
+    /// The PCI slot (device number on bus 0) of each transport.
+    let slots: [UInt8]
     let blocks: [VirtioBlock]
     let io: IOThread
     /// The virtio-console and its host side, with `--console`.
@@ -95,8 +97,10 @@ final class VirtioDevices: Sendable {
         io = try IOThread(logger: logger)
         var notifiers: [QueueNotifiers] = []
         var transports: [VirtioPCIDevice] = []
+        var slots: [UInt8] = []
         for device in devices {
             let slot = try pci.nextSlot()
+            slots.append(slot)
             let bar0 = try pci.allocateBar(size: VirtioPCIDevice.bar0Size)
             let msixBar = try pci.allocateBar(size: VirtioPCIDevice.msixBarSize)
             let vectors = device.queueMaxSizes.count + 1
@@ -115,6 +119,7 @@ final class VirtioDevices: Sendable {
             logger.debug("virtio-\(device.deviceType) at 00:\(slot).0, BAR0 0x\(String(bar0, radix: 16))")
         }
         self.transports = transports
+        self.slots = slots
         self.blocks = blocks
         self.notifiers = notifiers
     }
@@ -134,6 +139,14 @@ final class VirtioDevices: Sendable {
         for block in blocks where block.resumeHeld() {
             guard let index = transports.firstIndex(where: { $0.device === block }) else { continue }
             for event in notifiers[index].events { try? event.signal() }
+        }
+    }
+
+    /// Every virtio function's status and queue progress, by PCI address (`00:03.0`).
+    func statuses() -> [(pci: String, status: VirtioPCIStatus)] {
+        zip(slots, transports).map { slot, transport in
+            let device = String(slot, radix: 16)
+            return ("00:\(device.count < 2 ? "0" + device : device).0", transport.status())
         }
     }
 

@@ -110,12 +110,12 @@ public final class VirtioBalloon: VirtioDevice {
         actual.store(UInt32(truncatingIfNeeded: value), ordering: .relaxed)
     }
 
-    public func activate(_ activation: VirtioActivation) {
+    public func activate(_ active: ActiveQueues) {
         heldStatsHead.withLock { $0 = nil }
-        queues.withLock { $0 = ActiveQueues(activation) }
+        queues.withLock { $0 = active }
         // Linux queues its first statistics buffer and notifies before DRIVER_OK (virtio_balloon's
         // init_vqs), when there was no device to hear it; pick that buffer up now, as QEMU does.
-        if activation.features & Feature.statsVQ != 0 { queueNotified(Self.statsQueue) }
+        if active.activation.features & Feature.statsVQ != 0 { queueNotified(Self.statsQueue) }
     }
 
     public func reset() {

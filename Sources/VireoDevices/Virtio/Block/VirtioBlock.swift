@@ -107,9 +107,9 @@ public final class VirtioBlock: VirtioDevice {
 
     public func readConfig(offset: Int, size: Int) -> UInt64 { VirtioConfigBytes.read(configBytes, offset: offset, size: size) }
 
-    public func activate(_ activation: VirtioActivation) {
+    public func activate(_ active: ActiveQueues) {
         stall.withLock { $0 = nil }
-        queues.withLock { $0 = ActiveQueues(activation) }
+        queues.withLock { $0 = active }
     }
 
     public func reset() {

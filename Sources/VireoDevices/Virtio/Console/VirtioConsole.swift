@@ -29,8 +29,8 @@ public final class VirtioConsole: VirtioDevice {
 
     public func readConfig(offset: Int, size: Int) -> UInt64 { VirtioConfigBytes.read(configBytes, offset: offset, size: size) }
 
-    public func activate(_ activation: VirtioActivation) {
-        queues.withLock { $0 = ActiveQueues(activation) }
+    public func activate(_ active: ActiveQueues) {
+        queues.withLock { $0 = active }
         deliverInput()
     }
 

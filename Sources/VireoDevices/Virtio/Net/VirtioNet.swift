@@ -117,6 +117,12 @@ public final class VirtioNet: VirtioDevice {
 
     public var queueMaxSizes: [UInt16] { [256, 256] }
     public var counters: Counters { counterState.withLock { $0 } }
+    public var counterValues: [(name: String, value: Int)] {
+        let c = counters
+        return [("tx_packets", c.txPackets), ("tx_dropped", c.txDropped), ("tx_invalid_header", c.txInvalidHeader),
+                ("rx_packets", c.rxPackets), ("rx_dropped", c.rxDropped), ("rx_invalid_header", c.rxInvalidHeader),
+                ("rx_pending", pending.withLock { $0.count }), ("link_up", isLinkUp ? 1 : 0)]
+    }
     public var isLinkUp: Bool { linkUp.load(ordering: .acquiring) }
 
     /// Config space (§5.1.4): mac[6], status le16.
@@ -139,12 +145,12 @@ public final class VirtioNet: VirtioDevice {
         session.withLock { $0 }?.queues.activation.interrupt.notifyConfigChange()
     }
 
-    public func activate(_ activation: VirtioActivation) {
-        let (transmit, receive) = Self.negotiatedOffloads(activation.features & features)
+    public func activate(_ active: ActiveQueues) {
+        let (transmit, receive) = Self.negotiatedOffloads(active.activation.features & features)
         if !backend.enableReceiveOffloads(receive) { logger.warning("the backend refused receive offloads \(receive)") }
         session.withLock {
-            $0 = Session(queues: ActiveQueues(activation), transmitOffloads: transmit, receiveOffloads: receive,
-                         mergeable: activation.features & Self.featureMergeableRxBuffers != 0)
+            $0 = Session(queues: active, transmitOffloads: transmit, receiveOffloads: receive,
+                         mergeable: active.activation.features & Self.featureMergeableRxBuffers != 0)
         }
         backendReadable()
     }

@@ -18,8 +18,8 @@ public final class VirtioRng: VirtioDevice {
 
     public func readConfig(offset: Int, size: Int) -> UInt64 { 0 }
 
-    public func activate(_ activation: VirtioActivation) {
-        queues.withLock { $0 = ActiveQueues(activation) }
+    public func activate(_ active: ActiveQueues) {
+        queues.withLock { $0 = active }
     }
 
     public func queueNotified(_ index: Int) {
