@@ -13,7 +13,7 @@ struct VMMCommand: ParsableCommand {
 struct VMMControl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "control",
-        abstract: "Send commands to a vireo-vmm control socket (status, pause, resume, ctrl-alt-del, stop, stats).",
+        abstract: "Send commands to a vireo-vmm control socket (status, pause, resume, ctrl-alt-del, powerdown, stop, stats, virtio, link, balloon).",
         discussion: "Prints each JSON reply on its own line; exits 1 if any reply is an error.")
 
     @Argument(help: "The socket given to vireo-vmm as --control unix:PATH.") var socket: String
