@@ -149,6 +149,61 @@ struct NetHarness {
         #expect(h.interrupt.queues.withLock { $0 } == [VirtioNet.receiveQueue])
     }
 
+    /// With ``VirtioNet/maxPending`` packets waiting for guest buffers the device stops taking
+    /// packets from the backend (they wait there, nothing is dropped), and polls again once the
+    /// guest has taken half of them.
+    @Test func aFullReceiveQueuePausesTheBackendInsteadOfDropping() throws {
+        final class RecordingPolling: ReceivePolling {
+            let calls = Mutex<[String]>([])
+            func pause() { calls.withLock { $0.append("pause") } }
+            func resume() { calls.withLock { $0.append("resume") } }
+        }
+        let h = try NetHarness()
+        let polling = RecordingPolling()
+        h.net.attachPolling(polling)
+        let total = VirtioNet.maxPending + 60
+        h.backend.incoming.withLock { incoming in
+            for index in 0..<total { incoming.append(Self.header + Self.frame + [UInt8(index & 0xFF), UInt8(index >> 8)]) }
+        }
+        h.net.backendReadable()
+        #expect(polling.calls.withLock { $0 } == ["pause"])
+        #expect(h.backend.incoming.withLock { $0.count } == 60)
+        #expect(h.net.counterValues.first { $0.name == "rx_pending" }?.value == VirtioNet.maxPending)
+
+        var head: UInt16 = 0
+        var buffers: [UInt16: UInt64] = [:]
+        /// Posts one ring's worth of buffers and tells the device, as the guest's NAPI refill does.
+        func refill() throws {
+            for _ in 0..<h.driver.size {
+                buffers[head] = try h.driver.chain(at: head, [(data: [], length: 1526, writable: true)])[0]
+                try h.driver.makeAvailable(head)
+                head = (head + 1) % h.driver.size
+            }
+            h.net.queueNotified(VirtioNet.receiveQueue)
+        }
+        var refills = 0
+        while polling.calls.withLock({ $0.count }) == 1 {
+            try refill()
+            refills += 1
+        }
+        #expect(polling.calls.withLock { $0 } == ["pause", "resume"])
+        #expect(h.net.counters.rxPackets == refills * Int(h.driver.size))
+        #expect(h.net.counters.rxPackets >= VirtioNet.maxPending / 2)
+        // The poller reads again on its own thread; here, the test does.
+        h.net.backendReadable()
+        #expect(h.backend.incoming.withLock { $0.isEmpty })
+        while h.net.counters.rxPackets < total { try refill() }
+        #expect(h.net.counters.rxPackets == total)
+        #expect(h.net.counters.rxDropped == 0)
+        // The last packet delivered is the last one the backend had: nothing was reordered.
+        let last = try h.driver.usedElement(UInt16(total - 1))
+        #expect(last.length == UInt32(12 + Self.frame.count + 2))
+        let address = try #require(buffers[UInt16(last.id)])
+        let sequence = try h.driver.memory.read(count: 2, at: GuestAddress(address + UInt64(12 + Self.frame.count)))
+        #expect(Int(sequence[0]) | Int(sequence[1]) << 8 == total - 1)
+        #expect(h.failures.withLock { $0.isEmpty })
+    }
+
     @Test func frameLargerThanTheBufferIsDropped() throws {
         let h = try NetHarness()
         try h.driver.chain(at: 0, [(data: [], length: 32, writable: true)])

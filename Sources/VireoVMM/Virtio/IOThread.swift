@@ -11,6 +11,10 @@ import VireoSystem
 final class IOThread: Sendable {
     private let epoll: Epoll
     private let stopEvent: EventFD
+    /// Signalled to run the handlers in ``rerun`` on this thread (a descriptor unmuted by ``DescriptorPolling``).
+    private let wakeEvent: EventFD
+    private let rerun = Mutex<Set<UInt64>>([])
+    private static let wakeToken = UInt64.max
     private let handlers = Mutex<[UInt64: (event: EventFD?, handler: @Sendable () -> Void)]>([:])
     private let nextToken = Atomic<UInt64>(1)
     private let thread = Mutex<OSThread?>(nil)
@@ -20,7 +24,9 @@ final class IOThread: Sendable {
         self.logger = logger
         epoll = try Epoll()
         stopEvent = try EventFD(nonBlocking: true)
+        wakeEvent = try EventFD(nonBlocking: true)
         try epoll.add(stopEvent.rawValue, token: 0)
+        try epoll.add(wakeEvent.rawValue, token: Self.wakeToken)
     }
 
     /// Watches `event`; `handler` runs on the I/O thread each time it is signalled.
@@ -31,11 +37,28 @@ final class IOThread: Sendable {
     }
 
     /// Watches a descriptor that stays readable until `handler` consumes what is waiting
-    /// (a tap); nothing is drained on its behalf.
-    func watch(descriptor: Int32, _ handler: @escaping @Sendable () -> Void) throws {
+    /// (a tap); nothing is drained on its behalf. The returned ``ReceivePolling`` mutes and
+    /// unmutes it, for a consumer that stops reading while it has no room (virtio-net).
+    @discardableResult
+    func watch(descriptor: Int32, _ handler: @escaping @Sendable () -> Void) throws -> any ReceivePolling {
         let token = nextToken.add(1, ordering: .relaxed).newValue
         handlers.withLock { $0[token] = (nil, handler) }
         try epoll.add(descriptor, token: token)
+        return DescriptorPolling(io: self, descriptor: descriptor, token: token)
+    }
+
+    /// Mutes (`events` 0) or unmutes a watched descriptor. Unmuting also runs its handler once on
+    /// this thread: a backend may hold data that no new readability will announce (a shared-memory
+    /// ring whose peer only kicks a sleeping reader).
+    fileprivate func setPolling(_ descriptor: Int32, token: UInt64, on: Bool) {
+        do {
+            try epoll.modify(descriptor, token: token, events: on ? Epoll.readable : 0)
+        } catch {
+            logger.error("I/O thread: \(error)")
+        }
+        guard on else { return }
+        rerun.withLock { _ = $0.insert(token) }
+        try? wakeEvent.signal()
     }
 
     func start() throws {
@@ -59,6 +82,13 @@ final class IOThread: Sendable {
             }
             for token in tokens {
                 if token == 0 { return }
+                if token == Self.wakeToken {
+                    _ = wakeEvent.drain()
+                    for token in rerun.withLock({ tokens in defer { tokens.removeAll() }; return tokens }) {
+                        handlers.withLock({ $0[token] })?.handler()
+                    }
+                    continue
+                }
                 guard let entry = handlers.withLock({ $0[token] }) else { continue }
                 if let event = entry.event {
                     if event.drain() > 0 { entry.handler() }
@@ -68,6 +98,18 @@ final class IOThread: Sendable {
             }
         }
     }
+}
+
+/// Mutes and unmutes one watched descriptor (`EPOLL_CTL_MOD`): a muted tap keeps its frames in
+/// the kernel's queue, which pushes back on the sender instead of the VMM dropping them.
+/// Resuming also runs the handler once on the I/O thread (``IOThread/setPolling(_:token:on:)``).
+struct DescriptorPolling: ReceivePolling {
+    let io: IOThread
+    let descriptor: Int32
+    let token: UInt64
+
+    func pause() { io.setPolling(descriptor, token: token, on: false) }
+    func resume() { io.setPolling(descriptor, token: token, on: true) }
 }
 
 /// The ioeventfds of one virtio-pci function: one per queue, registered with KVM at the queue's

@@ -126,7 +126,9 @@ final class VirtioDevices: Sendable {
 
     func start() throws {
         for net in nets {
-            if let fd = net.backend.pollDescriptor { try io.watch(descriptor: fd) { [net] in net.backendReadable() } }
+            if let fd = net.backend.pollDescriptor {
+                net.attachPolling(try io.watch(descriptor: fd) { [net] in net.backendReadable() })
+            }
         }
         if !transports.isEmpty { try io.start() }
         try balloonPoller?.start()

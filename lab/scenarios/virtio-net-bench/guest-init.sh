@@ -13,7 +13,11 @@ while ! ping -c 1 -W 1 192.168.77.1 >/dev/null 2>&1 && [ $i -lt 20 ]; do i=$((i+
 echo "VIREO-GUEST: features $(cat /sys/class/net/eth0/device/features)"
 now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
 start=$(now_ms)
-dd if=/dev/zero bs=65536 count=$((MB * 16)) 2>/dev/null | nc 192.168.77.1 5000
+# A stalled transfer is reported and the guest stays up, so the lab host can inspect the VMM.
+if ! timeout 150 sh -c "dd if=/dev/zero bs=65536 count=$((MB * 16)) 2>/dev/null | nc 192.168.77.1 5000"; then
+  echo "VIREO-GUEST: tx stalled"
+  sleep 600
+fi
 # Until only TIME_WAIT (06) or nothing is left for port 5000 (0x1388).
 i=0; while [ -n "$(awk '$3 ~ /:1388$/ && $4 != "06"' /proc/net/tcp)" ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i+1)); done
 echo "BENCH-GUEST tx $((MB * 1048576)) $(($(now_ms) - start))"

@@ -16,7 +16,7 @@ start_vmm() {
   case "$1" in
     vireo-vmm)
       "$VIREO_VMM" --kernel "$L2_KERNEL" --initrd "$L2_INITRD" --cmdline "$APPEND" --cpus 1 --memory 512M \
-        --serial "file:$LOG" --net tap=tap0,mac=$MAC --log-level notice </dev/null >/tmp/vmm.log 2>&1 & ;;
+        --serial "file:$LOG" --net tap=tap0,mac=$MAC --log-level notice --control unix:/tmp/vmm.ctl </dev/null >/tmp/vmm.log 2>&1 & ;;
     qemu)
       "$QEMU" -L "$QEMU_DATA" -enable-kvm -cpu host -m 512M -smp 1 -M pc -nodefaults -display none \
         -serial "file:$LOG" -no-reboot -kernel "$L2_KERNEL" -initrd "$L2_INITRD" -append "$APPEND" \
@@ -26,14 +26,24 @@ start_vmm() {
   VMM=$!
 }
 
-# Waits (bounded) for a line in the guest console; fails when the VMM has exited.
+# Waits (bounded) for a line in the guest console (an extended regular expression); fails when the VMM has exited.
 await() {
   i=0
-  while ! grep -q "$1" "$LOG" 2>/dev/null; do
+  while ! grep -qE "$1" "$LOG" 2>/dev/null; do
     i=$((i + 1))
     if [ $i -gt 1800 ] || ! kill -0 $VMM 2>/dev/null; then return 1; fi
     sleep 0.1
   done
+}
+
+# A transfer that stalls: what each side last did, while the VMM still runs (the virtio queues'
+# indexes on both sides from vireo-vmm's control socket, the tap's counters, the TCP sockets).
+diagnose() {
+  echo "BENCH-STALL $vmm run $run: $1"
+  [ "$vmm" = vireo-vmm ] && vireo vmm control /tmp/vmm.ctl virtio 2>&1
+  grep tap0 /proc/net/dev
+  awk 'NR == 1 || $3 ~ /:138[89]$/ || $2 ~ /:138[89]$/' /proc/net/tcp
+  tail -20 "$LOG"; tail -5 /tmp/vmm.log
 }
 
 now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }   # 10 ms resolution
@@ -56,15 +66,19 @@ for vmm in vireo-vmm qemu; do
     ip addr add 192.168.77.1/24 dev tap0
     ip link set tap0 up
     ok=1
-    await "BENCH-GUEST tx" || ok=0
-    [ $ok = 1 ] && await "VIREO-GUEST: listening on 5001" || ok=0
+    await "BENCH-GUEST tx|VIREO-GUEST: tx stalled" || { ok=0; diagnose "no guest → lab host result"; }
+    grep -q "VIREO-GUEST: tx stalled" "$LOG" && { ok=0; diagnose "guest → lab host transfer unfinished after 150 s"; }
+    [ $ok = 1 ] && { await "VIREO-GUEST: listening on 5001" || { ok=0; diagnose "the guest never listened"; }; }
     if [ $ok = 1 ]; then
       # From the start of dd until the connection has closed (only TIME_WAIT or nothing left for 5001 = 0x1389).
       start=$(now_ms)
-      dd if=/dev/zero bs=65536 count=$((MB * 16)) 2>/dev/null | nc 192.168.77.2 5001
-      i=0; while [ -n "$(awk '$3 ~ /:1389$/ && $4 != "06"' /proc/net/tcp)" ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i+1)); done
-      echo "$((MB * 1048576)) $(($(now_ms) - start))" > /tmp/rx.txt
-      await "VIREO-GUEST: done" || ok=0
+      if timeout 150 sh -c "dd if=/dev/zero bs=65536 count=$((MB * 16)) 2>/dev/null | nc 192.168.77.2 5001"; then
+        i=0; while [ -n "$(awk '$3 ~ /:1389$/ && $4 != "06"' /proc/net/tcp)" ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i+1)); done
+        echo "$((MB * 1048576)) $(($(now_ms) - start))" > /tmp/rx.txt
+        await "VIREO-GUEST: done" || ok=0
+      else
+        ok=0; diagnose "lab host → guest transfer unfinished after 150 s"
+      fi
     fi
     (sleep 60; kill -9 $VMM 2>/dev/null) &
     watchdog=$!

@@ -39,6 +39,17 @@ extension NetBackend {
     public func enableReceiveOffloads(_ offloads: NetOffloads) -> Bool { true }
 }
 
+/// How virtio-net stops and restarts taking packets from a polled backend (``NetBackend/pollDescriptor``):
+/// the VMM's I/O thread mutes the descriptor while the guest has no room, so packets wait in the
+/// backend (the tap's queue, the switch port) instead of being dropped in the VMM.
+public protocol ReceivePolling: Sendable {
+    /// Stop calling ``VirtioNet/backendReadable()`` on readability.
+    func pause()
+    /// Poll again, and call ``VirtioNet/backendReadable()`` once soon on the polling thread
+    /// (what is already waiting may announce itself no more).
+    func resume()
+}
+
 /// A host tap interface as the backend (`--net tap=NAME`). The kernel's tap handles every
 /// offload (`TUNSETOFFLOAD` decides which ones it may hand us).
 public final class TapBackend: NetBackend {

@@ -21,7 +21,10 @@ public final class VirtioNet: VirtioDevice {
     public static let headerLength = VirtioNetHeader.length
     /// Largest packet (header + frame) accepted from the guest: a 64 KiB GSO frame plus header.
     public static let maxPacket = 65_562
-    /// Received packets kept while the guest has posted no buffers; more are dropped.
+    /// Received packets kept while the guest has posted no buffers. With this many waiting the
+    /// device stops taking packets from a polled backend (``attachPolling(_:)``) until half have
+    /// been delivered, so the backend's own queue holds the rest and pushes back on the sender, as
+    /// QEMU does by not reading its tap; a backend that pushes beyond it has the excess dropped.
     public static let maxPending = 256
 
     // Feature bits (§5.1.3).
@@ -72,6 +75,8 @@ public final class VirtioNet: VirtioDevice {
     private let pending = Mutex<[[UInt8]]>([])
     private let linkUp = Atomic<Bool>(true)
     private let counterState = Mutex(Counters())
+    /// Who polls the backend, and whether the device asked it to stop (``maxPending`` waiting).
+    private let polling = Mutex<(target: (any ReceivePolling)?, paused: Bool)>((nil, false))
 
     public init(mac: [UInt8], backend: any NetBackend, logger: Logger = Logger(label: "virtio-net")) {
         precondition(mac.count == 6, "a MAC address has 6 bytes")
@@ -143,6 +148,13 @@ public final class VirtioNet: VirtioDevice {
             counterState.withLock { $0.rxDropped += dropped }
         }
         session.withLock { $0 }?.queues.activation.interrupt.notifyConfigChange()
+        if !up { resumeBackend() }  // frames go on being taken from the backend (and dropped)
+    }
+
+    /// The backend's descriptor is polled by `target`, which the device pauses while
+    /// ``maxPending`` packets wait for the guest and resumes once it has room.
+    public func attachPolling(_ target: any ReceivePolling) {
+        polling.withLock { $0.target = target }
     }
 
     public func activate(_ active: ActiveQueues) {
@@ -152,30 +164,79 @@ public final class VirtioNet: VirtioDevice {
             $0 = Session(queues: active, transmitOffloads: transmit, receiveOffloads: receive,
                          mergeable: active.activation.features & Self.featureMergeableRxBuffers != 0)
         }
-        backendReadable()
+        resumeBackend(force: true)
     }
 
     public func reset() {
         session.withLock { $0 = nil }
         pending.withLock { $0.removeAll() }
         backend.enableReceiveOffloads([])
+        resumeBackend()
     }
 
     public func queueNotified(_ index: Int) {
         switch index {
         case Self.transmitQueue: transmit()
-        case Self.receiveQueue: deliver()
+        case Self.receiveQueue:
+            deliver()
+            resumeBackend()
         default: break
         }
     }
 
-    /// The backend's descriptor became readable (or a backend pushes): take every waiting packet
-    /// and deliver what the posted buffers hold. A backend that lost its peer (its socket was
-    /// hung up) takes the link down: VIRTIO_NET_S_LINK_UP cleared, configuration change (§5.1.4).
+    /// The backend's descriptor became readable (or a backend pushes): take waiting packets and
+    /// deliver what the posted buffers hold, until the backend is empty or ``maxPending`` packets
+    /// wait for the guest (then polling pauses until the guest posts buffers). A backend that lost
+    /// its peer (its socket was hung up) takes the link down: VIRTIO_NET_S_LINK_UP cleared,
+    /// configuration change (§5.1.4).
     public func backendReadable() {
-        while let packet = backend.receive() { enqueue(packet) }
-        deliver()
+        while true {
+            deliver()
+            let room = Self.maxPending - pending.withLock { $0.count }
+            if room <= 0 {
+                if pauseBackend() { break }
+                continue
+            }
+            var taken = 0
+            while taken < room, let packet = backend.receive() {
+                enqueue(packet)
+                taken += 1
+            }
+            if taken < room {  // the backend is empty
+                deliver()
+                break
+            }
+        }
         if !backend.isLinkUp { setLink(up: false) }
+    }
+
+    /// Stops polling the backend while ``maxPending`` packets wait; false when they no longer do
+    /// (the guest took some meanwhile), so the caller goes on reading.
+    private func pauseBackend() -> Bool {
+        polling.withLock { polling in
+            guard pending.withLock({ $0.count }) >= Self.maxPending else { return false }
+            if !polling.paused {
+                polling.paused = true
+                polling.target?.pause()
+            }
+            return true
+        }
+    }
+
+    /// Polls the backend again once at most half of ``maxPending`` packets wait (or the link went
+    /// down, or the device was reset or activated: `force`). The poller then reads on its own
+    /// thread; without one (a backend the caller drives) the device reads here.
+    private func resumeBackend(force: Bool = false) {
+        let readHere = polling.withLock { polling -> Bool in
+            guard polling.paused || force,
+                  force || pending.withLock({ $0.count }) <= Self.maxPending / 2 || !isLinkUp
+            else { return false }
+            polling.paused = false
+            // Under the lock, so a pause decided meanwhile on another thread cannot be undone.
+            polling.target?.resume()
+            return polling.target == nil
+        }
+        if readHere { backendReadable() }
     }
 
     /// Queues one received packet (header + frame) for the guest.
