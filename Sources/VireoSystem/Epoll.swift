@@ -29,15 +29,6 @@ public final class Epoll: Sendable {
         _ = try retryingInterrupts("epoll_ctl add \(fd)") { unsafe epoll_ctl(descriptor.rawValue, EPOLL_CTL_ADD, fd, &event) }
     }
 
-    /// `epoll_ctl(EPOLL_CTL_MOD)`: watch `fd` for `events` from now on (0 mutes it without removing it).
-    public func modify(_ fd: Int32, token: UInt64, events: UInt32) throws(SystemError) {
-        // SAFETY: as in add(_:token:events:).
-        var event = unsafe epoll_event()
-        unsafe event.events = events
-        unsafe event.data.u64 = token
-        _ = try retryingInterrupts("epoll_ctl mod \(fd)") { unsafe epoll_ctl(descriptor.rawValue, EPOLL_CTL_MOD, fd, &event) }
-    }
-
     /// `epoll_ctl(EPOLL_CTL_DEL)`.
     public func remove(_ fd: Int32) throws(SystemError) {
         var event = unsafe epoll_event()

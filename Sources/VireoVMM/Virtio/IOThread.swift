@@ -14,6 +14,8 @@ final class IOThread: Sendable {
     /// Signalled to run the handlers in ``rerun`` on this thread (a descriptor unmuted by ``DescriptorPolling``).
     private let wakeEvent: EventFD
     private let rerun = Mutex<Set<UInt64>>([])
+    /// Watched descriptors taken out of the epoll set by ``setPolling(_:token:on:)``.
+    private let muted = Mutex<Set<UInt64>>([])
     private static let wakeToken = UInt64.max
     private let handlers = Mutex<[UInt64: (event: EventFD?, handler: @Sendable () -> Void)]>([:])
     private let nextToken = Atomic<UInt64>(1)
@@ -47,14 +49,18 @@ final class IOThread: Sendable {
         return DescriptorPolling(io: self, descriptor: descriptor, token: token)
     }
 
-    /// Mutes (`events` 0) or unmutes a watched descriptor. Unmuting also runs its handler once on
-    /// this thread: a backend may hold data that no new readability will announce (a shared-memory
-    /// ring whose peer only kicks a sleeping reader).
+    /// Mutes or unmutes a watched descriptor. Muting takes it out of the epoll set (a muted
+    /// descriptor with events 0 would still report a hang-up, over and over). Unmuting also runs
+    /// its handler once on this thread: a backend may hold data that no new readability will
+    /// announce (a shared-memory ring whose peer only kicks a sleeping reader).
     fileprivate func setPolling(_ descriptor: Int32, token: UInt64, on: Bool) {
-        do {
-            try epoll.modify(descriptor, token: token, events: on ? Epoll.readable : 0)
-        } catch {
-            logger.error("I/O thread: \(error)")
+        let changed = muted.withLock { muted in on ? muted.remove(token) != nil : muted.insert(token).inserted }
+        if changed {
+            do {
+                if on { try epoll.add(descriptor, token: token) } else { try epoll.remove(descriptor) }
+            } catch {
+                logger.error("I/O thread: \(error)")
+            }
         }
         guard on else { return }
         rerun.withLock { _ = $0.insert(token) }
@@ -100,7 +106,7 @@ final class IOThread: Sendable {
     }
 }
 
-/// Mutes and unmutes one watched descriptor (`EPOLL_CTL_MOD`): a muted tap keeps its frames in
+/// Mutes and unmutes one watched descriptor: a muted tap keeps its frames in
 /// the kernel's queue, which pushes back on the sender instead of the VMM dropping them.
 /// Resuming also runs the handler once on the I/O thread (``IOThread/setPolling(_:token:on:)``).
 struct DescriptorPolling: ReceivePolling {
