@@ -26,13 +26,14 @@ start_vmm() {
   VMM=$!
 }
 
-# Waits (bounded) for a line in the guest console (an extended regular expression); fails when the VMM has exited.
+uptime_s() { cut -d. -f1 /proc/uptime; }
+# Waits at most $2 seconds (default 240) for a line in the guest console (an extended regular
+# expression); fails at once when the VMM has exited.
 await() {
-  i=0
+  deadline=$(($(uptime_s) + ${2:-240}))
   while ! grep -qE "$1" "$LOG" 2>/dev/null; do
-    i=$((i + 1))
-    if [ $i -gt 1800 ] || ! kill -0 $VMM 2>/dev/null; then return 1; fi
-    sleep 0.1
+    if [ "$(uptime_s)" -gt $deadline ] || ! kill -0 $VMM 2>/dev/null; then return 1; fi
+    sleep 0.2
   done
 }
 
@@ -40,7 +41,15 @@ await() {
 # indexes on both sides from vireo-vmm's control socket, the tap's counters, the TCP sockets).
 diagnose() {
   echo "BENCH-STALL $vmm run $run: $1"
-  [ "$vmm" = vireo-vmm ] && vireo vmm control /tmp/vmm.ctl virtio 2>&1
+  if [ "$vmm" = vireo-vmm ]; then
+    vireo vmm control /tmp/vmm.ctl virtio stats 2>&1 | cut -c1-3000
+    sleep 2
+    vireo vmm control /tmp/vmm.ctl stats 2>&1 | cut -c1-3000
+  fi
+  for task in /proc/$VMM/task/*; do
+    echo "thread $(cat $task/comm 2>/dev/null): state $(awk '{print $3}' $task/stat 2>/dev/null) wchan $(cat $task/wchan 2>/dev/null)"
+    head -4 $task/stack 2>/dev/null | sed 's/^/    /'
+  done
   grep tap0 /proc/net/dev
   awk 'NR == 1 || $3 ~ /:138[89]$/ || $2 ~ /:138[89]$/' /proc/net/tcp
   tail -20 "$LOG"; tail -5 /tmp/vmm.log
@@ -58,6 +67,7 @@ for vmm in vireo-vmm qemu; do
   run=1
   while [ $run -le "$RUNS" ]; do
     rm -f "$LOG" /tmp/rx.txt
+    echo "BENCH-RUN $vmm $run: starting"
     tail -f /dev/null | nc -l -p 5000 > /dev/null &
     listener=$!
     start_vmm $vmm
@@ -68,14 +78,14 @@ for vmm in vireo-vmm qemu; do
     ok=1
     await "BENCH-GUEST tx|VIREO-GUEST: tx stalled" || { ok=0; diagnose "no guest → lab host result"; }
     grep -q "VIREO-GUEST: tx stalled" "$LOG" && { ok=0; diagnose "guest → lab host transfer unfinished after 150 s"; }
-    [ $ok = 1 ] && { await "VIREO-GUEST: listening on 5001" || { ok=0; diagnose "the guest never listened"; }; }
+    [ $ok = 1 ] && { await "VIREO-GUEST: listening on 5001" 60 || { ok=0; diagnose "the guest never listened"; }; }
     if [ $ok = 1 ]; then
       # From the start of dd until the connection has closed (only TIME_WAIT or nothing left for 5001 = 0x1389).
       start=$(now_ms)
       if timeout 150 sh -c "dd if=/dev/zero bs=65536 count=$((MB * 16)) 2>/dev/null | nc 192.168.77.2 5001"; then
         i=0; while [ -n "$(awk '$3 ~ /:1389$/ && $4 != "06"' /proc/net/tcp)" ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i+1)); done
         echo "$((MB * 1048576)) $(($(now_ms) - start))" > /tmp/rx.txt
-        await "VIREO-GUEST: done" || ok=0
+        await "VIREO-GUEST: done" 60 || ok=0
       else
         ok=0; diagnose "lab host → guest transfer unfinished after 150 s"
       fi
