@@ -9,9 +9,15 @@ import Glibc
 /// to show, for instance, that a guest ran natively (`insn_emulation` near zero).
 enum KVMStatistics {
     static func read(descriptor: borrowing FileDescriptor) throws(KVMError) -> [String: UInt64] {
+        try read(rawDescriptor: descriptor.rawValue)
+    }
+
+    /// Reads the statistics file `descriptor` with pread(2) only, so one descriptor serves any
+    /// number of reads from any thread.
+    static func read(rawDescriptor descriptor: Int32) throws(KVMError) -> [String: UInt64] {
         func pread(_ count: Int, at offset: Int) throws(KVMError) -> [UInt8] {
             var bytes = [UInt8](repeating: 0, count: count)
-            let got = unsafe bytes.withUnsafeMutableBytes { unsafe Glibc.pread(descriptor.rawValue, $0.baseAddress, count, off_t(offset)) }
+            let got = unsafe bytes.withUnsafeMutableBytes { unsafe Glibc.pread(descriptor, $0.baseAddress, count, off_t(offset)) }
             guard got == count else { throw .ioctl("read KVM statistics", errno: got < 0 ? errno : EIO) }
             return bytes
         }

@@ -44,8 +44,18 @@ public final class VCPU: @unchecked Sendable {
     let shared: UnsafeMutablePointer<kvm_run>
     let runSize: Int
 
+    /// The vCPU's binary statistics file, opened once at creation (or -1, with `statisticsErrno`
+    /// saying why): `KVM_GET_STATS_FD` is a vCPU ioctl, which waits for the vCPU mutex that
+    /// `KVM_RUN` holds, so asking for it later would block for as long as the guest idles in the
+    /// kernel. Reading the file takes no lock.
+    let statisticsDescriptor: Int32
+    let statisticsErrno: Int32
+
     init(id: UInt32, fd: consuming FileDescriptor, run: UnsafeMutableRawPointer, runSize: Int) {
         self.id = id
+        let statistics = vireo_ioctl_none(fd.rawValue, VIREO_KVM_GET_STATS_FD)
+        statisticsDescriptor = statistics
+        statisticsErrno = statistics < 0 ? errno : 0
         self.fd = fd
         unsafe self.shared = run.assumingMemoryBound(to: kvm_run.self)
         self.runSize = runSize
@@ -53,6 +63,7 @@ public final class VCPU: @unchecked Sendable {
 
     deinit {
         _ = unsafe munmap(UnsafeMutableRawPointer(shared), runSize)
+        if statisticsDescriptor >= 0 { Glibc.close(statisticsDescriptor) }
     }
 
     public var rawDescriptor: Int32 { fd.rawValue }
@@ -197,10 +208,11 @@ public final class VCPU: @unchecked Sendable {
         _ = try kvmCall("KVM_SET_LAPIC") { unsafe vireo_ioctl_pointer(fd.rawValue, VIREO_KVM_SET_LAPIC, &state) }
     }
 
-    /// `KVM_GET_STATS_FD` on the vCPU: per-vCPU counters such as `exits` and `insn_emulation`.
+    /// Per-vCPU counters such as `exits` and `insn_emulation` (`KVM_GET_STATS_FD`, Linux 5.14+).
+    /// Safe from any thread while the vCPU runs: it reads the file opened at creation.
     public func statistics() throws(KVMError) -> [String: UInt64] {
-        let statsfd = try kvmCall("KVM_GET_STATS_FD") { vireo_ioctl_none(fd.rawValue, VIREO_KVM_GET_STATS_FD) }
-        return try KVMStatistics.read(descriptor: FileDescriptor(adopting: statsfd))
+        guard statisticsDescriptor >= 0 else { throw .ioctl("KVM_GET_STATS_FD", errno: statisticsErrno) }
+        return try KVMStatistics.read(rawDescriptor: statisticsDescriptor)
     }
 }
 

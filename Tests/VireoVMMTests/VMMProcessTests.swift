@@ -143,6 +143,32 @@ struct VMMProcessTests {
         #expect(process.terminationStatus == 4)
     }
 
+    /// `stats` answers while a vCPU sleeps in the kernel (`cli; hlt` with the in-kernel LAPIC: KVM_RUN
+    /// never returns): the statistics file was opened when the vCPU was created, and a vCPU ioctl
+    /// now would wait for the vCPU's mutex for as long as the guest idles.
+    @Test func statsAnswerWhileTheGuestIdlesInTheKernel() throws {
+        let file = try guestFile { guest in
+            guest.print("idle\n")
+            guest.appendRaw([0xFA, 0xF4, 0xEB, 0xFD])  // cli; hlt; jmp back to hlt
+        }
+        let directory = NSTemporaryDirectory() + "vireo-ctl-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let control = directory + "/control.sock", console = directory + "/console.log"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.arguments = ["--raw", file, "--raw-mode", "real", "--memory", "16M", "--serial", "file:" + console,
+                             "--control", "unix:" + control]
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+        try awaitCondition { (try? String(contentsOfFile: console, encoding: .utf8))?.contains("idle") == true }
+        let stats = try controlCommand(control, "stats")
+        #expect(stats.contains(#""vcpu0.exits":"#), "\(stats)")
+        #expect(stats.contains(#""vcpu0.halt_exits":"#))
+        _ = try controlCommand(control, "stop")
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 4)
+    }
+
     @Test func stopOnTheControlSocketEndsTheVM() throws {
         let file = try guestFile { $0.appendRaw([0xEB, 0xFE]) }
         let control = NSTemporaryDirectory() + "vireo-ctl-\(UUID().uuidString.prefix(8)).sock"
@@ -172,6 +198,9 @@ func controlCommand(_ path: String, _ command: String) throws -> String {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
     }
     guard connected == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+    // A VMM that never answers fails the test instead of hanging it.
+    var timeout = timeval(tv_sec: 30, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     let line = Array((command + "\n").utf8)
     _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
     var reply: [UInt8] = []
