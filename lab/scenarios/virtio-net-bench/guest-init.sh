@@ -15,6 +15,9 @@ now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
 start=$(now_ms)
 # A stalled transfer is reported and the guest stays up, so the lab host can inspect the VMM.
 if ! timeout 150 sh -c "dd if=/dev/zero bs=65536 count=$((MB * 16)) 2>/dev/null | nc 192.168.77.1 5000"; then
+  grep -i virtio /proc/interrupts | tr -s ' ' | sed 's/^/VIREO-GUEST: irq /'
+  for f in rx_packets tx_packets rx_dropped tx_dropped; do echo "VIREO-GUEST: eth0 $f $(cat /sys/class/net/eth0/statistics/$f)"; done
+  awk 'NR == 1 || $3 ~ /:1388$/' /proc/net/tcp | sed 's/^/VIREO-GUEST: tcp /'
   echo "VIREO-GUEST: tx stalled"
   sleep 600
 fi

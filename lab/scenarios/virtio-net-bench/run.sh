@@ -41,18 +41,17 @@ await() {
 # indexes on both sides from vireo-vmm's control socket, the tap's counters, the TCP sockets).
 diagnose() {
   echo "BENCH-STALL $vmm run $run: $1"
-  if [ "$vmm" = vireo-vmm ]; then
-    vireo vmm control /tmp/vmm.ctl virtio stats 2>&1 | cut -c1-3000
-    sleep 2
-    vireo vmm control /tmp/vmm.ctl stats 2>&1 | cut -c1-3000
-  fi
   for task in /proc/$VMM/task/*; do
-    echo "thread $(cat $task/comm 2>/dev/null): state $(awk '{print $3}' $task/stat 2>/dev/null) wchan $(cat $task/wchan 2>/dev/null)"
-    head -4 $task/stack 2>/dev/null | sed 's/^/    /'
+    echo "thread $(cat $task/comm 2>/dev/null): state $(awk '{print $3}' $task/stat 2>/dev/null) wchan $(cat $task/wchan 2>/dev/null) syscall $(cut -d' ' -f1 $task/syscall 2>/dev/null)"
+    head -6 $task/stack 2>/dev/null | sed 's/^/    /'
   done
   grep tap0 /proc/net/dev
   awk 'NR == 1 || $3 ~ /:138[89]$/ || $2 ~ /:138[89]$/' /proc/net/tcp
-  tail -20 "$LOG"; tail -5 /tmp/vmm.log
+  tail -12 "$LOG"; tail -5 /tmp/vmm.log
+  if [ "$vmm" = vireo-vmm ]; then
+    timeout 30 vireo vmm control /tmp/vmm.ctl stats 2>&1 | tr ',' '\n' | grep -E 'exits|halt|insn|irq' | tr '\n' ' ' | cut -c1-1500; echo
+    timeout 30 vireo vmm control /tmp/vmm.ctl virtio 2>&1 | cut -c1-3000
+  fi
 }
 
 now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }   # 10 ms resolution
@@ -76,7 +75,7 @@ for vmm in vireo-vmm qemu; do
     ip addr add 192.168.77.1/24 dev tap0
     ip link set tap0 up
     ok=1
-    await "BENCH-GUEST tx|VIREO-GUEST: tx stalled" || { ok=0; diagnose "no guest → lab host result"; }
+    await "BENCH-GUEST tx|VIREO-GUEST: tx stalled" 180 || { ok=0; diagnose "no guest → lab host result"; }
     grep -q "VIREO-GUEST: tx stalled" "$LOG" && { ok=0; diagnose "guest → lab host transfer unfinished after 150 s"; }
     [ $ok = 1 ] && { await "VIREO-GUEST: listening on 5001" 60 || { ok=0; diagnose "the guest never listened"; }; }
     if [ $ok = 1 ]; then
