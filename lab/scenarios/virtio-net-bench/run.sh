@@ -6,7 +6,7 @@
 # (tx = guest → L1, rx = L1 → guest); "BENCH-SKIP <vmm> <why>" when a VMM cannot run.
 RUNS=${BENCH_RUNS:-3}
 [ -f /scenario/runs ] && RUNS=$(cat /scenario/runs)
-MB=256
+MB=8
 [ -f /scenario/mb ] && MB=$(cat /scenario/mb)
 APPEND="console=ttyS0 panic=-1 quiet bench_mb=$MB"
 LOG=/tmp/l2.log
