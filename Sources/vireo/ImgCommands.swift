@@ -1,4 +1,5 @@
 import ArgumentParser
+import VireoSystem
 import VireoQCOW2
 
 #if canImport(Glibc)
@@ -50,19 +51,7 @@ func humanSize(_ bytes: UInt64) -> String {
     return "\(text) \(units[unit])"
 }
 
-func jsonString(_ text: String) -> String {
-    var out = "\""
-    for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case _ where scalar.value < 0x20: out += "\\u00" + (scalar.value < 0x10 ? "0" : "") + String(scalar.value, radix: 16)
-        default: out.unicodeScalars.append(scalar)
-        }
-    }
-    return out + "\""
-}
+func jsonString(_ text: String) -> String { jsonQuoted(text) }
 
 func parseFormat(_ text: String?) throws -> ImageFormat? {
     guard let text else { return nil }

@@ -1,6 +1,7 @@
 import Logging
 import Synchronization
 import VireoMemory
+import VireoSystem
 import VireoVirtio
 
 /// The virtio-pci modern transport (virtio 1.2 §4.1) around one `VirtioDevice`.
@@ -483,19 +484,7 @@ public struct VirtioPCIStatus: Sendable {
 
     /// One JSON object; `pci` is the function's address as the guest's `lspci` shows it.
     public func json(pci: String) -> String {
-        func escaped(_ text: String) -> String {
-            var out = ""
-            for scalar in text.unicodeScalars {
-                switch scalar {
-                case "\"": out += "\\\""
-                case "\\": out += "\\\\"
-                case _ where scalar.value < 0x20: out += "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count) + String(scalar.value, radix: 16)
-                default: out.unicodeScalars.append(scalar)
-                }
-            }
-            return out
-        }
-        let failureJSON = failure.map { "\"" + escaped($0) + "\"" } ?? "null"
+        let failureJSON = failure.map(jsonQuoted) ?? "null"
         let counterJSON = counters.map { "\"\($0.name)\":\($0.value)" }.joined(separator: ",")
         return #"{"pci":"\#(pci)","device":"\#(deviceType)","status":\#(status),"#
             + #""driver_ok":\#(status & VirtioStatus.driverOK != 0),"needs_reset":\#(status & VirtioStatus.deviceNeedsReset != 0),"#
