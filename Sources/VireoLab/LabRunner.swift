@@ -153,7 +153,7 @@ public struct LabRunner: Sendable {
     ) -> [String] {
         var args = [
             "-name", "\(runToken)-h\(index)",
-            "-accel", Self.accelerator(cpus: spec.l1CPUs), "-cpu", Self.l1CPU,
+            "-accel", Self.accelerator, "-cpu", Self.l1CPU,
             "-m", spec.l1Memory, "-smp", "\(spec.l1CPUs)",
             "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-no-reboot",
             "-serial", interactive ? "mon:stdio" : "stdio",
@@ -193,7 +193,7 @@ public struct LabRunner: Sendable {
     /// TCG for the lab host: one thread per CPU (MTTCG), or as `VIREO_LAB_TCG_THREAD` (`single`
     /// or `multi`) says. One thread for all CPUs (`thread=single`) was tried against the 2-CPU lab
     /// host's nested-SVM failures (see docs/lab.md): 2-vCPU L2 boots then took over 120 s.
-    static func accelerator(cpus: Int) -> String {
+    static var accelerator: String {
         if let override = ProcessInfo.processInfo.environment["VIREO_LAB_TCG_THREAD"], ["single", "multi"].contains(override) {
             return "tcg,thread=\(override)"
         }
