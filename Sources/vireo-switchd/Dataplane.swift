@@ -462,6 +462,12 @@ final class Dataplane {
                 return
             }
             guard let length, length > 0 else { break }
+            if backend.headed, length >= VirtioNetHeader.length {
+                // The kernel fills the 10 bytes of `virtio_net_hdr` and skips `num_buffers`
+                // (tun_put_user), which would otherwise hold what the buffer held before.
+                buffer[10] = 0
+                buffer[11] = 0
+            }
             receive(buffer[0..<length], headed: backend.headed, from: backend.id, now: now)
         }
     }
@@ -476,16 +482,24 @@ final class Dataplane {
             fabric.countDrop(on: ingress, .runt)
             return
         }
-        switchFrame(message.dropFirst(VirtioNetHeader.length), offload: header, from: ingress, now: now)
+        switchFrame(message.dropFirst(VirtioNetHeader.length), offload: header, message: message, from: ingress, now: now)
     }
 
-    private func switchFrame(_ frame: ArraySlice<UInt8>, offload: VirtioNetHeader?, from ingress: PortID, now: UInt64) {
+    /// Forwards `frame` (`message` is the frame with its header, when it came with one).
+    private func switchFrame(_ frame: ArraySlice<UInt8>, offload: VirtioNetHeader?, message: ArraySlice<UInt8>? = nil, from ingress: PortID, now: UInt64) {
         guard case .forward(let header, let vlan, _) = fabric.receive(frame, offload: offload, on: ingress, now: now, egress: &egress) else { return }
         for index in forms.indices { forms[index].reset() }
+        // Untagged in and untagged out, a frame leaves byte for byte as it came.
+        let arrivedUntagged = header.headerLength == FrameHeader.untaggedLength
         for target in egress {
             guard let backend = backends[target.port.rawValue] else { continue }
             guard let fd = backend.transmitFD else {
                 fabric.countDrop(on: target.port, .noPeer)
+                continue
+            }
+            if arrivedUntagged, target.vid == nil,
+               let unchanged = Self.unchangedMessage(frame, offload: offload, message: message, to: backend) {
+                deliver(backend, fd, unchanged)
                 continue
             }
             let form = target.vid == nil ? 0 : target.tagType == VLAN.customerTPID ? 1 : 2
@@ -507,6 +521,18 @@ final class Dataplane {
                 deliver(backend, fd, backend.headed ? (EgressForm.plainHeader + segment)[...] : segment[...])
             }
         }
+    }
+
+    /// What a port gets for a frame that leaves unchanged, without building an ``EgressForm`` (a
+    /// copy of each 64 KiB super-frame less): the message as it arrived to a port in offload mode,
+    /// the bare frame to others. Nil when the header must change on the way (a `num_buffers` to
+    /// clear, a plain header to add) or the port needs the frame finished in software.
+    private static func unchangedMessage(_ frame: ArraySlice<UInt8>, offload: VirtioNetHeader?, message: ArraySlice<UInt8>?,
+                                         to backend: PortBackend) -> ArraySlice<UInt8>? {
+        guard (offload ?? VirtioNetHeader()).isAccepted(by: backend.acceptedOffloads) else { return nil }
+        guard backend.headed else { return frame }
+        guard let offload, offload.numBuffers == 0, let message else { return nil }
+        return message
     }
 
     /// Sends one message to a port: into a ring-mode VM port's ring, queued for another VM port's

@@ -197,6 +197,37 @@ struct NamespaceTests {
         #expect(payload == SoftwareOffloadTests.payload)
     }
 
+    /// Untagged in and untagged out, a frame leaves as it came: a super-frame reaches a peer that
+    /// announced TSO byte for byte, header included; a header whose `num_buffers` the sender set
+    /// (meaningless on transmit) leaves with it cleared; a port without offloads gets the bare frame.
+    @Test func unchangedFramesLeaveAsTheyCame() throws {
+        let lab = NamespaceLab()
+        defer { lab.close() }
+        try lab.startSwitch(ports: ["vm:src,tag=10,offload=on", "vm:tso,tag=10,offload=on", "vm:plain,tag=10"])
+        let source = try FakeVMNIC(path: lab.socketPath(port: "src"))
+        let tso = try FakeVMNIC(path: lab.socketPath(port: "tso"))
+        let plain = try FakeVMNIC(path: lab.socketPath(port: "plain"))
+        tso.send(OffloadAnnouncement.message(.all))
+        var announced = false
+        for _ in 0..<100 where !announced {
+            let ports = try lab.control("ports")["ports"] as? [[String: Any]] ?? []
+            announced = ports.contains { $0["name"] as? String == "tso" && ($0["accepted_offloads"] as? [String])?.contains("tso4") == true }
+            if !announced { usleep(20_000) }
+        }
+        #expect(announced)
+
+        let (superFrame, superHeader) = SoftwareOffloadTests.superFrame(payload: SoftwareOffloadTests.payload)
+        source.send(superHeader.bytes + superFrame)
+        #expect(tso.receive(matching: { $0.count > 1600 }) == superHeader.bytes + superFrame)
+
+        let small = Frames.make(dst: Frames.mac(0x0B), src: Frames.mac(0x0A), payloadLength: 100)
+        var stale = VirtioNetHeader()
+        stale.numBuffers = 7
+        source.send(stale.bytes + small)
+        #expect(tso.receive(matching: { $0.count == 12 + small.count }) == VirtioNetHeader().bytes + small)
+        #expect(plain.receive(matching: { $0 == small }) != nil, "the plain port got the bare frame")
+    }
+
     @Test func uplinkOverPacketSocket() throws {
         let lab = NamespaceLab()
         defer { lab.close() }
