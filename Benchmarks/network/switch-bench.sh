@@ -13,8 +13,12 @@
 # VM ports: vmport-blast.c (built here with cc) plays two VMMs on two `vm:` ports of the switch and
 # sends 60-byte frames from one to the other, once as messages (sendmmsg/recvmmsg) and once through
 # shared-memory rings (--rings, what vireo-vmm uses); there is no bridge equivalent.
+# VM stand-ins: TCP between two "VMs" on each side, each a namespace behind a tap whose frames
+# vm-relay.c moves, with their virtio-net headers, to the VM's port as a VMM does: a `vm:` port in
+# ring mode with offloads (vireo-vmm --net switch=) or a second tap enslaved to a Linux bridge
+# (a VMM's tap backend). Both sides pay the same VMM copies, so the ratio compares the switches.
 # Needs root, iproute2, iperf3, python3, a C compiler (ethtool for the offloads-off run). Uses only addresses
-# inside the namespaces it creates (10.251.0.0/24, 10.252.0.0/24) and removes everything on exit.
+# inside the namespaces it creates (10.251.0.0/24 to 10.254.0.0/24) and removes everything on exit.
 set -euo pipefail
 seconds=${1:-5}
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -28,10 +32,13 @@ fi
 tag=vb$$
 dir=$(mktemp -d /tmp/switch-bench.XXXXXX)
 switch_pid=
+relay_pids=()
 cleanup() {
+    for pid in "${relay_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     [[ -n $switch_pid ]] && kill "$switch_pid" 2>/dev/null && wait "$switch_pid" 2>/dev/null || true
-    for ns in ${tag}s1 ${tag}s2 ${tag}l1 ${tag}l2; do ip netns del "$ns" 2>/dev/null || true; done
+    for ns in ${tag}s1 ${tag}s2 ${tag}l1 ${tag}l2 ${tag}g1 ${tag}g2 ${tag}g3 ${tag}g4; do ip netns del "$ns" 2>/dev/null || true; done
     ip link del ${tag}br 2>/dev/null || true
+    ip link del ${tag}vbr 2>/dev/null || true
     rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -47,7 +54,8 @@ endpoint() { # namespace interface address
 
 # vireo-switchd: two access ports (VLAN 10), tap devices moved into the namespaces.
 "$switchd" --name "$tag" --socket-dir "$dir" --port "tap:${tag}a,tag=10" --port "tap:${tag}b,tag=10" \
-    --port "vm:${tag}va,tag=10" --port "vm:${tag}vb,tag=10" --log-level warning &
+    --port "vm:${tag}va,tag=10" --port "vm:${tag}vb,tag=10" \
+    --port "vm:${tag}ra,tag=10,offload=on" --port "vm:${tag}rb,tag=10,offload=on" --log-level warning &
 switch_pid=$!
 for _ in $(seq 50); do [[ -S $dir/$tag.ctl ]] && break; sleep 0.1; done
 endpoint ${tag}s1 ${tag}a 10.251.0.1
@@ -94,30 +102,40 @@ PY
     echo $(( (after - before) / seconds ))
 }
 
-measure() { # client-namespace server-namespace server-address → "pps mbit"
+tcp() { # client-namespace server-namespace server-address → Mbit/s of one iperf3 TCP stream
+    local client=$1 server=$2 address=$3
+    ip netns exec "$client" ping -q -c 2 -W 1 "$address" >/dev/null
+    ip netns exec "$server" iperf3 -s -1 >/dev/null 2>&1 &
+    sleep 0.3
+    ip netns exec "$client" iperf3 -c "$address" -t "$seconds" -J > "$dir/tcp.json"
+    wait
+    python3 -c 'import json, sys; print("%.0f" % (json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"] / 1e6))' "$dir/tcp.json"
+}
+
+measure() { # client-namespace server-namespace server-address → "pps sent-pps mbit"
     local client=$1 server=$2 address=$3
     ip netns exec "$client" ping -q -c 2 -W 1 "$address" >/dev/null
     ip netns exec "$server" iperf3 -s -1 >/dev/null 2>&1 &
     sleep 0.3
     ip netns exec "$client" iperf3 -c "$address" -u -b 0 -l 18 -t "$seconds" -J > "$dir/udp.json"
     wait
-    ip netns exec "$server" iperf3 -s -1 >/dev/null 2>&1 &
-    sleep 0.3
-    ip netns exec "$client" iperf3 -c "$address" -t "$seconds" -J > "$dir/tcp.json"
-    wait
-    python3 - "$dir/udp.json" "$dir/tcp.json" <<'PY'
-import json, sys
-udp = json.load(open(sys.argv[1]))["end"]["sum"]
-tcp = json.load(open(sys.argv[2]))["end"]["sum_received"]
-received = udp["packets"] - udp["lost_packets"]
-print(f'{received / udp["seconds"]:.0f} {udp["packets"] / udp["seconds"]:.0f} {tcp["bits_per_second"] / 1e6:.0f}')
-PY
+    local udp
+    udp=$(python3 -c 'import json, sys; u = json.load(open(sys.argv[1]))["end"]["sum"]; print("%.0f %.0f" % ((u["packets"] - u["lost_packets"]) / u["seconds"], u["packets"] / u["seconds"]))' "$dir/udp.json")
+    echo "$udp $(tcp "$client" "$server" "$address")"
+}
+
+relay() { # guest-tap kind port → starts vm-relay, waits for its taps
+    "$dir/vm-relay" "$@" > "$dir/relay-$1.out" &
+    relay_pids+=($!)
+    for _ in $(seq 50); do grep -q ready "$dir/relay-$1.out" 2>/dev/null && return; sleep 0.1; done
+    echo "switch-bench: vm-relay $* did not start" >&2
+    exit 1
 }
 
 read -r v_pps v_sent v_tcp < <(measure ${tag}s1 ${tag}s2 10.251.0.2)
 v_blast=$(blast ${tag}s1 ${tag}a ${tag}s2 ${tag}b)
-cc -O2 -pthread -I "$root/Sources/CVireoLinux/include" -o "$dir/vmport-blast" \
-    "$root/Benchmarks/network/vmport-blast.c" "$root/Sources/CVireoLinux/frame_ring.c"
+cc -O2 -pthread -I "$root/Sources/CVireoLinux/include" -I "$root/Benchmarks/network" -o "$dir/vmport-blast" \
+    "$root/Benchmarks/network/vmport-blast.c" "$root/Benchmarks/network/ring_port.c" "$root/Sources/CVireoLinux/frame_ring.c"
 read -r v_vm v_vm_sent < <("$dir/vmport-blast" "$dir/$tag-${tag}va.sock" "$dir/$tag-${tag}vb.sock" "$seconds")
 switch_ticks() { awk '{print $14 + $15}' "/proc/$switch_pid/stat"; }
 ticks_before=$(switch_ticks)
@@ -128,6 +146,27 @@ v_ring_core=$(python3 -c "import sys; r, s, t, hz = map(float, sys.argv[1:]); pr
     "$v_ring" "$seconds" "$((ticks_after - ticks_before))" "$(getconf CLK_TCK)")
 read -r b_pps b_sent b_tcp < <(measure ${tag}l1 ${tag}l2 10.252.0.2)
 b_blast=$(blast ${tag}l1 ${tag}i1 ${tag}l2 ${tag}i2)
+
+# VM stand-ins: two "VMs" on the switch's offload-mode vm: ports, two on a bridge of taps.
+cc -O2 -pthread -I "$root/Sources/CVireoLinux/include" -I "$root/Benchmarks/network" -o "$dir/vm-relay" \
+    "$root/Benchmarks/network/vm-relay.c" "$root/Benchmarks/network/ring_port.c" \
+    "$root/Sources/CVireoLinux/frame_ring.c" "$root/Sources/CVireoLinux/shim.c"
+relay ${tag}ga switch "$dir/$tag-${tag}ra.sock"
+relay ${tag}gb switch "$dir/$tag-${tag}rb.sock"
+endpoint ${tag}g1 ${tag}ga 10.253.0.1
+endpoint ${tag}g2 ${tag}gb 10.253.0.2
+ip link add ${tag}vbr type bridge
+ip link set ${tag}vbr up
+relay ${tag}gc tap ${tag}pc
+relay ${tag}gd tap ${tag}pd
+for port in ${tag}pc ${tag}pd; do ip link set $port master ${tag}vbr; ip link set $port up; done
+endpoint ${tag}g3 ${tag}gc 10.254.0.1
+endpoint ${tag}g4 ${tag}gd 10.254.0.2
+v_vmtcp=$(tcp ${tag}g1 ${tag}g2 10.253.0.2)
+b_vmtcp=$(tcp ${tag}g3 ${tag}g4 10.254.0.2)
+for pid in "${relay_pids[@]}"; do kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; done
+relay_pids=()
+relay_drops=$(cat "$dir"/relay-${tag}ga.out "$dir"/relay-${tag}gb.out | awk '$1 == "dropped" { n += $2 } END { print n + 0 }')
 o_pps=- o_tcp=- o_blast=-
 if command -v ethtool >/dev/null; then
     for n in 1 2; do
@@ -148,4 +187,6 @@ printf '%-36s %14s %14s %14s %8s %8s\n' "64B frames, vm: rings (pkt/s rcvd)" "$v
 printf '%-36s %14s %14s %14s %8s %8s\n' "  the same per switch CPU-second" "$v_ring_core" - - - -
 printf '%-36s %14s %14s %14s %8s %8s\n' "64B frames, iperf3 UDP rcvd (pkt/s)" "$v_pps" "$b_pps" "$o_pps" "$(ratio "$v_pps" "$b_pps")" "$(ratio "$v_pps" "$o_pps")"
 printf '%-36s %14s %14s %14s %8s %8s\n' "TCP throughput (Mbit/s)" "$v_tcp" "$b_tcp" "$o_tcp" "$(ratio "$v_tcp" "$b_tcp")" "$(ratio "$v_tcp" "$o_tcp")"
+printf '%-36s %14s %14s %14s %8s %8s\n' "TCP, VM stand-ins (Mbit/s)" "$v_vmtcp" "$b_vmtcp" - "$(ratio "$v_vmtcp" "$b_vmtcp")" -
+echo "VM stand-ins on the switch: $relay_drops frames dropped on full rings"
 echo "vireo-switchd counters: $stats" | cut -c1-400

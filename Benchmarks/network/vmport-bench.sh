@@ -17,8 +17,8 @@ dir=$(mktemp -d /tmp/vmport-bench.XXXXXX)
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
 for _ in $(seq 50); do [[ -S $dir/vpb.ctl ]] && break; sleep 0.1; done
-cc -O2 -pthread -I "$root/Sources/CVireoLinux/include" -o "$dir/vmport-blast" \
-    "$root/Benchmarks/network/vmport-blast.c" "$root/Sources/CVireoLinux/frame_ring.c"
+cc -O2 -pthread -I "$root/Sources/CVireoLinux/include" -I "$root/Benchmarks/network" -o "$dir/vmport-blast" \
+    "$root/Benchmarks/network/vmport-blast.c" "$root/Benchmarks/network/ring_port.c" "$root/Sources/CVireoLinux/frame_ring.c"
 ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 for mode in messages rings; do
     for run in $(seq "$runs"); do

@@ -7,12 +7,11 @@
 // CVireoFrameRing.h), and moves the frames through them instead: no system call per frame, a
 // one-byte kick over the socket only when the other side sleeps.
 //
-//   cc -O2 -pthread -I Sources/CVireoLinux/include -o vmport-blast vmport-blast.c Sources/CVireoLinux/frame_ring.c
+//   cc -O2 -pthread -I Sources/CVireoLinux/include -o vmport-blast vmport-blast.c ring_port.c Sources/CVireoLinux/frame_ring.c
 //   ./vmport-blast [--rings] A.sock B.sock 5
 #define _GNU_SOURCE
-#include "CVireoFrameRing.h"
+#include "ring_port.h"
 #include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -21,22 +20,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 enum { batch = 64, frame_length = 60 };
 static atomic_long received;
 static atomic_int done;
-
-static int connect_port(const char *path) {
-    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    struct sockaddr_un address = { .sun_family = AF_UNIX };
-    if (fd < 0 || strlen(path) >= sizeof address.sun_path) { perror("socket"); exit(1); }
-    strcpy(address.sun_path, path);
-    if (connect(fd, (struct sockaddr *)&address, sizeof address) != 0) { perror(path); exit(1); }
-    return fd;
-}
 
 static double now(void) {
     struct timespec t;
@@ -75,49 +64,13 @@ static int report(double start, long received_before, long sent, pthread_t recei
 }
 
 // --- ring mode ---------------------------------------------------------------------------------
-enum { ring_capacity = 1 << 20 };
-struct ring_port { int socket; void *region; struct vireo_ring to_switch, from_switch; };
-
-static void put32(uint8_t *at, uint32_t value) { for (int i = 0; i < 4; i++) at[i] = (uint8_t)(value >> (8 * i)); }
-
-static void offer_rings(struct ring_port *port) {
-    int memfd = vireo_ring_region_create(ring_capacity);
-    if (memfd < 0 || !(port->region = vireo_ring_map(memfd, ring_capacity))) { perror("ring region"); exit(1); }
-    vireo_ring_region_init(port->region);
-    uint8_t offer[16] = { 'V', 'R', 'N', 'G' };
-    put32(offer + 4, 1); put32(offer + 8, ring_capacity); put32(offer + 12, 0);
-    if (vireo_send_with_fds(port->socket, offer, sizeof offer, &memfd, 1) != 0) { perror("ring offer"); exit(1); }
-    close(memfd);
-    uint8_t reply[2048];
-    for (;;) {  // frames the switch sent before its answer are skipped
-        ssize_t got = recv(port->socket, reply, sizeof reply, 0);
-        if (got <= 0) { perror("ring reply"); exit(1); }
-        if (got == 16 && memcmp(reply, "VRNG", 4) == 0) {
-            if (reply[8] != 0) { fprintf(stderr, "the switch refused the rings\n"); exit(1); }
-            break;
-        }
-    }
-    vireo_ring_attach(&port->to_switch, port->region, ring_capacity, 0, 1);
-    vireo_ring_attach(&port->from_switch, port->region, ring_capacity, 1, 0);
-}
-
-static void kick(struct ring_port *port) {
-    static const uint8_t one = 'K';
-    send(port->socket, &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
-}
-
 static void *ring_receiver(void *argument) {
     struct ring_port *port = argument;
     static uint8_t record[VIREO_RING_MAX_RECORD];
-    uint8_t scratch[64];
     while (!atomic_load(&done)) {
-        long length = vireo_ring_pop(&port->from_switch, record, sizeof record);
-        if (length > 0) { atomic_fetch_add(&received, 1); continue; }
+        long length = ring_port_pop_wait(port, record, sizeof record, 100);
+        if (length > 0) atomic_fetch_add(&received, 1);
         if (length < 0) { fprintf(stderr, "broken ring\n"); exit(1); }
-        while (recv(port->socket, scratch, sizeof scratch, MSG_DONTWAIT) > 0) {}
-        if (vireo_ring_arm(&port->from_switch)) continue;
-        struct pollfd waiter = { .fd = port->socket, .events = POLLIN };
-        poll(&waiter, 1, 100);
     }
     return NULL;
 }
@@ -125,13 +78,13 @@ static void *ring_receiver(void *argument) {
 static int run_rings(int a, int b, double seconds, uint8_t *frame, const uint8_t *mac_a, const uint8_t *mac_b) {
     static struct ring_port port_a, port_b;
     port_a.socket = a; port_b.socket = b;
-    offer_rings(&port_a);
-    offer_rings(&port_b);
+    ring_port_offer(&port_a);
+    ring_port_offer(&port_b);
     // B announces itself, then A sends to B.
     memset(frame, 0xff, 6);
     memcpy(frame + 6, mac_b, 6);
     if (vireo_ring_push(&port_b.to_switch, frame, frame_length, NULL, 0) != 1) { fprintf(stderr, "push\n"); return 1; }
-    if (vireo_ring_kick_needed(&port_b.to_switch)) kick(&port_b);
+    if (vireo_ring_kick_needed(&port_b.to_switch)) ring_port_kick(&port_b);
     memcpy(frame, mac_b, 6);
     memcpy(frame + 6, mac_a, 6);
     pthread_t thread;
@@ -148,7 +101,7 @@ static int run_rings(int a, int b, double seconds, uint8_t *frame, const uint8_t
             pushed++;
         }
         sent += pushed;
-        if (vireo_ring_kick_needed(&port_a.to_switch)) kick(&port_a);
+        if (vireo_ring_kick_needed(&port_a.to_switch)) ring_port_kick(&port_a);
         if (pushed < batch) sched_yield();  // full: the switch is busy with what is there
     }
     return report(start, before, sent, thread);
@@ -158,7 +111,7 @@ int main(int argc, char **argv) {
     int rings = argc == 5 && strcmp(argv[1], "--rings") == 0;
     if (argc != 4 + rings) { fprintf(stderr, "usage: %s [--rings] A.sock B.sock SECONDS\n", argv[0]); return 64; }
     argv += rings;
-    int a = connect_port(argv[1]), b = connect_port(argv[2]);
+    int a = ring_port_connect(argv[1]), b = ring_port_connect(argv[2]);
     double seconds = atof(argv[3]);
     uint8_t mac_a[6] = { 0x02, 0, 0, 0, 0, 0x0a }, mac_b[6] = { 0x02, 0, 0, 0, 0, 0x0b };
     uint8_t frame[frame_length] = { 0 };
