@@ -159,7 +159,10 @@ public struct LabRunner: Sendable {
             "-serial", interactive ? "mon:stdio" : "stdio",
             "-kernel", images.l1Kernel, "-initrd", images.l1Initrd,
             // nokaslr: the kernel text at its System.map addresses, so a time-out report can name functions.
-            "-append", "console=ttyS0 quiet panic=-1 nokaslr vireo.host=\(index) vireo.mode=\(mode.rawValue) \(extraCmdline)"
+            // highres=off nohz=off: a periodic local APIC timer. With a one-shot timer a lab host froze
+            // now and then (halted, IF=1, the timer's vector pending in IRR and never delivered: the
+            // emulator lost the wake-up); a periodic timer fires again and delivers it (docs/lab.md).
+            "-append", "console=ttyS0 quiet panic=-1 nokaslr highres=off nohz=off vireo.host=\(index) vireo.mode=\(mode.rawValue) \(extraCmdline)"
                 .trimmingCharacters(in: .whitespaces),
         ]
         if !interactive {
