@@ -51,7 +51,9 @@ long ring_port_pop_wait(struct ring_port *port, uint8_t *buffer, size_t capacity
     for (;;) {
         long length = vireo_ring_pop(&port->from_switch, buffer, capacity);
         if (length != 0) return length;
-        while (recv(port->socket, scratch, sizeof scratch, MSG_DONTWAIT) > 0) {}
+        int kicks = 0;
+        while (recv(port->socket, scratch, sizeof scratch, MSG_DONTWAIT) > 0) kicks++;
+        if (kicks && port->kicked) port->kicked();
         if (vireo_ring_arm(&port->from_switch)) continue;
         struct pollfd waiter = { .fd = port->socket, .events = POLLIN };
         if (poll(&waiter, 1, timeout_ms) == 0) return 0;

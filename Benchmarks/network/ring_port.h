@@ -11,6 +11,9 @@ struct ring_port {
     int socket;
     void *region;
     struct vireo_ring to_switch, from_switch;
+    /// Called by ring_port_pop_wait whenever it read kicks off the socket (optional): a producer
+    /// waiting for room in to_switch is woken by the same kind of kick.
+    void (*kicked)(void);
 };
 
 /// A SOCK_SEQPACKET connection to a port socket; exits on failure.

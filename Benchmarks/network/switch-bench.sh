@@ -166,7 +166,7 @@ v_vmtcp=$(tcp ${tag}g1 ${tag}g2 10.253.0.2)
 b_vmtcp=$(tcp ${tag}g3 ${tag}g4 10.254.0.2)
 for pid in "${relay_pids[@]}"; do kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; done
 relay_pids=()
-relay_drops=$(cat "$dir"/relay-${tag}ga.out "$dir"/relay-${tag}gb.out | awk '$1 == "dropped" { n += $2 } END { print n + 0 }')
+relay_waits=$(cat "$dir"/relay-${tag}ga.out "$dir"/relay-${tag}gb.out | awk '$1 == "waited" { n += $2 } END { print n + 0 }')
 o_pps=- o_tcp=- o_blast=-
 if command -v ethtool >/dev/null; then
     for n in 1 2; do
@@ -188,5 +188,5 @@ printf '%-36s %14s %14s %14s %8s %8s\n' "  the same per switch CPU-second" "$v_r
 printf '%-36s %14s %14s %14s %8s %8s\n' "64B frames, iperf3 UDP rcvd (pkt/s)" "$v_pps" "$b_pps" "$o_pps" "$(ratio "$v_pps" "$b_pps")" "$(ratio "$v_pps" "$o_pps")"
 printf '%-36s %14s %14s %14s %8s %8s\n' "TCP throughput (Mbit/s)" "$v_tcp" "$b_tcp" "$o_tcp" "$(ratio "$v_tcp" "$b_tcp")" "$(ratio "$v_tcp" "$o_tcp")"
 printf '%-36s %14s %14s %14s %8s %8s\n' "TCP, VM stand-ins (Mbit/s)" "$v_vmtcp" "$b_vmtcp" - "$(ratio "$v_vmtcp" "$b_vmtcp")" -
-echo "VM stand-ins on the switch: $relay_drops frames dropped on full rings"
+echo "VM stand-ins on the switch: $relay_waits frames waited for room in a full ring"
 echo "vireo-switchd counters: $stats" | cut -c1-400

@@ -10,10 +10,11 @@
 //   vm-relay GUEST switch SOCKET   a vireo-switchd `vm:` port (offload=on) in ring mode with all
 //                                  receive offloads announced (vireo-vmm's --net switch=)
 //
-// One thread per direction, blocking I/O. A frame that finds the switch's ring full is dropped,
-// as vireo-vmm's SwitchPortBackend does; the bridge's tap never drops on write (the kernel queues).
+// One thread per direction, blocking I/O. A frame that finds the switch's ring full waits for
+// room (the ring's "waiting for room" flag and the switch's kick), as vireo-vmm's guest packets
+// wait in their queue; a tap write never waits (the kernel takes the frame at once).
 // Prints "ready" once its taps exist (the caller then moves GUEST into its namespace) and relays
-// until SIGTERM or SIGINT, then prints "dropped N" (frames the full ring refused).
+// until SIGTERM or SIGINT, then prints "waited N" (frames that found the ring full).
 //
 // Build (from the repository root; switch-bench.sh does it):
 //   cc -O2 -pthread -I Sources/CVireoLinux/include -I Benchmarks/network -o vm-relay Benchmarks/network/vm-relay.c
@@ -29,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -38,7 +40,37 @@ static const uint8_t announcement[12] = { 0x0F };
 
 static int guest = -1, port_tap = -1;
 static struct ring_port port;
-static _Atomic long dropped;
+static _Atomic long waited;
+static pthread_mutex_t room_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t room_kicked = PTHREAD_COND_INITIALIZER;
+
+/// The receive thread read kicks: one of them may be the switch's "room" kick.
+static void wake_transmit(void) {
+    pthread_mutex_lock(&room_lock);
+    pthread_cond_broadcast(&room_kicked);
+    pthread_mutex_unlock(&room_lock);
+}
+
+/// Pushes one frame to the switch, waiting while its ring is full.
+static void push_waiting(const uint8_t *frame, long length) {
+    for (int counted = 0;;) {
+        int result = vireo_ring_push(&port.to_switch, frame, (size_t)length, NULL, 0);
+        if (result < 0) { fprintf(stderr, "broken ring\n"); exit(1); }
+        if (result == 1) break;
+        if (!counted++) waited++;
+        if (vireo_ring_wait_for_room(&port.to_switch, (size_t)length)) continue;
+        // The receive thread reads the socket's kicks; a short time-out covers a kick it read
+        // between our announcement and this wait.
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 1000000;
+        if (until.tv_nsec >= 1000000000) { until.tv_sec++; until.tv_nsec -= 1000000000; }
+        pthread_mutex_lock(&room_lock);
+        pthread_cond_timedwait(&room_kicked, &room_lock, &until);
+        pthread_mutex_unlock(&room_lock);
+    }
+    if (vireo_ring_kick_needed(&port.to_switch)) ring_port_kick(&port);
+}
 
 static int open_tap(const char *name) {
     int fd = vireo_tap_open(name, offloads);
@@ -59,10 +91,7 @@ static void *transmit(void *unused) {
         long length = read(guest, frame, sizeof frame);
         if (length <= 0) { if (length < 0 && errno == EINTR) continue; perror("read guest tap"); exit(1); }
         if (port_tap >= 0) { write_all(port_tap, frame, length, "write port tap"); continue; }
-        int result = vireo_ring_push(&port.to_switch, frame, (size_t)length, NULL, 0);
-        if (result < 0) { fprintf(stderr, "broken ring\n"); exit(1); }
-        if (result == 0) { dropped++; continue; }
-        if (vireo_ring_kick_needed(&port.to_switch)) ring_port_kick(&port);
+        push_waiting(frame, length);
     }
     return NULL;
 }
@@ -90,6 +119,7 @@ int main(int argc, char **argv) {
         port_tap = open_tap(argv[3]);
     } else {
         port.socket = ring_port_connect(argv[3]);
+        port.kicked = wake_transmit;
         ring_port_offer(&port);
         if (send(port.socket, announcement, sizeof announcement, MSG_NOSIGNAL) != sizeof announcement) { perror("announce"); return 1; }
     }
@@ -105,6 +135,6 @@ int main(int argc, char **argv) {
     pthread_create(&threads[1], NULL, receive, NULL);
     int signal_number;
     sigwait(&stop, &signal_number);
-    printf("dropped %ld\n", (long)dropped);
+    printf("waited %ld\n", (long)waited);
     return 0;
 }

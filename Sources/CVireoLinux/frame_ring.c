@@ -71,23 +71,33 @@ void vireo_ring_attach(struct vireo_ring *ring, void *region, uint32_t capacity,
     ring->producer = (uint32_t *)control;
     ring->consumer = (uint32_t *)(control + line);
     ring->waiting = (uint32_t *)(control + 2 * line);
+    ring->room = (uint32_t *)(control + 2 * line + 4);
     ring->data = base + VIREO_RING_CONTROL_SIZE + (size_t)index * capacity;
     ring->capacity = capacity;
     ring->position = __atomic_load_n(producer ? ring->producer : ring->consumer, __ATOMIC_ACQUIRE);
+}
+
+/// Producer: whether a record of `length` bytes fits now (1), not yet (0), or the consumer's
+/// position is impossible (-1).
+static int record_fits(const struct vireo_ring *ring, size_t length) {
+    uint32_t need = align8(4u + (uint32_t)length);
+    uint32_t consumer = __atomic_load_n(ring->consumer, __ATOMIC_ACQUIRE);
+    uint32_t used = ring->position - consumer;
+    if (used > ring->capacity || (used & 7u)) return -1;
+    uint32_t to_end = ring->capacity - (ring->position & (ring->capacity - 1));
+    uint32_t total = need <= to_end ? need : to_end + need;
+    return ring->capacity - used >= total;
 }
 
 int vireo_ring_push(struct vireo_ring *ring, const uint8_t *first, size_t first_length,
                     const uint8_t *second, size_t second_length) {
     size_t length = first_length + second_length;
     if (length == 0 || length > VIREO_RING_MAX_RECORD) return -1;
+    int fits = record_fits(ring, length);
+    if (fits <= 0) return fits;
     uint32_t need = align8(4u + (uint32_t)length);
-    uint32_t consumer = __atomic_load_n(ring->consumer, __ATOMIC_ACQUIRE);
-    uint32_t used = ring->position - consumer;
-    if (used > ring->capacity || (used & 7u)) return -1;
     uint32_t offset = ring->position & (ring->capacity - 1);
     uint32_t to_end = ring->capacity - offset;
-    uint32_t total = need <= to_end ? need : to_end + need;
-    if (ring->capacity - used < total) return 0;
     if (need > to_end) {
         // The record does not fit before the end: mark the rest as padding and start over at 0.
         __atomic_store_n((uint32_t *)(ring->data + offset), pad_marker, __ATOMIC_RELAXED);
@@ -108,6 +118,25 @@ int vireo_ring_kick_needed(struct vireo_ring *ring) {
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     if (__atomic_load_n(ring->waiting, __ATOMIC_RELAXED) == 0) return 0;
     return __atomic_exchange_n(ring->waiting, 0, __ATOMIC_ACQ_REL) != 0;
+}
+
+int vireo_ring_wait_for_room(struct vireo_ring *ring, size_t length) {
+    if (length == 0 || length > VIREO_RING_MAX_RECORD) return 1;  // push will report it
+    __atomic_store_n(ring->room, 1, __ATOMIC_RELAXED);
+    // Pairs with the fence in vireo_ring_room_kick_needed: either we see the consumer's new
+    // position, or it sees our flag.
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (record_fits(ring, length) != 0) {
+        __atomic_store_n(ring->room, 0, __ATOMIC_RELAXED);
+        return 1;
+    }
+    return 0;
+}
+
+int vireo_ring_room_kick_needed(struct vireo_ring *ring) {
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (__atomic_load_n(ring->room, __ATOMIC_RELAXED) == 0) return 0;
+    return __atomic_exchange_n(ring->room, 0, __ATOMIC_ACQ_REL) != 0;
 }
 
 long vireo_ring_pop(struct vireo_ring *ring, uint8_t *buffer, size_t capacity) {

@@ -12,9 +12,14 @@
 ///    said you were waiting"), offload announcements and the end of the connection.
 ///
 /// A peer that sends anything else first (a frame) stays on messages, as before rings existed.
+///
+/// Versions: 2 adds the producer's "waiting for room" flag (`CVireoFrameRing.h`), so that a VMM
+/// waits for room in a full ring instead of dropping the frame. The switch accepts only its own
+/// version and refuses others in the offerer's version, which the offerer can read, so that a
+/// VMM never waits for a kick the switch does not send.
 public enum RingHandshake {
     static let magic: [UInt8] = Array("VRNG".utf8)
-    public static let version: UInt32 = 1
+    public static let version: UInt32 = 2
     public static let length = 16
     /// A wake-up: one byte, shorter than any frame.
     public static let kick: [UInt8] = [0x4B]
@@ -26,10 +31,9 @@ public enum RingHandshake {
         magic + littleEndian(version) + littleEndian(capacity) + littleEndian(0)
     }
 
-    /// The offered capacity, or nil when `message` is not an offer of this version.
-    public static func decodeOffer(_ message: [UInt8]) -> UInt32? {
-        guard let (second, third) = decode(message), second == version else { return nil }
-        return third
+    /// The offer's version and ring capacity, or nil when `message` is not an offer.
+    public static func decodeOffer(_ message: [UInt8]) -> (version: UInt32, capacity: UInt32)? {
+        decode(message)
     }
 
     public enum Status: UInt32, Sendable {
@@ -38,8 +42,9 @@ public enum RingHandshake {
         case refused = 1
     }
 
-    public static func reply(_ status: Status) -> [UInt8] {
-        magic + littleEndian(version) + littleEndian(status.rawValue) + littleEndian(0)
+    /// The answer to an offer of `offeredVersion` (refusals go out in the offerer's version).
+    public static func reply(_ status: Status, offeredVersion: UInt32 = version) -> [UInt8] {
+        magic + littleEndian(offeredVersion) + littleEndian(status.rawValue) + littleEndian(0)
     }
 
     /// The reply's status, or nil when `message` is not a reply (a frame sent before it, say).

@@ -110,6 +110,14 @@ public struct FrameRing: @unchecked Sendable {
     /// Producer, after pushing: whether the consumer sleeps and must be woken (its eventfd written).
     public mutating func kickNeeded() -> Bool { unsafe vireo_ring_kick_needed(&raw) != 0 }
 
+    /// Producer, after ``push(_:_:)`` found the ring full for a record of `length` bytes:
+    /// announces that it waits for room, then looks again. True when the record fits now (push
+    /// it); false when the consumer will kick once it has taken records.
+    public mutating func waitForRoom(length: Int) -> Bool { unsafe vireo_ring_wait_for_room(&raw, length) != 0 }
+
+    /// Consumer, after taking records: whether the producer waits for room and must be kicked.
+    public mutating func roomKickNeeded() -> Bool { unsafe vireo_ring_room_kick_needed(&raw) != 0 }
+
     /// Consumer, about to sleep: announces it, then looks again; true when records arrived meanwhile.
     public mutating func arm() -> Bool { unsafe vireo_ring_arm(&raw) != 0 }
 

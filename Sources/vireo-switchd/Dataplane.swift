@@ -385,13 +385,15 @@ final class Dataplane {
             dropPeer(backend, reason: "closed")
             return false
         }
-        guard let capacity = RingHandshake.decodeOffer(received.message) else {
+        guard let (version, capacity) = RingHandshake.decodeOffer(received.message) else {
             peerMessage(backend, received.message[...], now: now)
             return true
         }
         let name = backend.config.name
         var status = RingHandshake.Status.refused
-        if received.descriptors.count == 1, let memfd = received.descriptors.take(0) {
+        if version != RingHandshake.version {
+            logger.warning("port \(name): ring offer refused: version \(version), this switch speaks \(RingHandshake.version)")
+        } else if received.descriptors.count == 1, let memfd = received.descriptors.take(0) {
             do {
                 let region = try FrameRingRegion(mapping: memfd, capacity: capacity)
                 if region.hasValidHeader {
@@ -406,7 +408,7 @@ final class Dataplane {
         } else {
             logger.warning("port \(name): ring offer refused: it carried \(received.descriptors.count) descriptors, not 1")
         }
-        guard FrameChannel.sendMessage(fd, RingHandshake.reply(status)) else {
+        guard FrameChannel.sendMessage(fd, RingHandshake.reply(status, offeredVersion: version)) else {
             dropPeer(backend, reason: "the ring reply could not be sent")
             return false
         }
@@ -416,11 +418,19 @@ final class Dataplane {
 
     /// Up to ``batch`` records from a ring-mode peer's ring. An emptied ring is armed (the peer
     /// kicks once it adds more); one left non-empty is read again in the next turn of the loop.
+    /// A peer that waits for room in its ring is kicked once records were taken.
     private func drainRing(_ backend: PortBackend, now: UInt64) {
         guard let rings = backend.rings else { return }
+        var taken = false
+        defer {
+            if taken, backend.rings === rings, rings.fromPeer.roomKickNeeded(), let peer = backend.peer {
+                _ = FrameChannel.sendMessage(peer.raw, RingHandshake.kick)
+            }
+        }
         for _ in 0..<Self.batch {
             switch rings.fromPeer.pop(into: &buffer) {
             case .record(let length):
+                taken = true
                 receive(buffer[0..<length], headed: backend.headed, from: backend.id, now: now)
                 guard backend.rings === rings else { return }
             case .empty:

@@ -116,6 +116,39 @@ struct FrameRingTests {
         #expect(!step16, "arming that found records clears the flag again")
     }
 
+    /// Version 2: a producer that found the ring full announces that it waits for room; the
+    /// consumer kicks it once after taking records, and not again until it waits anew.
+    @Test func aProducerWaitingForRoomIsKickedOnce() throws {
+        let region = try FrameRingRegion(capacity: Self.capacity)
+        var producer = region.ring(0, producer: true)
+        var consumer = region.ring(0, producer: false)
+        let big = Self.record(1, length: 60_000)
+        var pushed = 0
+        while producer.push(big[...]) == .pushed { pushed += 1 }
+        #expect(pushed == 2, "two 60,000-byte records fill 128 KiB")
+        let nothingTaken = consumer.roomKickNeeded()
+        #expect(!nothingTaken, "nobody waits for room yet")
+        let fitsNow = producer.waitForRoom(length: big.count)
+        #expect(!fitsNow, "still full: the producer may sleep")
+        var buffer: [UInt8] = []
+        let popped = consumer.pop(into: &buffer)
+        #expect(popped == .record(big.count))
+        let kick = consumer.roomKickNeeded()
+        #expect(kick, "the waiting producer is kicked")
+        let second = consumer.roomKickNeeded()
+        #expect(!second, "one kick per wait")
+        let pushedAfter = producer.push(big[...])
+        #expect(pushedAfter == .pushed)
+        // Room appearing between the full push and the announcement: the producer goes on at once.
+        let full = producer.push(big[...])
+        #expect(full == .full)
+        _ = consumer.pop(into: &buffer)
+        let raced = producer.waitForRoom(length: big.count)
+        #expect(raced, "room came before the announcement: push now instead of sleeping")
+        let noKick = consumer.roomKickNeeded()
+        #expect(!noKick, "a producer that found room cleared its flag again")
+    }
+
     @Test func aHostileProducerPositionOrLengthBreaksTheRing() throws {
         for (offset, value) in [
             (Self.producerOffset, Self.capacity + 8),  // more than the ring holds
@@ -174,7 +207,7 @@ struct FrameRingTests {
         let region = try FrameRingRegion(capacity: Self.capacity)
         try FrameChannel.sendMessage(left.rawValue, RingHandshake.offer(capacity: Self.capacity), descriptors: [region.descriptor.rawValue])
         let received = try FrameChannel.receiveMessage(right.rawValue, capacity: 64)
-        #expect(received.flatMap { RingHandshake.decodeOffer($0.message) } == Self.capacity)
+        #expect(received.flatMap { RingHandshake.decodeOffer($0.message)?.capacity } == Self.capacity)
         guard let received, let memfd = received.descriptors.take(0) else { Issue.record("no descriptor"); return }
         let takenTwice = received.descriptors.take(0) != nil
         #expect(!takenTwice, "a descriptor is taken once")
@@ -191,7 +224,10 @@ struct FrameRingTests {
     }
 
     @Test func handshakeMessagesAreRecognisedAndNothingElseIs() {
-        #expect(RingHandshake.decodeOffer(RingHandshake.offer(capacity: 1 << 20)) == 1 << 20)
+        #expect(RingHandshake.decodeOffer(RingHandshake.offer(capacity: 1 << 20))?.capacity == 1 << 20)
+        #expect(RingHandshake.decodeOffer(RingHandshake.offer(capacity: 1 << 20))?.version == RingHandshake.version)
+        let oldRefusal = RingHandshake.reply(.refused, offeredVersion: 1)
+        #expect(oldRefusal[4..<8] == [1, 0, 0, 0], "a refusal goes out in the offerer's version")
         #expect(RingHandshake.decodeReply(RingHandshake.reply(.accepted)) == .accepted)
         #expect(RingHandshake.decodeReply(RingHandshake.reply(.refused)) == .refused)
         let frame = [UInt8](repeating: 0xff, count: 16)

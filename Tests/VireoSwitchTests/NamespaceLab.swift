@@ -97,6 +97,9 @@ final class NamespaceLab {
     }
 
     /// Starts the switch with `ports` (specs as on the command line) and waits for its control socket.
+    /// The running switch's process ID (to stop and continue it).
+    var switchPID: Int32? { process?.processIdentifier }
+
     func startSwitch(ports: [String], extra: [String] = []) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.switchdPath!)

@@ -95,12 +95,12 @@ struct SwitchPortBackendTests {
         #expect(entry?["kind"] as? String == "vm" && entry?["vlan"] as? Int == 10)
         #expect(entry?["connected"] as? Bool == true)
 
-        #expect(backend.send(arpRequest(lab, asking: 1)))
+        #expect(backend.send(arpRequest(lab, asking: 1)) == .sent)
         let reply = receive(backend) { ARP.isReply(Array($0.dropFirst(12)), to: mac) }
         #expect(reply != nil, "no ARP reply from VLAN 10: \(lab.switchLog)")
         #expect(reply.map { Array($0.prefix(12)) } == [UInt8](repeating: 0, count: 12), "received packets carry a zeroed virtio-net header")
 
-        #expect(backend.send(arpRequest(lab, asking: 3)))
+        #expect(backend.send(arpRequest(lab, asking: 3)) == .sent)
         #expect(receive(backend, within: 1) { ARP.isReply(Array($0.dropFirst(12)), to: mac) } == nil, "VLAN 10 must not reach VLAN 20")
         #expect(try lab.stats(port: port.port.name)["rx_packets"] as? Int == 2)
     }
@@ -124,7 +124,7 @@ struct SwitchPortBackendTests {
         #expect(!first.isConnected)
         #expect(nic.readConfig(offset: 6, size: 2) == 0)
         #expect(first.receive() == nil)
-        #expect(!first.send(arpRequest(lab, asking: 1)))
+        #expect(first.send(arpRequest(lab, asking: 1)) == .dropped)
         #expect(second.isConnected)
         let ports = try lab.control("ports")["ports"] as? [[String: Any]] ?? []
         #expect(ports.count == 1 && ports.first?["mode"] as? String == "trunk" && ports.first?["connected"] as? Bool == true)
@@ -172,6 +172,37 @@ struct SwitchPortBackendTests {
         (try lab.control("ports")["ports"] as? [[String: Any]] ?? []).first { $0["name"] as? String == name }
     }
 
+    /// A VMM whose ring to the switch is full waits instead of dropping: with the switch stopped,
+    /// sends report busy; once it runs again it takes the records and kicks the VMM (its socket
+    /// becomes readable), and every frame arrives, in order.
+    @Test func aFullRingMakesTheVMMWaitForRoom() throws {
+        let lab = NamespaceLab()
+        defer { lab.close() }
+        try lab.startSwitch(ports: [])
+        let (macA, macB) = (Self.macs[0], Self.macs[1])
+        let a = try ringPort(lab, "wa", rings: true), b = try ringPort(lab, "wb", rings: true)
+        #expect(a.usesRings && b.usesRings)
+        #expect(b.send(Self.packet(to: .broadcast, from: macB, index: 0)) == .sent)
+        #expect(collect(a, from: macB, count: 1).count == 1, "the switch learnt B")
+        #expect(a.receive() == nil, "the kick that came with B's frame is read")
+        let pid = try #require(lab.switchPID)
+        kill(pid, SIGSTOP)
+        defer { kill(pid, SIGCONT) }
+        var sent: UInt32 = 0
+        while sent < 100_000, a.send(Self.packet(to: macB, from: macA, index: sent + 1)) == .sent { sent += 1 }
+        #expect(sent > 1000 && sent < 100_000, "the ring filled after \(sent) frames")
+        #expect(a.send(Self.packet(to: macB, from: macA, index: sent + 1)) == .busy)
+        let socket = try #require(a.pollDescriptor)
+        #expect(!FrameChannel.waitReadable(socket, timeoutMilliseconds: 0), "no kick is pending yet")
+        kill(pid, SIGCONT)
+        #expect(FrameChannel.waitReadable(socket, timeoutMilliseconds: 10_000), "the switch kicked the waiting VMM")
+        let arrived = collect(b, from: macA, count: Int(sent), within: 20).map(Self.index(of:))
+        #expect(arrived == Array(1...sent), "\(arrived.count) of \(sent) frames arrived in order")
+        #expect(a.send(Self.packet(to: macB, from: macA, index: sent + 1)) == .sent)
+        #expect(collect(b, from: macA, count: 1).map(Self.index(of:)) == [sent + 1])
+        #expect(try lab.drops(port: "wb", "transmit-failed") == 0)
+    }
+
     @Test func ringPortsCarryFramesBothWaysInOrderAndMeetMessagePorts() throws {
         let lab = NamespaceLab()
         defer { lab.close() }
@@ -183,7 +214,7 @@ struct SwitchPortBackendTests {
         #expect(try portEntry(lab, "mc")?["rings"] as? Bool == false)
         // Each says hello (a broadcast the switch learns its address from); the others see it.
         for (backend, mac) in [(a, macA), (b, macB), (c, macC)] {
-            #expect(backend.send(Self.packet(to: .broadcast, from: mac, index: 0)))
+            #expect(backend.send(Self.packet(to: .broadcast, from: mac, index: 0)) == .sent)
         }
         #expect(collect(b, from: macA, count: 1).count == 1 && collect(b, from: macC, count: 1).count == 1)
         #expect(collect(c, from: macA, count: 1).count == 1 && collect(a, from: macB, count: 1).count == 1)
@@ -192,8 +223,8 @@ struct SwitchPortBackendTests {
         // Bursts larger than a batch, ring to ring and message port to ring port, arrive whole and in order.
         let burst = 3000
         for index in 1...UInt32(burst) {
-            #expect(a.send(Self.packet(to: macB, from: macA, index: index)))
-            if index % 2 == 0 { #expect(c.send(Self.packet(to: macB, from: macC, index: index / 2))) }
+            #expect(a.send(Self.packet(to: macB, from: macA, index: index)) == .sent)
+            if index % 2 == 0 { #expect(c.send(Self.packet(to: macB, from: macC, index: index / 2)) == .sent) }
             if index % 500 == 0 { _ = collect(b, from: MACAddress(0, 0, 0, 0, 0, 0), count: 0) }
         }
         var fromA: [UInt32] = [], fromC: [UInt32] = []
@@ -209,7 +240,7 @@ struct SwitchPortBackendTests {
         #expect(fromA == Array(1...UInt32(burst)), "ring to ring: \(fromA.count) of \(burst)\n\(lab.switchLog)")
         #expect(fromC == Array(1...UInt32(burst / 2)), "messages to ring: \(fromC.count) of \(burst / 2)")
         // And back from a ring port to a message port.
-        for index in 1...UInt32(200) { #expect(b.send(Self.packet(to: macC, from: macB, index: index))) }
+        for index in 1...UInt32(200) { #expect(b.send(Self.packet(to: macC, from: macB, index: index)) == .sent) }
         #expect(collect(c, from: macB, count: 200).map(Self.index(of:)) == Array(1...UInt32(200)))
         #expect(try lab.drops(port: "rb", "transmit-failed") == 0)
     }
@@ -263,9 +294,9 @@ struct SwitchPortBackendTests {
         #expect(lab.switchLog.contains("its ring to the switch is broken"))
         #expect(lab.switchIsRunning)
         // The others go on.
-        #expect(one.send(Self.packet(to: .broadcast, from: Self.macs[0], index: 5)))
+        #expect(one.send(Self.packet(to: .broadcast, from: Self.macs[0], index: 5)) == .sent)
         #expect(collect(two, from: Self.macs[0], count: 1).map(Self.index(of:)) == [5])
-        #expect(two.send(Self.packet(to: Self.macs[0], from: Self.macs[1], index: 6)))
+        #expect(two.send(Self.packet(to: Self.macs[0], from: Self.macs[1], index: 6)) == .sent)
         #expect(collect(one, from: Self.macs[1], count: 1).map(Self.index(of:)) == [6])
     }
 

@@ -16,9 +16,16 @@ final class MemoryNetBackend: NetBackend {
         enabled.withLock { $0 = offloads }
         return true
     }
-    func send(_ packet: [UInt8]) -> Bool {
-        sent.withLock { $0.append(packet) }
-        return true
+    /// When set, how many packets the backend takes in all before it reports itself busy.
+    let room = Mutex<Int?>(nil)
+    func send(_ packet: [UInt8]) -> NetSendResult {
+        room.withLock { room in
+            sent.withLock { sent in
+                if let room, sent.count >= room { return .busy }
+                sent.append(packet)
+                return .sent
+            }
+        }
     }
     func receive() -> [UInt8]? { incoming.withLock { $0.isEmpty ? nil : $0.removeFirst() } }
     var pollDescriptor: Int32? { nil }
@@ -117,6 +124,60 @@ struct NetHarness {
         #expect(h.txUsedIndex == 1)
         #expect(h.net.counters.txPackets == 1)
         #expect(h.failures.withLock { $0.isEmpty })
+    }
+
+    /// Makes `count` one-descriptor packets available on the transmit queue, each ending in its index.
+    private func queueTransmitPackets(_ h: NetHarness, _ count: Int) throws {
+        for index in 0..<count {
+            let packet = Self.header + Self.frame + [UInt8(index)]
+            let address = try h.driver.buffer(packet)
+            try h.driver.setDescriptor(UInt16(index), address: address, length: UInt32(packet.count), in: h.tx.table)
+            try h.makeTxAvailable(UInt16(index), slot: UInt16(index))
+        }
+    }
+
+    /// A busy backend (a switch port whose ring is full) leaves the guest's packets in the
+    /// transmit queue; once it is readable again (the switch's kick) they go out in order, none lost.
+    @Test func aBusyBackendHoldsTransmitPacketsInOrder() throws {
+        let h = try NetHarness()
+        h.backend.room.withLock { $0 = 2 }
+        try queueTransmitPackets(h, 5)
+        h.net.queueNotified(VirtioNet.transmitQueue)
+        #expect(h.backend.sent.withLock { $0.count } == 2)
+        #expect(h.txUsedIndex == 2, "the packet the backend had no room for stays with the driver")
+        #expect(h.net.counters.txWaits == 1 && h.net.counters.txDropped == 0)
+        #expect(h.net.counterValues.first { $0.name == "tx_waiting" }?.value == 1)
+        h.net.backendReadable()  // still no room: nothing moves, nothing is lost
+        #expect(h.txUsedIndex == 2 && h.net.counters.txDropped == 0)
+        h.backend.room.withLock { $0 = nil }
+        h.net.backendReadable()
+        #expect(h.backend.sent.withLock { $0.map { $0.last! } } == [0, 1, 2, 3, 4])
+        #expect(h.txUsedIndex == 5)
+        #expect(h.net.counters.txPackets == 5 && h.net.counters.txDropped == 0)
+        #expect(h.failures.withLock { $0.isEmpty })
+    }
+
+    /// With receive polling paused (the guest posts no receive buffers), nothing would wake
+    /// packets waiting for a busy backend: they are dropped instead, and later ones too until
+    /// polling resumes.
+    @Test func aBusyBackendDropsWhileReceivePollingIsPaused() throws {
+        final class NullPolling: ReceivePolling {
+            func pause() {}
+            func resume() {}
+        }
+        let h = try NetHarness()
+        h.net.attachPolling(NullPolling())
+        h.backend.room.withLock { $0 = 1 }
+        try queueTransmitPackets(h, 3)
+        h.net.queueNotified(VirtioNet.transmitQueue)
+        #expect(h.txUsedIndex == 1 && h.net.counters.txWaits == 1)
+        h.backend.incoming.withLock { incoming in
+            for _ in 0...VirtioNet.maxPending { incoming.append(Self.header + Self.frame) }
+        }
+        h.net.backendReadable()
+        #expect(h.txUsedIndex == 3, "the waiting packets were let go when receive polling paused")
+        #expect(h.net.counters.txDropped == 2)
+        #expect(h.net.counterValues.first { $0.name == "tx_waiting" }?.value == 0)
     }
 
     @Test func shortTransmitChainIsDroppedAndCounted() throws {

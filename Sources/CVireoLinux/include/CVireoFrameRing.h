@@ -7,7 +7,8 @@
 //
 // Control page (4096 bytes): the magic and version at 0, then per ring three 64-byte lines
 // (own cache lines, so the two sides do not share one): the producer's position, the consumer's
-// position, and the consumer's "waiting" flag. Ring r's positions sit at 64 + r * 192.
+// position, and the flags: the consumer's "waiting" at +0, the producer's "waiting for room" at
+// +4 (version 2). Ring r's positions sit at 64 + r * 192.
 // Data: ring r at 4096 + r * capacity, `capacity` a power of two.
 //
 // Positions are free-running 32-bit byte counts. A record is a 32-bit length and that many bytes,
@@ -23,12 +24,17 @@
 // the port's socket: a one-byte message sent with MSG_DONTWAIT, which a peer can neither block
 // nor fill up for good, unlike an eventfd whose flags it shares). Under load neither side makes a
 // system call per frame.
+//
+// Room (version 2): a producer that finds the ring full may wait instead of dropping. It sets its
+// "waiting for room" flag and checks for room once more; a consumer that took records clears the
+// flag and, if it was set, kicks the producer the same way. The switch never waits on a VMM (it
+// drops what does not fit in a VMM's ring); a VMM waits on the switch, as it would on a tap.
 
 #include <stddef.h>
 #include <stdint.h>
 
 #define VIREO_RING_MAGIC 0x474e4952u     /* "RING" little-endian */
-#define VIREO_RING_VERSION 1u
+#define VIREO_RING_VERSION 2u
 #define VIREO_RING_CONTROL_SIZE 4096u
 #define VIREO_RING_MIN_CAPACITY (1u << 17)
 #define VIREO_RING_MAX_CAPACITY (1u << 24)
@@ -40,6 +46,7 @@ struct vireo_ring {
     uint32_t *producer;   /* shared: the producer's published position */
     uint32_t *consumer;   /* shared: the consumer's published position */
     uint32_t *waiting;    /* shared: the consumer sleeps and wants a kick */
+    uint32_t *room;       /* shared: the producer found the ring full and wants a kick */
     uint32_t capacity;
     uint32_t position;    /* this side's own position (producer's or consumer's) */
 };
@@ -73,6 +80,14 @@ int vireo_ring_push(struct vireo_ring *ring, const uint8_t *first, size_t first_
 /// Producer, after pushing: 1 when the consumer was waiting (the flag is now clear) and its
 /// eventfd must be written, else 0.
 int vireo_ring_kick_needed(struct vireo_ring *ring);
+
+/// Producer, after a push found no room for a record of `length` bytes: sets the "waiting for
+/// room" flag, then looks again. Returns 1 when the record fits now (the flag is cleared again:
+/// push it), 0 when the caller may wait for the consumer's kick.
+int vireo_ring_wait_for_room(struct vireo_ring *ring, size_t length);
+/// Consumer, after taking records: 1 when the producer was waiting for room (the flag is now
+/// clear) and must be kicked, else 0.
+int vireo_ring_room_kick_needed(struct vireo_ring *ring);
 
 /// Consumer: copies the next record into `buffer` (`capacity` at least VIREO_RING_MAX_RECORD) and
 /// returns its length; 0 when the ring is empty, -1 when it is broken.

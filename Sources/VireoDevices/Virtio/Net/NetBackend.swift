@@ -10,9 +10,21 @@ import VireoSystem
 /// ``offloads`` (default none: the guest then sends complete checksums and no GSO, and the device
 /// refuses packets from the backend that need either). The guest's header fields are validated by
 /// the device before ``send(_:)``.
+/// What became of a packet handed to ``NetBackend/send(_:)``.
+public enum NetSendResult: Sendable, Equatable {
+    case sent
+    /// Lost: the peer is gone or refused it. The device counts a transmit drop.
+    case dropped
+    /// No room now (a switch port whose ring is full): the device leaves the packet in the guest's
+    /// transmit queue and stops there, and sends again once the backend's ``NetBackend/pollDescriptor``
+    /// becomes readable, so a guest that sends faster than the switch forwards is slowed, as a tap
+    /// slows it, instead of losing frames.
+    case busy
+}
+
 public protocol NetBackend: AnyObject, Sendable {
-    /// Sends one packet (header + frame); false when the backend dropped it.
-    @discardableResult func send(_ packet: [UInt8]) -> Bool
+    /// Sends one packet (header + frame).
+    @discardableResult func send(_ packet: [UInt8]) -> NetSendResult
     /// The next received packet (header + frame), or nil when none is waiting. Never blocks.
     func receive() -> [UInt8]?
     /// A descriptor that becomes readable when ``receive()`` has something; nil for backends
@@ -62,7 +74,7 @@ public final class TapBackend: NetBackend {
         tap = try TapDevice(name: name)
     }
 
-    public func send(_ packet: [UInt8]) -> Bool { tap.write(packet) }
+    public func send(_ packet: [UInt8]) -> NetSendResult { tap.write(packet) ? .sent : .dropped }
     public func receive() -> [UInt8]? {
         scratch.withLock { buffer in
             guard let length = tap.read(into: &buffer) else { return nil }

@@ -91,17 +91,27 @@ public final class SwitchPortBackend: NetBackend {
     /// False once the switch has closed the connection.
     public var isConnected: Bool { connectedState.load(ordering: .acquiring) }
 
-    public func send(_ packet: [UInt8]) -> Bool {
-        guard packet.count > Self.header.count, isConnected else { return false }
+    /// In ring mode a full ring makes the packet wait (``NetSendResult/busy``): the switch kicks
+    /// once it has taken records (the ring's "waiting for room" flag).
+    public func send(_ packet: [UInt8]) -> NetSendResult {
+        guard packet.count > Self.header.count, isConnected else { return .dropped }
         let message = offloadMode ? packet[...] : packet[Self.header.count...]
-        guard usesRings else { return FrameChannel.sendMessage(socket.rawValue, message) }
+        guard usesRings else { return FrameChannel.sendMessage(socket.rawValue, message) ? .sent : .dropped }
         let (result, kick) = transmitRing.withLock { ring -> (FrameRing.PushResult, Bool) in
-            guard let result = ring?.push(message) else { return (.broken, false) }
+            guard var result = ring?.push(message) else { return (.broken, false) }
+            if result == .full, ring?.waitForRoom(length: message.count) == true {
+                result = ring?.push(message) ?? .broken
+            }
             return (result, result == .pushed && ring?.kickNeeded() == true)
         }
         if kick { _ = FrameChannel.sendMessage(socket.rawValue, RingHandshake.kick) }
-        if result == .broken { disconnect() }
-        return result == .pushed
+        switch result {
+        case .pushed: return .sent
+        case .full: return .busy
+        case .broken:
+            disconnect()
+            return .dropped
+        }
     }
 
     public var offloads: NetOffloads { offloadMode ? .all : [] }

@@ -54,6 +54,8 @@ public final class VirtioNet: VirtioDevice {
         public var rxDropped = 0
         /// Backend packets whose header needs an offload the guest did not negotiate.
         public var rxInvalidHeader = 0
+        /// Times the backend had no room for a guest packet, which then waited in the queue.
+        public var txWaits = 0
     }
 
     /// What the driver negotiated, fixed at activation.
@@ -77,6 +79,9 @@ public final class VirtioNet: VirtioDevice {
     private let counterState = Mutex(Counters())
     /// Who polls the backend, and whether the device asked it to stop (``maxPending`` waiting).
     private let polling = Mutex<(target: (any ReceivePolling)?, paused: Bool)>((nil, false))
+    /// The backend was busy (``NetSendResult/busy``): guest packets wait in the transmit queue
+    /// until its poll descriptor becomes readable.
+    private let transmitWaiting = Atomic<Bool>(false)
 
     public init(mac: [UInt8], backend: any NetBackend, logger: Logger = Logger(label: "virtio-net")) {
         precondition(mac.count == 6, "a MAC address has 6 bytes")
@@ -126,7 +131,8 @@ public final class VirtioNet: VirtioDevice {
         let c = counters
         return [("tx_packets", c.txPackets), ("tx_dropped", c.txDropped), ("tx_invalid_header", c.txInvalidHeader),
                 ("rx_packets", c.rxPackets), ("rx_dropped", c.rxDropped), ("rx_invalid_header", c.rxInvalidHeader),
-                ("rx_pending", pending.withLock { $0.count }), ("link_up", isLinkUp ? 1 : 0)]
+                ("rx_pending", pending.withLock { $0.count }), ("tx_waits", c.txWaits),
+                ("tx_waiting", transmitWaiting.load(ordering: .relaxed) ? 1 : 0), ("link_up", isLinkUp ? 1 : 0)]
     }
     public var isLinkUp: Bool { linkUp.load(ordering: .acquiring) }
 
@@ -169,6 +175,7 @@ public final class VirtioNet: VirtioDevice {
 
     public func reset() {
         session.withLock { $0 = nil }
+        transmitWaiting.store(false, ordering: .relaxed)
         pending.withLock { $0.removeAll() }
         backend.enableReceiveOffloads([])
         resumeBackend()
@@ -190,6 +197,7 @@ public final class VirtioNet: VirtioDevice {
     /// its peer (its socket was hung up) takes the link down: VIRTIO_NET_S_LINK_UP cleared,
     /// configuration change (§5.1.4).
     public func backendReadable() {
+        if transmitWaiting.exchange(false, ordering: .acquiringAndReleasing) { transmit() }
         while true {
             deliver()
             let room = Self.maxPending - pending.withLock { $0.count }
@@ -211,9 +219,12 @@ public final class VirtioNet: VirtioDevice {
     }
 
     /// Stops polling the backend while ``maxPending`` packets wait; false when they no longer do
-    /// (the guest took some meanwhile), so the caller goes on reading.
+    /// (the guest took some meanwhile), so the caller goes on reading. Transmit packets waiting
+    /// for the backend would wait on a descriptor nobody polls: they are sent or dropped now, and
+    /// until polling resumes a busy backend drops (as before back-pressure), so a guest that never
+    /// posts receive buffers cannot stall its own transmissions.
     private func pauseBackend() -> Bool {
-        polling.withLock { polling in
+        let paused = polling.withLock { polling in
             guard pending.withLock({ $0.count }) >= Self.maxPending else { return false }
             if !polling.paused {
                 polling.paused = true
@@ -221,6 +232,8 @@ public final class VirtioNet: VirtioDevice {
             }
             return true
         }
+        if paused, transmitWaiting.exchange(false, ordering: .acquiringAndReleasing) { transmit() }
+        return paused
     }
 
     /// Polls the backend again once at most half of ``maxPending`` packets wait (or the link went
@@ -261,13 +274,16 @@ public final class VirtioNet: VirtioDevice {
         }
     }
 
+    /// Sends the guest's packets in order. One the backend has no room for is put back with every
+    /// packet after it (§2.7.13: the device consumes buffers in order) until the backend is readable.
     private func transmit(_ session: Session) {
         let active = session.queues
-        active.drain(Self.transmitQueue) { chain throws(VirtqueueError) in
+        let dropWhenBusy = polling.withLock { $0.paused }
+        active.process(Self.transmitQueue) { chain throws(VirtqueueError) in
             let length = chain.readableLength
             guard length >= UInt64(Self.headerLength), length <= UInt64(Self.maxPacket), isLinkUp else {
                 counterState.withLock { $0.txDropped += 1 }
-                return 0
+                return .used(0)
             }
             var reader = chain.reader(active.memory)
             let packet = try reader.read(Int(length))
@@ -275,11 +291,21 @@ public final class VirtioNet: VirtioDevice {
                let problem = header.validate(frameLength: packet.count - Self.headerLength, allowed: session.transmitOffloads) {
                 logger.debug("transmit header refused: \(problem)")
                 counterState.withLock { $0.txInvalidHeader += 1 }
-                return 0
+                return .used(0)
             }
-            let sent = backend.send(packet)
-            counterState.withLock { sent ? ($0.txPackets += 1) : ($0.txDropped += 1) }
-            return 0
+            switch backend.send(packet) {
+            case .sent:
+                counterState.withLock { $0.txPackets += 1 }
+            case .dropped:
+                counterState.withLock { $0.txDropped += 1 }
+            case .busy where dropWhenBusy:
+                counterState.withLock { $0.txDropped += 1 }
+            case .busy:
+                counterState.withLock { $0.txWaits += 1 }
+                transmitWaiting.store(true, ordering: .releasing)
+                return .putBack
+            }
+            return .used(0)
         }
     }
 
