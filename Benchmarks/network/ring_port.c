@@ -25,7 +25,7 @@ void ring_port_offer(struct ring_port *port) {
     if (memfd < 0 || !(port->region = vireo_ring_map(memfd, ring_port_capacity))) { perror("ring region"); exit(1); }
     vireo_ring_region_init(port->region);
     uint8_t offer[16] = { 'V', 'R', 'N', 'G' };
-    put32(offer + 4, 1); put32(offer + 8, ring_port_capacity); put32(offer + 12, 0);
+    put32(offer + 4, VIREO_RING_VERSION); put32(offer + 8, ring_port_capacity); put32(offer + 12, 0);
     if (vireo_send_with_fds(port->socket, offer, sizeof offer, &memfd, 1) != 0) { perror("ring offer"); exit(1); }
     close(memfd);
     uint8_t reply[2048];
