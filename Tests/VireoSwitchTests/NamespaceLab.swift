@@ -166,6 +166,9 @@ final class NamespaceLab {
     func transfer(from: String, to: String, host: Int, megabytes: Int) throws -> (sent: String?, received: String?) {
         guard Self.hasTool("/usr/bin/python3") else { throw LabError.timeout("python3 is missing") }
         let ready = "\(directory)/listening-\(to)"
+        // A file left by an earlier transfer to the same namespace would send the sender off before
+        // this receiver listens (connection refused, then the receiver waits out its time-out).
+        try? FileManager.default.removeItem(atPath: ready)
         let receiver = Process()
         receiver.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
         receiver.arguments = ["netns", "exec", name(to), "/usr/bin/python3", "-c", """

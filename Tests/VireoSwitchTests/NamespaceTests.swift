@@ -145,6 +145,18 @@ struct NamespaceTests {
         return (packets, bytes / max(packets, 1))
     }
 
+    /// Waits (up to 2 s) until the switch lists TSO among `port`'s accepted offloads.
+    private func awaitTSOAnnounced(_ lab: NamespaceLab, port: String) throws -> Bool {
+        for _ in 0..<100 {
+            let ports = try lab.control("ports")["ports"] as? [[String: Any]] ?? []
+            if ports.contains(where: { $0["name"] as? String == port && ($0["accepted_offloads"] as? [String])?.contains("tso4") == true }) {
+                return true
+            }
+            usleep(20_000)
+        }
+        return false
+    }
+
     /// A VM port in offload mode: a super-frame from one peer reaches a peer that announced TSO as
     /// one message (header moved for the tag it gained), a peer that announced nothing as checked
     /// segments behind empty headers, and a plain VM port as tagged segments.
@@ -159,13 +171,7 @@ struct NamespaceTests {
         tso.send(OffloadAnnouncement.message(.all))
         none.send(OffloadAnnouncement.message([]))
         // The announcements are in before the frame: each port's accepted offloads say so.
-        var announced = false
-        for _ in 0..<100 where !announced {
-            let ports = try lab.control("ports")["ports"] as? [[String: Any]] ?? []
-            announced = ports.contains { $0["name"] as? String == "tso" && ($0["accepted_offloads"] as? [String])?.contains("tso4") == true }
-            if !announced { usleep(20_000) }
-        }
-        #expect(announced)
+        #expect(try awaitTSOAnnounced(lab, port: "tso"))
 
         let (frame, header) = SoftwareOffloadTests.superFrame(payload: SoftwareOffloadTests.payload)
         source.send(header.bytes + frame)
@@ -208,13 +214,7 @@ struct NamespaceTests {
         let tso = try FakeVMNIC(path: lab.socketPath(port: "tso"))
         let plain = try FakeVMNIC(path: lab.socketPath(port: "plain"))
         tso.send(OffloadAnnouncement.message(.all))
-        var announced = false
-        for _ in 0..<100 where !announced {
-            let ports = try lab.control("ports")["ports"] as? [[String: Any]] ?? []
-            announced = ports.contains { $0["name"] as? String == "tso" && ($0["accepted_offloads"] as? [String])?.contains("tso4") == true }
-            if !announced { usleep(20_000) }
-        }
-        #expect(announced)
+        #expect(try awaitTSOAnnounced(lab, port: "tso"))
 
         let (superFrame, superHeader) = SoftwareOffloadTests.superFrame(payload: SoftwareOffloadTests.payload)
         source.send(superHeader.bytes + superFrame)
