@@ -2,14 +2,6 @@ import Synchronization
 import VireoSwitch
 import VireoSystem
 
-/// Where a virtio-net device's frames go (virtio 1.2 §5.1). Every packet crossing this boundary
-/// is a 12-byte `virtio_net_hdr_v1` followed by one Ethernet frame, so a tap with IFF_VNET_HDR
-/// passes them through untouched. A virtual switch port is another implementation.
-///
-/// Offloads: the device offers the guest only the offload features the backend lists in
-/// ``offloads`` (default none: the guest then sends complete checksums and no GSO, and the device
-/// refuses packets from the backend that need either). The guest's header fields are validated by
-/// the device before ``send(_:)``.
 /// What became of a packet handed to ``NetBackend/send(_:)``.
 public enum NetSendResult: Sendable, Equatable {
     case sent
@@ -22,13 +14,22 @@ public enum NetSendResult: Sendable, Equatable {
     case busy
 }
 
+/// Where a virtio-net device's frames go (virtio 1.2 §5.1). Every packet crossing this boundary
+/// is a 12-byte `virtio_net_hdr_v1` followed by one Ethernet frame, so a tap with IFF_VNET_HDR
+/// passes them through untouched. A virtual switch port is another implementation.
+///
+/// Offloads: the device offers the guest only the offload features the backend lists in
+/// ``offloads`` (default none: the guest then sends complete checksums and no GSO, and the device
+/// refuses packets from the backend that need either). The guest's header fields are validated by
+/// the device before ``send(_:)``.
 public protocol NetBackend: AnyObject, Sendable {
     /// Sends one packet (header + frame).
     @discardableResult func send(_ packet: [UInt8]) -> NetSendResult
     /// The next received packet (header + frame), or nil when none is waiting. Never blocks.
     func receive() -> [UInt8]?
-    /// A descriptor that becomes readable when ``receive()`` has something; nil for backends
-    /// that deliver by calling the device themselves.
+    /// A descriptor that becomes readable when ``receive()`` has something, or when a backend
+    /// that answered ``NetSendResult/busy`` has room again; nil for backends that deliver by
+    /// calling the device themselves.
     var pollDescriptor: Int32? { get }
     /// Offloads the backend carries both ways: it accepts such packets in ``send(_:)`` and can
     /// produce them in ``receive()`` once enabled. Default: none.
