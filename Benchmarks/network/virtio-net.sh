@@ -22,6 +22,7 @@ echo "$MB" > "$OUT/virtio-net-bench/mb"
 [ -f "$OUT/results/bench.txt" ] || { echo "no results" >&2; exit 1; }
 grep BENCH-SKIP "$OUT/results/bench.txt" >&2 || true
 awk -v mb="$MB" '
+  $1 == "BENCH-EXITS" { e[$2] = e[$2] sprintf(" %.0f/%.0f", $5 / mb, $6 / mb) }
   $1 == "BENCH" { k = $2 " " $3; n[k]++; v[k, n[k]] = $5 }
   END {
     for (k in n) {
@@ -36,4 +37,5 @@ awk -v mb="$MB" '
       a = med["vireo-vmm " dirs[d]]; b = med["qemu " dirs[d]]
       printf "| %s | %s MiB/s (%d runs) | %s MiB/s (%d runs) | %s |\n", names[dirs[d]], a, n["vireo-vmm " dirs[d]], b, n["qemu " dirs[d]], (a && b) ? sprintf("%.2fx", a / b) : "n/a"
     }
+    printf "| lab host → guest: guest exits / interrupts injected per MiB, each run |%s |%s | |\n", e["vireo-vmm"], e["qemu"]
   }' "$OUT/results/bench.txt"

@@ -3,7 +3,10 @@
 # QEMU's virtio-net-pci (userspace, vhost=off, the same tap kind: IFF_VNET_HDR with offloads), the
 # VMMs taking turns, BENCH_RUNS times each, BENCH_MB MiB per direction.
 # Output: "BENCH <vmm> <tx|rx> <run> <MB/s>" on the console and in $RESULTS/bench.txt
-# (tx = guest → L1, rx = L1 → guest); "BENCH-SKIP <vmm> <why>" when a VMM cannot run.
+# (tx = guest → L1, rx = L1 → guest); "BENCH-SKIP <vmm> <why>" when a VMM cannot run;
+# "BENCH-EXITS <vmm> rx <run> <exits> <irq_injections>": the lab host's KVM counters (debugfs)
+# over the rx transfer, the guest exits and interrupts each VMM cost for the same bytes (in this
+# lab every one is emulated, so they say more than the lab's swinging MB/s).
 RUNS=${BENCH_RUNS:-3}
 [ -f /scenario/runs ] && RUNS=$(cat /scenario/runs)
 MB=8
@@ -59,6 +62,9 @@ now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }   # 10 ms resoluti
 rate() { tr -d '\r' | awk '$2 > 0 { printf "%.3f\n", $1 / ($2 / 1000) / 1048576 }'; }
 
 : > "$RESULTS/bench.txt"
+mount -t debugfs none /sys/kernel/debug 2>/dev/null
+# "<exits> <irq_injections>" summed over the lab host's VMs (one runs at a time).
+kvm_counters() { echo "$(cat /sys/kernel/debug/kvm/exits 2>/dev/null || echo 0) $(cat /sys/kernel/debug/kvm/irq_injections 2>/dev/null || echo 0)"; }
 VMMS="vireo-vmm qemu"
 if [ ! -x "$VIREO_VMM" ]; then
   echo "BENCH-SKIP vireo-vmm not packaged" | tee -a "$RESULTS/bench.txt"; VMMS=qemu
@@ -85,10 +91,12 @@ while [ $run -le "$RUNS" ]; do
     [ $ok = 1 ] && { await "VIREO-GUEST: listening on 5001" 60 || { ok=0; diagnose "the guest never listened"; }; }
     if [ $ok = 1 ]; then
       # From the start of dd until the connection has closed (only TIME_WAIT or nothing left for 5001 = 0x1389).
+      counters_before=$(kvm_counters)
       start=$(now_ms)
       if timeout 150 sh -c "dd if=/dev/zero bs=65536 count=$((MB * 16)) 2>/dev/null | nc 192.168.77.2 5001"; then
         i=0; while [ -n "$(awk '$3 ~ /:1389$/ && $4 != "06"' /proc/net/tcp)" ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i+1)); done
         echo "$((MB * 1048576)) $(($(now_ms) - start))" > /tmp/rx.txt
+        rx_exits=$(echo "$counters_before $(kvm_counters)" | awk '{ print $3 - $1, $4 - $2 }')
         await "VIREO-GUEST: done" 60 || ok=0
       else
         ok=0; diagnose "lab host → guest transfer unfinished after 150 s"
@@ -105,6 +113,7 @@ while [ $run -le "$RUNS" ]; do
       [ $run = 1 ] && grep "VIREO-GUEST: features" "$LOG"
       echo "BENCH $vmm tx $run $tx" | tee -a "$RESULTS/bench.txt"
       echo "BENCH $vmm rx $run $rx" | tee -a "$RESULTS/bench.txt"
+      echo "BENCH-EXITS $vmm rx $run $rx_exits" | tee -a "$RESULTS/bench.txt"
     else
       echo "BENCH-SKIP $vmm run $run failed (status $rc)" | tee -a "$RESULTS/bench.txt"
       tail -20 "$LOG"; tail -5 /tmp/vmm.log
