@@ -472,9 +472,10 @@ final class Dataplane {
                 return
             }
             guard let length, length > 0 else { break }
-            if backend.headed, length >= VirtioNetHeader.length {
-                // The kernel fills the 10 bytes of `virtio_net_hdr` and skips `num_buffers`
-                // (tun_put_user), which would otherwise hold what the buffer held before.
+            if backend.headed, backend.config.kind != .uplink, length >= VirtioNetHeader.length {
+                // A tap fills the 10 bytes of `virtio_net_hdr` and skips `num_buffers`
+                // (tun_put_user), which would otherwise hold what the buffer held before (the
+                // uplink's packet_recv clears them itself).
                 buffer[10] = 0
                 buffer[11] = 0
             }

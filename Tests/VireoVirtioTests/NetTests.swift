@@ -147,6 +147,8 @@ struct NetHarness {
         #expect(h.txUsedIndex == 2, "the packet the backend had no room for stays with the driver")
         #expect(h.net.counters.txWaits == 1 && h.net.counters.txDropped == 0)
         #expect(h.net.counterValues.first { $0.name == "tx_waiting" }?.value == 1)
+        h.net.queueNotified(VirtioNet.transmitQueue)
+        #expect(h.net.counters.txWaits == 1, "a guest kick does not retry a packet waiting for the backend")
         h.net.backendReadable()  // still no room: nothing moves, nothing is lost
         #expect(h.txUsedIndex == 2 && h.net.counters.txDropped == 0)
         h.backend.room.withLock { $0 = nil }

@@ -183,7 +183,11 @@ public final class VirtioNet: VirtioDevice {
 
     public func queueNotified(_ index: Int) {
         switch index {
-        case Self.transmitQueue: transmit()
+        case Self.transmitQueue:
+            // Packets wait for a busy backend: its readiness, not the guest's kick, resumes them
+            // (retrying now would read a 64 KiB packet again only to find no room).
+            guard !transmitWaiting.load(ordering: .acquiring) else { return }
+            transmit()
         case Self.receiveQueue:
             deliver()
             resumeBackend()
