@@ -99,7 +99,8 @@ let package = Package(
         // Host-side virtqueue requests/s through the virtio-pci transport (docs/benchmarks.md).
         .executableTarget(
             name: "virtio-bench",
-            dependencies: ["VireoVirtio", "VireoDevices", "VireoMemory", "VireoQCOW2", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["VireoVirtio", "VireoDevices", "VireoMemory", "VireoQCOW2", "VireoNetlink", "VireoSwitch",
+                           .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/virtio"),
 
         .testTarget(name: "VireoMemoryTests", dependencies: ["VireoMemory"]),
@@ -108,7 +109,7 @@ let package = Package(
         .testTarget(name: "VireoVMMTests", dependencies: ["VireoVMM", "VireoKVM", "VireoTestSupport"]),
         .testTarget(name: "VireoLabTests", dependencies: ["VireoLab"], exclude: ["Scenarios"]),
         .testTarget(name: "VireoQCOW2Tests", dependencies: ["VireoTestSupport", "VireoQCOW2"]),
-        .testTarget(name: "VireoVirtioTests", dependencies: ["VireoVirtio", "VireoDevices", "VireoSwitch", "VireoTestSupport"]),
+        .testTarget(name: "VireoVirtioTests", dependencies: ["VireoVirtio", "VireoDevices", "VireoSwitch", "VireoTestSupport", "VireoNetlink", "VireoSystem"]),
         .testTarget(name: "VireoEnginesTests", dependencies: ["VireoEngines", "VireoNetlink", "VireoSystem"]),
         .testTarget(name: "VireoDaemonTests", dependencies: ["VireoTestSupport", "VireoDaemon", "VireoAPI", "VireoSwitch", "VireoSystem"], exclude: ["proxmoxer_lifecycle.py", "pve_exporter_scrape.py", "ansible_lifecycle.yml"]),
         .testTarget(name: "VireoNetlinkTests", dependencies: ["VireoTestSupport", "VireoNetlink"]),

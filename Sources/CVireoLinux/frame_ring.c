@@ -89,10 +89,13 @@ static int record_fits(const struct vireo_ring *ring, size_t length) {
     return ring->capacity - used >= total;
 }
 
-int vireo_ring_push(struct vireo_ring *ring, const uint8_t *first, size_t first_length,
-                    const uint8_t *second, size_t second_length) {
-    size_t length = first_length + second_length;
-    if (length == 0 || length > VIREO_RING_MAX_RECORD) return -1;
+int vireo_ring_pushv(struct vireo_ring *ring, const struct iovec *parts, int count) {
+    size_t length = 0;
+    for (int i = 0; i < count; i++) {
+        if (parts[i].iov_len > VIREO_RING_MAX_RECORD) return -1;
+        length += parts[i].iov_len;
+    }
+    if (count < 0 || length == 0 || length > VIREO_RING_MAX_RECORD) return -1;
     int fits = record_fits(ring, length);
     if (fits <= 0) return fits;
     uint32_t need = align8(4u + (uint32_t)length);
@@ -106,11 +109,23 @@ int vireo_ring_push(struct vireo_ring *ring, const uint8_t *first, size_t first_
     }
     uint32_t stored = (uint32_t)length;
     memcpy(ring->data + offset, &stored, 4);
-    if (first_length) memcpy(ring->data + offset + 4, first, first_length);
-    if (second_length) memcpy(ring->data + offset + 4 + first_length, second, second_length);
+    uint8_t *destination = ring->data + offset + 4;
+    for (int i = 0; i < count; i++) {
+        if (parts[i].iov_len) memcpy(destination, parts[i].iov_base, parts[i].iov_len);
+        destination += parts[i].iov_len;
+    }
     ring->position += need;
     __atomic_store_n(ring->producer, ring->position, __ATOMIC_RELEASE);
     return 1;
+}
+
+int vireo_ring_push(struct vireo_ring *ring, const uint8_t *first, size_t first_length,
+                    const uint8_t *second, size_t second_length) {
+    struct iovec parts[2] = {
+        { .iov_base = (void *)first, .iov_len = first_length },
+        { .iov_base = (void *)second, .iov_len = second_length },
+    };
+    return vireo_ring_pushv(ring, parts, 2);
 }
 
 int vireo_ring_kick_needed(struct vireo_ring *ring) {

@@ -83,6 +83,15 @@ public final class GuestMemory: Sendable {
         return unsafe Array(source)
     }
 
+    /// Appends `count` bytes of guest memory at `address` to `bytes`: one copy, no intermediate
+    /// array (a packet gathered from several descriptors).
+    public func read(count: Int, at address: GuestAddress, appendingTo bytes: inout [UInt8]) throws(GuestMemoryError) {
+        guard count >= 0 else { throw .outOfBounds(address, length: 0) }
+        let (region, offset) = try locate(address, length: UInt64(count))
+        // SAFETY: locate() proved [offset, offset + count) lies inside the region's mapping.
+        unsafe bytes.append(contentsOf: UnsafeRawBufferPointer(start: region.mapping.base + offset, count: count))
+    }
+
     /// Runs `body` with host I/O vectors over the guest ranges `ranges` (in order), for zero-copy block
     /// I/O: `preadv`/`pwritev` move bytes straight between a file and guest buffers. Every range must lie
     /// wholly inside one region (else nothing runs and the error names the first bad range); the vectors

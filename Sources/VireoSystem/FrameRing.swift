@@ -97,6 +97,20 @@ public struct FrameRing: @unchecked Sendable {
         }
     }
 
+    /// Appends one record: `first` followed by the bytes of `vectors` (a frame in guest memory),
+    /// copied into the ring once.
+    public mutating func push(_ first: ArraySlice<UInt8>, vectors: borrowing IOVectors) -> PushResult {
+        let pushed = unsafe vectors.withIOVecs(after: first) { list in
+            unsafe list.withUnsafeBufferPointer { unsafe vireo_ring_pushv(&raw, $0.baseAddress, Int32($0.count)) }
+        }
+        guard let result = pushed else { return push(first, vectors.bytes[...]) }
+        switch result {
+        case 1: return .pushed
+        case 0: return .full
+        default: return .broken
+        }
+    }
+
     /// Copies the next record to the start of `buffer` (grown to ``maxRecord`` if smaller).
     public mutating func pop(into buffer: inout [UInt8]) -> PopResult {
         if buffer.count < Self.maxRecord { buffer += [UInt8](repeating: 0, count: Self.maxRecord - buffer.count) }
@@ -104,6 +118,25 @@ public struct FrameRing: @unchecked Sendable {
             unsafe vireo_ring_pop(&raw, buffer.baseAddress!, buffer.count)
         }
         if result > 0 { return .record(result) }
+        return result == 0 ? .empty : .broken
+    }
+
+    /// What ``popRecord()`` found.
+    public enum PoppedRecord: Equatable, Sendable {
+        case record([UInt8])
+        case empty
+        case broken
+    }
+
+    /// The next record in an array of its own, copied once out of the ring (a VMM's received
+    /// packet, which may wait in the device before the guest has buffers).
+    public mutating func popRecord() -> PoppedRecord {
+        var result = 0
+        let bytes = unsafe [UInt8](unsafeUninitializedCapacity: Self.maxRecord) { buffer, initialized in
+            result = unsafe vireo_ring_pop(&raw, buffer.baseAddress!, buffer.count)
+            initialized = max(result, 0)
+        }
+        if result > 0 { return .record(bytes) }
         return result == 0 ? .empty : .broken
     }
 

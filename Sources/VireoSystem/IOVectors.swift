@@ -149,6 +149,21 @@ public struct IOVectors: ~Copyable {
     }
 }
 
+extension IOVectors {
+    /// Runs `body` with the `iovec`s of `prefix` followed by the whole stream (a packet's header
+    /// and its frame in guest memory, for one `writev(2)` or ring record); nil, running nothing,
+    /// when they are more than one call takes.
+    @unsafe
+    func withIOVecs<R>(after prefix: ArraySlice<UInt8>, _ body: ([iovec]) -> R) -> R? {
+        var list = unsafe iovecs(from: 0)
+        guard unsafe list.count < Self.maxVectorsPerCall, unsafe list.reduce(0, { unsafe $0 + $1.iov_len }) == count else { return nil }
+        return unsafe prefix.withUnsafeBytes { head in
+            unsafe list.insert(iovec(iov_base: UnsafeMutableRawPointer(mutating: head.baseAddress), iov_len: head.count), at: 0)
+            return unsafe body(list)
+        }
+    }
+}
+
 /// Vectored positioned I/O: the zero-copy path between image files and guest memory.
 extension FileDescriptor {
     /// `preadv(2)` into all of `vectors` at `offset`, retrying short reads and EINTR.

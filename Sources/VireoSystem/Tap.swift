@@ -47,6 +47,20 @@ public final class TapDevice: @unchecked Sendable {
         }
     }
 
+    /// Writes one frame: `header` (the vnet header), then the bytes of `frame` (guest memory),
+    /// gathered by the kernel (`writev(2)`), so the VMM copies nothing. False when refused.
+    public func write(header: [UInt8], frame: borrowing IOVectors) -> Bool {
+        let expected = header.count + frame.count
+        let written = unsafe frame.withIOVecs(after: header[...]) { list in
+            while true {
+                let written = unsafe list.withUnsafeBufferPointer { unsafe Glibc.writev(descriptor.rawValue, $0.baseAddress, Int32($0.count)) }
+                if written >= 0 || errno != EINTR { return written }
+            }
+        }
+        guard let written else { return write(header + frame.bytes) }
+        return written == expected
+    }
+
     /// Reads one frame (vnet header included) into `buffer` (up to its count); returns its
     /// length, or nil when none is waiting. Lets a caller reuse one buffer for every frame.
     public func read(into buffer: inout [UInt8]) -> Int? {
@@ -58,16 +72,18 @@ public final class TapDevice: @unchecked Sendable {
         }
     }
 
-    /// Reads one frame (vnet header included) of at most `maxLength` bytes; nil when none is waiting.
+    /// Reads one frame (vnet header included) of at most `maxLength` bytes into a new array, with
+    /// no copy beyond the kernel's and no zeroing; nil when none is waiting.
     public func read(maxLength: Int = 65_562) -> [UInt8]? {
-        var buffer = [UInt8](repeating: 0, count: maxLength)
         while true {
-            let got = unsafe buffer.withUnsafeMutableBytes { unsafe Glibc.read(descriptor.rawValue, $0.baseAddress, $0.count) }
-            if got > 0 {
-                buffer.removeLast(maxLength - got)
-                return buffer
+            var failure: Int32 = 0
+            let frame = unsafe [UInt8](unsafeUninitializedCapacity: maxLength) { buffer, initialized in
+                let got = unsafe Glibc.read(descriptor.rawValue, buffer.baseAddress, buffer.count)
+                if got < 0 { failure = errno }
+                initialized = max(got, 0)
             }
-            if got < 0, errno == EINTR { continue }
+            if !frame.isEmpty { return frame }
+            if failure == EINTR { continue }
             return nil
         }
     }

@@ -215,7 +215,7 @@ public struct ChainReader: Sendable {
             let buffer = buffers[bufferIndex]
             let take = min(Int(buffer.length - offsetInBuffer), count - result.count)
             do {
-                result += try memory.read(count: take, at: GuestAddress(buffer.address.raw + UInt64(offsetInBuffer)))
+                try memory.read(count: take, at: GuestAddress(buffer.address.raw + UInt64(offsetInBuffer)), appendingTo: &result)
             } catch { throw .memory(error) }
             offsetInBuffer += UInt32(take)
             if offsetInBuffer == buffer.length {
@@ -264,7 +264,11 @@ public struct ChainWriter: Sendable {
     }
 
     /// Writes all of `bytes`, or throws (having written nothing) when they do not fit.
-    public mutating func write(_ bytes: [UInt8]) throws(VirtqueueError) {
+    public mutating func write(_ bytes: [UInt8]) throws(VirtqueueError) { try write(bytes[...]) }
+
+    /// Writes all of `bytes` straight from their storage (no intermediate array), or throws
+    /// (having written nothing) when they do not fit.
+    public mutating func write(_ bytes: ArraySlice<UInt8>) throws(VirtqueueError) {
         guard UInt64(bytes.count) <= remaining else {
             throw .memory(.outOfBounds(buffers.first?.address ?? GuestAddress(0), length: UInt64(bytes.count)))
         }
@@ -272,8 +276,9 @@ public struct ChainWriter: Sendable {
         while done < bytes.count {
             let buffer = buffers[bufferIndex]
             let take = min(Int(buffer.length - offsetInBuffer), bytes.count - done)
+            let from = bytes.startIndex + done
             do {
-                try memory.write(bytes[done..<(done + take)], at: GuestAddress(buffer.address.raw + UInt64(offsetInBuffer)))
+                try memory.write(bytes[from..<(from + take)], at: GuestAddress(buffer.address.raw + UInt64(offsetInBuffer)))
             } catch { throw .memory(error) }
             done += take
             offsetInBuffer += UInt32(take)

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Testing
+import VireoMemory
 import VireoSwitch
 import VireoSystem
 
@@ -80,6 +81,28 @@ struct FrameRingTests {
         let step5 = consumer.pop(into: &buffer)
         #expect(step5 == .record(1))
         #expect(buffer[0] == 6)
+    }
+
+    /// A VMM's header and a frame gathered from guest memory make one record; a frame in more
+    /// pieces than one `iovec` list holds is still whole (gathered first).
+    @Test func aRecordIsGatheredFromGuestMemory() throws {
+        let region = try FrameRingRegion(capacity: Self.capacity)
+        var producer = region.ring(0, producer: true)
+        var consumer = region.ring(0, producer: false)
+        let memory = try GuestMemory(ranges: [(GuestAddress(0), 1 << 20)])
+        let frame = Self.record(1, length: 3000)
+        try memory.write(frame, at: GuestAddress(0x1000))
+        var buffer: [UInt8] = []
+        for pieceLength in [1000, 2] {  // 3 pieces, then 1500 (more than IOV_MAX)
+            let ranges = stride(from: 0, to: frame.count, by: pieceLength).map {
+                (address: GuestAddress(0x1000 + UInt64($0)), length: UInt64(min(pieceLength, frame.count - $0)))
+            }
+            let result = try memory.withIOVectors(ranges) { vectors in producer.push([9, 9][...], vectors: vectors) }
+            #expect(result == .pushed)
+            let popped = consumer.pop(into: &buffer)
+            #expect(popped == .record(frame.count + 2))
+            #expect(Array(buffer[0..<(frame.count + 2)]) == [9, 9] + frame)
+        }
     }
 
     @Test func emptyAndOversizedRecordsAreRefused() throws {

@@ -55,12 +55,13 @@ struct NetHarness {
     let interrupt = RecordingInterrupt()
     let failures = FailureLog()
 
-    /// `extraFeatures`: what the driver negotiates beyond VERSION_1, MAC and STATUS.
-    init(offloads: NetOffloads = [], extraFeatures: UInt64 = 0) throws {
+    /// `extraFeatures`: what the driver negotiates beyond VERSION_1, MAC and STATUS; `realBackend`
+    /// replaces the in-memory one (which then sees nothing).
+    init(offloads: NetOffloads = [], extraFeatures: UInt64 = 0, realBackend: (any NetBackend)? = nil) throws {
         driver = try FakeDriver(size: 16)
         tx = try FakeDriverRings(memory: driver.memory, base: 0x8_0000, size: 16)
         backend = MemoryNetBackend(offloads: offloads)
-        net = VirtioNet(mac: [0x52, 0x54, 0, 1, 2, 3], backend: backend)
+        net = VirtioNet(mac: [0x52, 0x54, 0, 1, 2, 3], backend: realBackend ?? backend)
         var txQueue = SplitQueue(maxSize: 256)
         txQueue.size = 16
         txQueue.descriptorTable = tx.table
@@ -122,6 +123,26 @@ struct NetHarness {
         h.net.queueNotified(VirtioNet.transmitQueue)
         #expect(h.backend.sent.withLock { $0 } == [Self.header + Self.frame])
         #expect(h.txUsedIndex == 1)
+        #expect(h.net.counters.txPackets == 1)
+        #expect(h.failures.withLock { $0.isEmpty })
+    }
+
+    /// The device checks its own copy of the header and hands the backend that copy and the frame
+    /// where the guest left it, however the driver split them over descriptors.
+    @Test func aPacketSplitOverManyDescriptorsReachesTheBackendWhole() throws {
+        let h = try NetHarness()
+        let packet = Self.header + Self.frame
+        // Header in two pieces, the second also holding the frame's start; the frame in three.
+        let pieces = [0..<5, 5..<20, 20..<21, 21..<50, 50..<packet.count]
+        for (index, range) in pieces.enumerated() {
+            let address = try h.driver.buffer(Array(packet[range]))
+            let last = index == pieces.count - 1
+            try h.driver.setDescriptor(UInt16(index), address: address, length: UInt32(range.count),
+                                       flags: last ? 0 : 1, next: last ? 0 : UInt16(index + 1), in: h.tx.table)
+        }
+        try h.makeTxAvailable(0, slot: 0)
+        h.net.queueNotified(VirtioNet.transmitQueue)
+        #expect(h.backend.sent.withLock { $0 } == [packet])
         #expect(h.net.counters.txPackets == 1)
         #expect(h.failures.withLock { $0.isEmpty })
     }

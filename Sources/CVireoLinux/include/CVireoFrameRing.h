@@ -32,6 +32,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #define VIREO_RING_MAGIC 0x474e4952u     /* "RING" little-endian */
 #define VIREO_RING_VERSION 2u
@@ -77,6 +78,9 @@ void vireo_ring_attach(struct vireo_ring *ring, void *region, uint32_t capacity,
 /// or the record is empty or larger than VIREO_RING_MAX_RECORD.
 int vireo_ring_push(struct vireo_ring *ring, const uint8_t *first, size_t first_length,
                     const uint8_t *second, size_t second_length);
+/// Producer: appends one record made of the `count` parts in order (a VMM's header and a frame
+/// gathered from guest memory, copied once). Results as for ``vireo_ring_push``.
+int vireo_ring_pushv(struct vireo_ring *ring, const struct iovec *parts, int count);
 /// Producer, after pushing: 1 when the consumer was waiting (the flag is now clear) and its
 /// eventfd must be written, else 0.
 int vireo_ring_kick_needed(struct vireo_ring *ring);

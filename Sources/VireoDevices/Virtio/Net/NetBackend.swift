@@ -25,6 +25,11 @@ public enum NetSendResult: Sendable, Equatable {
 public protocol NetBackend: AnyObject, Sendable {
     /// Sends one packet (header + frame).
     @discardableResult func send(_ packet: [UInt8]) -> NetSendResult
+    /// Sends one packet: `header`, the device's own checked copy of the guest's, then the frame,
+    /// still in guest memory (`frame`), so a backend can move it with one copy as QEMU does (a
+    /// tap's `writev`, a ring record). The guest may change those bytes meanwhile, as under real
+    /// DMA; nothing reads them to decide anything. Default: gathers them and calls ``send(_:)``.
+    @discardableResult func send(header: [UInt8], frame: borrowing IOVectors) -> NetSendResult
     /// The next received packet (header + frame), or nil when none is waiting. Never blocks.
     func receive() -> [UInt8]?
     /// A descriptor that becomes readable when ``receive()`` has something, or when a backend
@@ -48,6 +53,7 @@ extension NetBackend {
 }
 
 extension NetBackend {
+    public func send(header: [UInt8], frame: borrowing IOVectors) -> NetSendResult { send(header + frame.bytes) }
     public var offloads: NetOffloads { [] }
     public func enableReceiveOffloads(_ offloads: NetOffloads) -> Bool { true }
 }
@@ -67,21 +73,17 @@ public protocol ReceivePolling: Sendable {
 /// offload (`TUNSETOFFLOAD` decides which ones it may hand us).
 public final class TapBackend: NetBackend {
     public let tap: TapDevice
-    /// One frame-sized buffer reused by every ``receive()`` (a fresh 64 KiB array per frame costs
-    /// more than the frame for small ones).
-    private let scratch = Mutex([UInt8](repeating: 0, count: VirtioNet.maxPacket))
 
     public init(name: String) throws(SystemError) {
         tap = try TapDevice(name: name)
     }
 
     public func send(_ packet: [UInt8]) -> NetSendResult { tap.write(packet) ? .sent : .dropped }
-    public func receive() -> [UInt8]? {
-        scratch.withLock { buffer in
-            guard let length = tap.read(into: &buffer) else { return nil }
-            return Array(buffer[..<length])
-        }
+    public func send(header: [UInt8], frame: borrowing IOVectors) -> NetSendResult {
+        tap.write(header: header, frame: frame) ? .sent : .dropped
     }
+    /// Read straight into the packet's own array: one copy, the kernel's.
+    public func receive() -> [UInt8]? { tap.read(maxLength: VirtioNet.maxPacket) }
     public var pollDescriptor: Int32? { tap.rawValue }
     public var offloads: NetOffloads { .all }
 

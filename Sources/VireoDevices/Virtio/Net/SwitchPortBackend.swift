@@ -94,13 +94,24 @@ public final class SwitchPortBackend: NetBackend {
     /// In ring mode a full ring makes the packet wait (``NetSendResult/busy``): the switch kicks
     /// once it has taken records (the ring's "waiting for room" flag).
     public func send(_ packet: [UInt8]) -> NetSendResult {
-        guard packet.count > Self.header.count, isConnected else { return .dropped }
-        let message = offloadMode ? packet[...] : packet[Self.header.count...]
-        guard usesRings else { return FrameChannel.sendMessage(socket.rawValue, message) ? .sent : .dropped }
+        guard packet.count > Self.header.count else { return .dropped }
+        return IOVectors.withBytes(Array(packet[Self.header.count...])) { frame in
+            send(header: Array(packet[..<Self.header.count]), frame: frame)
+        }
+    }
+
+    /// In ring mode the frame goes from guest memory into the ring with one copy.
+    public func send(header: [UInt8], frame: borrowing IOVectors) -> NetSendResult {
+        guard frame.count > 0, isConnected else { return .dropped }
+        let first = offloadMode ? header[...] : []
+        guard usesRings else {
+            return FrameChannel.sendMessage(socket.rawValue, (first + frame.bytes)[...]) ? .sent : .dropped
+        }
+        let length = first.count + frame.count
         let (result, kick) = transmitRing.withLock { ring -> (FrameRing.PushResult, Bool) in
-            guard var result = ring?.push(message) else { return (.broken, false) }
-            if result == .full, ring?.waitForRoom(length: message.count) == true {
-                result = ring?.push(message) ?? .broken
+            guard var result = ring?.push(first, vectors: frame) else { return (.broken, false) }
+            if result == .full, ring?.waitForRoom(length: length) == true {
+                result = ring?.push(first, vectors: frame) ?? .broken
             }
             return (result, result == .pushed && ring?.kickNeeded() == true)
         }
@@ -161,7 +172,17 @@ public final class SwitchPortBackend: NetBackend {
     }
 
     private func readRing() -> RingRead {
-        scratch.withLock { buffer in
+        if offloadMode {
+            // Header and frame as the switch sent them: the record is the packet, copied once.
+            return receiveRing.withLock { ring in
+                switch ring?.popRecord() {
+                case .record(let record): record.count > Self.header.count ? .packet(record) : .invalid
+                case .empty: .empty
+                case .broken, nil: .broken
+                }
+            }
+        }
+        return scratch.withLock { buffer in
             receiveRing.withLock { ring in
                 switch ring?.pop(into: &buffer) {
                 case .record(let length): packet(from: buffer[0..<length]).map { .packet($0) } ?? .invalid

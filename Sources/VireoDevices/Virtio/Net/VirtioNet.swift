@@ -289,15 +289,21 @@ public final class VirtioNet: VirtioDevice {
                 counterState.withLock { $0.txDropped += 1 }
                 return .used(0)
             }
+            // The header is copied and checked, and that copy is what goes out (the guest may
+            // rewrite its own meanwhile); the frame goes from guest memory to the backend.
             var reader = chain.reader(active.memory)
-            let packet = try reader.read(Int(length))
-            if let header = VirtioNetHeader(packet),
-               let problem = header.validate(frameLength: packet.count - Self.headerLength, allowed: session.transmitOffloads) {
+            let header = try reader.read(Self.headerLength)
+            if let problem = VirtioNetHeader(header)?.validate(frameLength: Int(length) - Self.headerLength, allowed: session.transmitOffloads) {
                 logger.debug("transmit header refused: \(problem)")
                 counterState.withLock { $0.txInvalidHeader += 1 }
                 return .used(0)
             }
-            switch backend.send(packet) {
+            let frame = chain.readable(from: UInt64(Self.headerLength)).map { (address: $0.address, length: UInt64($0.length)) }
+            let result: NetSendResult
+            do throws(GuestMemoryError) {
+                result = try active.memory.withIOVectors(frame) { vectors in backend.send(header: header, frame: vectors) }
+            } catch { throw .memory(error) }
+            switch result {
             case .sent:
                 counterState.withLock { $0.txPackets += 1 }
             case .dropped:
@@ -362,7 +368,7 @@ public final class VirtioNet: VirtioDevice {
         var header = header
         header.numBuffers = 1
         try writer.write(header.bytes)
-        try writer.write(Array(packet[Self.headerLength...]))
+        try writer.write(packet[Self.headerLength...])
         counterState.withLock { $0.rxPackets += 1 }
         return [(chain.head, writer.written)]
     }
@@ -395,13 +401,15 @@ public final class VirtioNet: VirtioDevice {
         }
         var header = header
         header.numBuffers = UInt16(chains.count)
-        let bytes = header.bytes + packet[Self.headerLength...]
+        // Straight from the packet into the buffers (QEMU's one copy per direction): the new header
+        // into the first buffer (each holds one, checked above), then the frame across them all.
         var used: [(head: UInt16, length: UInt32)] = []
-        var offset = 0
-        for chain in chains {
+        var offset = Self.headerLength
+        for (index, chain) in chains.enumerated() {
             var writer = chain.writer(memory)
-            let take = Int(min(writer.remaining, UInt64(bytes.count - offset)))
-            try writer.write(Array(bytes[offset..<(offset + take)]))
+            if index == 0 { try writer.write(header.bytes) }
+            let take = Int(min(writer.remaining, UInt64(packet.count - offset)))
+            try writer.write(packet[offset..<(offset + take)])
             offset += take
             used.append((chain.head, writer.written))
         }
