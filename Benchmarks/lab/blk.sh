@@ -6,12 +6,13 @@
 set -eu
 cd "$(dirname "$0")/../.."
 RUNS=${1:-3}
-SCRATCH=${SCRATCH:-.build-lab}
-# vireo-vmm in release (the data path is byte copies a debug build makes several times slower).
-swift build --scratch-path "$SCRATCH" --product vireo >/dev/null
+# vireo-vmm in release in $SCRATCH (default .build-rel, shared with Benchmarks/network/virtio-net.sh;
+# the data path is byte copies a debug build makes several times slower); the CLI from the main build.
+SCRATCH=${SCRATCH:-.build-rel}
+swift build --product vireo >/dev/null
 swift build -c release --scratch-path "$SCRATCH" --product vireo-vmm >/dev/null
 command -v cc >/dev/null || { echo "blk.sh: needs a C compiler (cc) with a static libc (Debian: libc6-dev)" >&2; exit 1; }
-BIN=$(swift build --scratch-path "$SCRATCH" --show-bin-path)
+BIN=$(swift build --show-bin-path)
 VMM=$(swift build -c release --scratch-path "$SCRATCH" --show-bin-path)/vireo-vmm
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT

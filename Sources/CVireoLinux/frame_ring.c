@@ -75,6 +75,7 @@ void vireo_ring_attach(struct vireo_ring *ring, void *region, uint32_t capacity,
     ring->data = base + VIREO_RING_CONTROL_SIZE + (size_t)index * capacity;
     ring->capacity = capacity;
     ring->position = __atomic_load_n(producer ? ring->producer : ring->consumer, __ATOMIC_ACQUIRE);
+    ring->peeked = 0;
 }
 
 /// Producer: whether a record of `length` bytes fits now (1), not yet (0), or the consumer's
@@ -154,7 +155,8 @@ int vireo_ring_room_kick_needed(struct vireo_ring *ring) {
     return __atomic_exchange_n(ring->room, 0, __ATOMIC_ACQ_REL) != 0;
 }
 
-long vireo_ring_pop(struct vireo_ring *ring, uint8_t *buffer, size_t capacity) {
+long vireo_ring_peek(struct vireo_ring *ring, const uint8_t **record) {
+    ring->peeked = 0;
     // At most one pad marker before a record: a second one in a row is left for the next call.
     for (int step = 0; step < 2; step++) {
         uint32_t producer = __atomic_load_n(ring->producer, __ATOMIC_ACQUIRE);
@@ -171,15 +173,34 @@ long vireo_ring_pop(struct vireo_ring *ring, uint8_t *buffer, size_t capacity) {
             __atomic_store_n(ring->consumer, ring->position, __ATOMIC_RELEASE);
             continue;
         }
-        if (length == 0 || length > VIREO_RING_MAX_RECORD || length > capacity) return -1;
+        if (length == 0 || length > VIREO_RING_MAX_RECORD) return -1;
         uint32_t need = align8(4u + length);
         if (need > to_end || need > available) return -1;
-        memcpy(buffer, ring->data + offset + 4, length);
-        ring->position += need;
-        __atomic_store_n(ring->consumer, ring->position, __ATOMIC_RELEASE);
+        ring->peeked = need;
+        *record = ring->data + offset + 4;
         return (long)length;
     }
     return 0;
+}
+
+void vireo_ring_release(struct vireo_ring *ring) {
+    if (ring->peeked == 0) return;
+    ring->position += ring->peeked;
+    ring->peeked = 0;
+    __atomic_store_n(ring->consumer, ring->position, __ATOMIC_RELEASE);
+}
+
+long vireo_ring_pop(struct vireo_ring *ring, uint8_t *buffer, size_t capacity) {
+    const uint8_t *record = NULL;
+    long length = vireo_ring_peek(ring, &record);
+    if (length <= 0) return length;
+    if ((size_t)length > capacity) {
+        ring->peeked = 0;
+        return -1;
+    }
+    memcpy(buffer, record, (size_t)length);
+    vireo_ring_release(ring);
+    return length;
 }
 
 int vireo_ring_has_records(const struct vireo_ring *ring) {

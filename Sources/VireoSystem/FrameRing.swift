@@ -59,6 +59,8 @@ public struct FrameRing: @unchecked Sendable {
     // SAFETY: `raw` points into `region`'s mapping, which this value keeps alive.
     private var raw = unsafe vireo_ring()
     private let region: FrameRingRegion
+    /// The record ``peek()`` found, left in the ring until ``release()``.
+    private var peeked: UnsafeRawBufferPointer?
 
     public enum PushResult: Equatable, Sendable {
         case pushed
@@ -113,12 +115,56 @@ public struct FrameRing: @unchecked Sendable {
 
     /// Copies the next record to the start of `buffer` (grown to ``maxRecord`` if smaller).
     public mutating func pop(into buffer: inout [UInt8]) -> PopResult {
+        unsafe peeked = nil
         if buffer.count < Self.maxRecord { buffer += [UInt8](repeating: 0, count: Self.maxRecord - buffer.count) }
         let result = unsafe buffer.withUnsafeMutableBufferPointer { buffer in
             unsafe vireo_ring_pop(&raw, buffer.baseAddress!, buffer.count)
         }
         if result > 0 { return .record(result) }
         return result == 0 ? .empty : .broken
+    }
+
+    /// Consumer: finds the next record and leaves it in the ring until ``release()`` (another
+    /// ``peek()`` or ``pop(into:)`` finds it again). A switch forwarding it copies only what it
+    /// decides on (``copyPeeked(_:into:)``), then sends the rest straight from the ring
+    /// (``withPeeked(_:_:)``): one copy from one ring to the next instead of two.
+    public mutating func peek() -> PopResult {
+        var record: UnsafePointer<UInt8>?
+        let length = unsafe vireo_ring_peek(&raw, &record)
+        guard length > 0, let record = unsafe record else {
+            unsafe peeked = nil
+            return length == 0 ? .empty : .broken
+        }
+        unsafe peeked = UnsafeRawBufferPointer(start: record, count: length)
+        return .record(length)
+    }
+
+    /// Copies bytes `range` of the peeked record to the same offsets of `buffer` (grown to
+    /// ``maxRecord`` if smaller). The peer may rewrite the record meanwhile: decide on the copy.
+    public func copyPeeked(_ range: Range<Int>, into buffer: inout [UInt8]) {
+        guard let record = unsafe peeked else { preconditionFailure("copyPeeked without a peeked record") }
+        precondition(range.lowerBound >= 0 && range.upperBound <= record.count, "bytes \(range) of a \(record.count)-byte record")
+        if buffer.count < Self.maxRecord { buffer += [UInt8](repeating: 0, count: Self.maxRecord - buffer.count) }
+        unsafe buffer.withUnsafeMutableBytes { destination in
+            unsafe UnsafeMutableRawBufferPointer(rebasing: destination[range]).copyMemory(from: UnsafeRawBufferPointer(rebasing: record[range]))
+        }
+    }
+
+    /// Runs `body` with read-only vectors over bytes `range` of the peeked record, to be copied on
+    /// (a ring push, a tap's `writev`); nothing may decide on them (the peer can rewrite them).
+    public func withPeeked<R>(_ range: Range<Int>, _ body: (borrowing IOVectors) -> R) -> R {
+        guard let record = unsafe peeked else { preconditionFailure("withPeeked without a peeked record") }
+        precondition(range.lowerBound >= 0 && range.upperBound <= record.count, "bytes \(range) of a \(record.count)-byte record")
+        // SAFETY: read-only, inside the mapping `region` keeps alive; the record stays the
+        // consumer's until release().
+        return body(unsafe IOVectors(unsafeSegments: [UnsafeMutableRawBufferPointer(mutating: UnsafeRawBufferPointer(rebasing: record[range]))],
+                                     readOnly: true))
+    }
+
+    /// Consumer: takes the peeked record.
+    public mutating func release() {
+        unsafe peeked = nil
+        unsafe vireo_ring_release(&raw)
     }
 
     /// What ``popRecord()`` found.

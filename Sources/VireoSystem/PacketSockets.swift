@@ -118,6 +118,21 @@ public enum FrameChannel {
     /// Writes one frame to a tap device or packet socket (`write(2)`); false if it would block or failed.
     public static func write(_ fd: Int32, _ frame: [UInt8]) -> Bool { write(fd, frame[...]) }
 
+    /// Writes one frame made of `first` and then the bytes of `rest` with one `writev(2)` (a frame
+    /// forwarded from a ring where it lies, its headers from the switch's own copy); false if it
+    /// would block or failed.
+    public static func write(_ fd: Int32, _ first: ArraySlice<UInt8>, _ rest: borrowing IOVectors) -> Bool {
+        let expected = first.count + rest.count
+        let written = unsafe rest.withIOVecs(after: first) { list in
+            while true {
+                let written = unsafe list.withUnsafeBufferPointer { unsafe Glibc.writev(fd, $0.baseAddress, Int32($0.count)) }
+                if written >= 0 || errno != EINTR { return written }
+            }
+        }
+        guard let written else { return write(fd, (Array(first) + rest.bytes)[...]) }
+        return written == expected
+    }
+
     /// Sends a 12-byte virtio-net header and its frame on a `headed` packet socket; false if it
     /// would block or failed (the kernel refuses a header that does not fit the frame).
     public static func sendPacket(_ fd: Int32, headed message: ArraySlice<UInt8>) -> Bool {

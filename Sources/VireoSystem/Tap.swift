@@ -38,27 +38,12 @@ public final class TapDevice: @unchecked Sendable {
     }
 
     /// Writes one frame (vnet header included). False when the kernel refused it (dropped).
-    public func write(_ packet: [UInt8]) -> Bool {
-        while true {
-            let written = unsafe packet.withUnsafeBytes { unsafe Glibc.write(descriptor.rawValue, $0.baseAddress, $0.count) }
-            if written >= 0 { return written == packet.count }
-            if errno == EINTR { continue }
-            return false
-        }
-    }
+    public func write(_ packet: [UInt8]) -> Bool { FrameChannel.write(descriptor.rawValue, packet) }
 
     /// Writes one frame: `header` (the vnet header), then the bytes of `frame` (guest memory),
     /// gathered by the kernel (`writev(2)`), so the VMM copies nothing. False when refused.
     public func write(header: [UInt8], frame: borrowing IOVectors) -> Bool {
-        let expected = header.count + frame.count
-        let written = unsafe frame.withIOVecs(after: header[...]) { list in
-            while true {
-                let written = unsafe list.withUnsafeBufferPointer { unsafe Glibc.writev(descriptor.rawValue, $0.baseAddress, Int32($0.count)) }
-                if written >= 0 || errno != EINTR { return written }
-            }
-        }
-        guard let written else { return write(header + frame.bytes) }
-        return written == expected
+        FrameChannel.write(descriptor.rawValue, header[...], frame)
     }
 
     /// Reads one frame (vnet header included) into `buffer` (up to its count); returns its

@@ -168,6 +168,23 @@ final class Dataplane {
     /// VM ports in ring mode whose ring to the switch still holds records (``PeerRings/busy``).
     @exclusivity(unchecked) var busyRings: [PortBackend] = []
     @exclusivity(unchecked) var egress: [Egress] = []
+    /// The ring record being switched while it is left in its ring (``drainRing(_:now:)``):
+    /// `buffer` holds its first `copied` bytes (its headers: all that is decided on), the rest
+    /// is copied from the ring straight to a ring or tap port, or, for the paths that read the
+    /// whole frame, the frame is put together in `completed` (`complete`): not in `buffer`, which
+    /// slices of the frame being switched share (writing to it would copy all of it).
+    struct InPlaceFrame {
+        let rings: PeerRings
+        let length: Int
+        let copied: Int
+        var complete: Bool
+    }
+    @exclusivity(unchecked) var inPlace: InPlaceFrame?
+    @exclusivity(unchecked) var completed = [UInt8](repeating: 0, count: Dataplane.slot)
+    /// Bytes of a ring record copied before switching it: the virtio-net and Ethernet headers and,
+    /// for a TCP super-frame, its IP and TCP headers (``SoftwareOffload`` reads them).
+    static let headerCopy = 256
+
     /// The frame being switched as it leaves untagged (index 0), in a C-tag (1) and in an S-tag
     /// (2), each built at most once per frame.
     @exclusivity(unchecked) var forms = [EgressForm(), EgressForm(), EgressForm()]
@@ -428,10 +445,14 @@ final class Dataplane {
             }
         }
         for _ in 0..<Self.batch {
-            switch rings.fromPeer.pop(into: &buffer) {
+            switch rings.fromPeer.peek() {
             case .record(let length):
                 taken = true
+                let copied = copyHeaders(of: length, headed: backend.headed, from: rings)
+                inPlace = InPlaceFrame(rings: rings, length: length, copied: copied, complete: copied == length)
                 receive(buffer[0..<length], headed: backend.headed, from: backend.id, now: now)
+                inPlace = nil
+                rings.fromPeer.release()
                 guard backend.rings === rings else { return }
             case .empty:
                 if rings.fromPeer.arm() { markBusy(backend, rings) }
@@ -442,6 +463,36 @@ final class Dataplane {
             }
         }
         markBusy(backend, rings)
+    }
+
+    /// Copies the part of the peeked record in `rings` that switching reads into `buffer` (the
+    /// peer may rewrite the record meanwhile, so only this copy is decided on); returns its length.
+    private func copyHeaders(of length: Int, headed: Bool, from rings: PeerRings) -> Int {
+        var copied = min(length, Self.headerCopy)
+        rings.fromPeer.copyPeeked(0..<copied, into: &buffer)
+        // A super-frame's TCP header starts at csum_start, which a sender may put further in.
+        if headed, copied < length, let header = VirtioNetHeader(buffer[0..<copied]), header.isSegmentationOffload {
+            let needed = min(length, VirtioNetHeader.length + max(Self.headerCopy, Int(header.checksumStart) + 64))
+            if needed > copied {
+                rings.fromPeer.copyPeeked(copied..<needed, into: &buffer)
+                copied = needed
+            }
+        }
+        return copied
+    }
+
+    /// Puts the whole of the frame being switched together in `completed` (its headers from
+    /// `buffer`, the rest from its ring) for the paths that read all of it (a tag to add or
+    /// remove, offloads to finish, a port without a ring or tap), and points `frame` and `message`
+    /// there. False when there was nothing to do (not in place, or done already).
+    private func completeInPlaceFrame(_ frame: inout ArraySlice<UInt8>, _ message: inout ArraySlice<UInt8>?) -> Bool {
+        guard let record = inPlace, !record.complete else { return false }
+        completed[0..<record.copied] = buffer[0..<record.copied]
+        record.rings.fromPeer.copyPeeked(record.copied..<record.length, into: &completed)
+        inPlace?.complete = true
+        frame = completed[frame.indices]
+        message = message.map { completed[$0.indices] }
+        return true
     }
 
     private func markBusy(_ backend: PortBackend, _ rings: PeerRings) {
@@ -499,6 +550,7 @@ final class Dataplane {
     /// Forwards `frame` (`message` is the frame with its header, when it came with one).
     private func switchFrame(_ frame: ArraySlice<UInt8>, offload: VirtioNetHeader?, message: ArraySlice<UInt8>? = nil, from ingress: PortID, now: UInt64) {
         guard case .forward(let header, let vlan, _) = fabric.receive(frame, offload: offload, on: ingress, now: now, egress: &egress) else { return }
+        var (frame, message) = (frame, message)
         for index in forms.indices { forms[index].reset() }
         // Untagged in and untagged out, a frame leaves byte for byte as it came.
         let arrivedUntagged = header.headerLength == FrameHeader.untaggedLength
@@ -510,9 +562,12 @@ final class Dataplane {
             }
             if arrivedUntagged, target.vid == nil,
                let unchanged = Self.unchangedMessage(frame, offload: offload, message: message, to: backend) {
-                deliver(backend, fd, unchanged)
+                if !deliverInPlace(backend, fd, unchanged) {
+                    deliver(backend, fd, completeInPlaceFrame(&frame, &message) ? completed[unchanged.indices] : unchanged)
+                }
                 continue
             }
+            _ = completeInPlaceFrame(&frame, &message)
             let form = target.vid == nil ? 0 : target.tagType == VLAN.customerTPID ? 1 : 2
             if !forms[form].isBuilt {
                 forms[form].build(frame, header: header, offload: offload, vid: target.vid == nil ? nil : vlan, tagType: target.tagType)
@@ -546,24 +601,30 @@ final class Dataplane {
         return message
     }
 
+    /// Sends a frame that leaves as it came (`message`, a slice of `buffer`) while it is still in
+    /// the ring it came from: a ring-mode VM port or a tap gets the switch's copy of its headers
+    /// and the rest straight from that ring, one copy from ring to ring (or to the tap) instead of
+    /// two. False, having sent nothing, for other ports or a frame not (or no longer) in place.
+    private func deliverInPlace(_ backend: PortBackend, _ fd: Int32, _ message: ArraySlice<UInt8>) -> Bool {
+        guard let record = inPlace, !record.complete, message.endIndex > record.copied,
+              backend.rings != nil || backend.config.kind == .tap else { return false }
+        let headers = buffer[message.startIndex..<record.copied]
+        let rest = record.copied..<message.endIndex
+        if let rings = backend.rings {
+            let result = record.rings.fromPeer.withPeeked(rest) { rings.toPeer.push(headers, vectors: $0) }
+            countRingPush(result, backend, rings, message: message)
+        } else {
+            let sent = record.rings.fromPeer.withPeeked(rest) { FrameChannel.write(fd, headers, $0) }
+            countWrite(sent, backend, message: message)
+        }
+        return true
+    }
+
     /// Sends one message to a port: into a ring-mode VM port's ring, queued for another VM port's
     /// batch, written at once to others.
     private func deliver(_ backend: PortBackend, _ fd: Int32, _ message: ArraySlice<UInt8>) {
-        let frameBytes = message.count - (backend.headed ? VirtioNetHeader.length : 0)
         if let rings = backend.rings {
-            switch rings.toPeer.push(message) {
-            case .pushed:
-                fabric.countTransmit(on: backend.id, bytes: frameBytes)
-                if !rings.pushed {
-                    rings.pushed = true
-                    pushedRings.append(backend)
-                }
-            case .full:
-                fabric.countDrop(on: backend.id, .transmitFailed)
-            case .broken:
-                fabric.countDrop(on: backend.id, .transmitFailed)
-                dropPeer(backend, reason: "its ring from the switch is broken")
-            }
+            countRingPush(rings.toPeer.push(message), backend, rings, message: message)
             return
         }
         if backend.config.kind == .vm {
@@ -571,8 +632,30 @@ final class Dataplane {
             return
         }
         let sent = backend.config.kind == .uplink ? FrameChannel.sendPacket(fd, headed: message) : FrameChannel.write(fd, message)
+        countWrite(sent, backend, message: message)
+    }
+
+    /// Counts a message pushed into a VM port's ring (a kick is considered at the end of the batch)
+    /// or not: dropped when the ring is full, the peer dropped when its ring is broken.
+    private func countRingPush(_ result: FrameRing.PushResult, _ backend: PortBackend, _ rings: PeerRings, message: ArraySlice<UInt8>) {
+        switch result {
+        case .pushed:
+            fabric.countTransmit(on: backend.id, bytes: message.count - (backend.headed ? VirtioNetHeader.length : 0))
+            if !rings.pushed {
+                rings.pushed = true
+                pushedRings.append(backend)
+            }
+        case .full:
+            fabric.countDrop(on: backend.id, .transmitFailed)
+        case .broken:
+            fabric.countDrop(on: backend.id, .transmitFailed)
+            dropPeer(backend, reason: "its ring from the switch is broken")
+        }
+    }
+
+    private func countWrite(_ sent: Bool, _ backend: PortBackend, message: ArraySlice<UInt8>) {
         if sent {
-            fabric.countTransmit(on: backend.id, bytes: frameBytes)
+            fabric.countTransmit(on: backend.id, bytes: message.count - (backend.headed ? VirtioNetHeader.length : 0))
         } else {
             fabric.countDrop(on: backend.id, .transmitFailed)
         }

@@ -105,6 +105,33 @@ struct FrameRingTests {
         }
     }
 
+    /// A peeked record stays in the ring (peeked again, the producer's room not given back) until
+    /// it is released; its bytes can be copied out in parts or pushed on from where they lie.
+    @Test func aPeekedRecordStaysUntilReleased() throws {
+        let region = try FrameRingRegion(capacity: Self.capacity)
+        var producer = region.ring(0, producer: true)
+        var consumer = region.ring(0, producer: false)
+        var onward = region.ring(1, producer: true)
+        var last = region.ring(1, producer: false)
+        let first = Self.record(1, length: 5000), second = Self.record(2, length: 60)
+        #expect(producer.push(first[...]) == .pushed && producer.push(second[...]) == .pushed)
+        #expect(consumer.peek() == .record(first.count))
+        #expect(consumer.peek() == .record(first.count), "not taken until released")
+        var buffer: [UInt8] = []
+        consumer.copyPeeked(0..<100, into: &buffer)
+        consumer.copyPeeked(100..<first.count, into: &buffer)
+        #expect(Array(buffer[0..<first.count]) == first)
+        let pushed = consumer.withPeeked(100..<first.count) { onward.push([7, 7][...], vectors: $0) }
+        #expect(pushed == .pushed)
+        consumer.release()
+        #expect(consumer.peek() == .record(second.count))
+        consumer.release()
+        #expect(consumer.peek() == .empty)
+        consumer.release()  // nothing peeked: nothing taken
+        #expect(last.pop(into: &buffer) == .record(first.count - 98))
+        #expect(Array(buffer[0..<(first.count - 98)]) == [7, 7] + first[100...])
+    }
+
     @Test func emptyAndOversizedRecordsAreRefused() throws {
         let region = try FrameRingRegion(capacity: Self.capacity)
         var producer = region.ring(0, producer: true)

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Testing
+import VireoNetlink
 import VireoDevices
 import VireoSwitch
 import VireoSystem
@@ -243,6 +244,84 @@ struct SwitchPortBackendTests {
         for index in 1...UInt32(200) { #expect(b.send(Self.packet(to: macC, from: macB, index: index)) == .sent) }
         #expect(collect(c, from: macB, count: 200).map(Self.index(of:)) == Array(1...UInt32(200)))
         #expect(try lab.drops(port: "rb", "transmit-failed") == 0)
+    }
+
+    /// A frame of `length` bytes (zeroed virtio-net header first) whose payload is a pattern
+    /// numbered `index`, so a byte out of place shows.
+    static func largePacket(to destination: MACAddress, from source: MACAddress, index: Int, length: Int) -> [UInt8] {
+        let frame = [UInt8](repeating: 0, count: 12) + destination.octets + source.octets + [0x88, 0xb5]
+        return frame + (0..<(12 + length - frame.count)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ index) }
+    }
+
+    /// A frame from a ring is switched on the switch's copy of its headers and leaves with the
+    /// rest copied straight from that ring (to a ring port, or a tap by `writev`), or copied out
+    /// first for a message port and a trunk that adds a tag. Frames longer than the copied
+    /// headers arrive whole on each, unicast and flooded.
+    @Test func framesLeavingARingInPlaceArriveWholeOnEveryKindOfPort() throws {
+        let lab = NamespaceLab()
+        defer { lab.close() }
+        let tap = lab.name("t")
+        try lab.startSwitch(ports: ["tap:\(tap),tag=10"])
+        try RouteNetlink().setUp(tap, true)
+        let capture = try FrameChannel.openPacketSocket(interface: tap)
+        try SwitchControlClient(switch: lab.switchName, directory: lab.directory).addPort(try PortConfig.parse("vm:tr,trunk=10"))
+        let trunk = try SwitchPortBackend(socketPath: lab.socketPath(port: "tr"), rings: true)
+        let (macA, macB, macC) = (Self.macs[0], Self.macs[1], Self.macs[2])
+        let (macT, macTrunk) = (MACAddress(0x52, 0x54, 0, 0x5e, 0x02, 1), MACAddress(0x52, 0x54, 0, 0x5e, 0x02, 2))
+        let a = try ringPort(lab, "ra", rings: true), b = try ringPort(lab, "rb", rings: true), c = try ringPort(lab, "mc", rings: false)
+        #expect(a.usesRings && b.usesRings && !c.usesRings && trunk.usesRings)
+        // Everyone says hello so the switch learns where each address is.
+        #expect(b.send(Self.packet(to: .broadcast, from: macB, index: 0)) == .sent)
+        #expect(c.send(Self.packet(to: .broadcast, from: macC, index: 0)) == .sent)
+        var tagged = Self.packet(to: .broadcast, from: macTrunk, index: 0)
+        tagged.insert(contentsOf: [0x81, 0x00, 0x00, 10], at: 24)
+        #expect(trunk.send(tagged) == .sent)
+        #expect(FrameChannel.write(capture.rawValue, Array(Self.packet(to: .broadcast, from: macT, index: 0).dropFirst(12))))
+        // A sees the four hellos, in whatever order the switch's ports are read.
+        var greeted: Set<[UInt8]> = []
+        let end = Date().addingTimeInterval(10)
+        while greeted.count < 4, Date() < end {
+            guard let packet = a.receive() else {
+                usleep(500)
+                continue
+            }
+            greeted.insert(Array(packet[18..<24]))
+        }
+        #expect(greeted.isSuperset(of: [macB, macC, macTrunk, macT].map(\.octets)), "hellos seen by A")
+
+        var captured: [[UInt8]] = []
+        func captureFrames(count: Int) {
+            var buffer = [UInt8](repeating: 0, count: 2048)
+            while captured.count < count, FrameChannel.waitReadable(capture.rawValue, timeoutMilliseconds: 5000),
+                  let length = try? FrameChannel.receivePacket(capture.rawValue, into: &buffer) {
+                if Array(buffer[6..<12]) == macA.octets { captured.append(Array(buffer[..<length])) }
+            }
+        }
+        let lengths = [257, 700, 1514]
+        for (index, length) in lengths.enumerated() {
+            let destinations = [macB, macC, macTrunk, macT, MACAddress.broadcast]
+            for (offset, destination) in destinations.enumerated() {
+                #expect(a.send(Self.largePacket(to: destination, from: macA, index: index * 8 + offset, length: length)) == .sent)
+            }
+            for (backend, destination, offset) in [(b, macB, 0), (c, macC, 1)] {
+                let expected = [Self.largePacket(to: destination, from: macA, index: index * 8 + offset, length: length),
+                                Self.largePacket(to: .broadcast, from: macA, index: index * 8 + 4, length: length)]
+                #expect(collect(backend, from: macA, count: 2) == expected, "\(length)-byte frames to \(destination)")
+            }
+            // The trunk gets them tagged with VLAN 10.
+            let onTrunk = [2, 4].map { offset in
+                var frame = Self.largePacket(to: offset == 2 ? macTrunk : .broadcast, from: macA, index: index * 8 + offset, length: length)
+                frame.insert(contentsOf: [0x81, 0x00, 0x00, 10], at: 24)
+                return frame
+            }
+            #expect(collect(trunk, from: macA, count: 2) == onTrunk, "\(length)-byte frames to the trunk")
+            captureFrames(count: 2 * (index + 1))
+        }
+        let expectedOnTap = lengths.enumerated().flatMap { index, length in
+            [3, 4].map { offset in Array(Self.largePacket(to: offset == 3 ? macT : .broadcast, from: macA, index: index * 8 + offset, length: length).dropFirst(12)) }
+        }
+        #expect(captured == expectedOnTap, "frames through the tap")
+        for port in ["rb", "mc", "tr", tap] { #expect(try lab.drops(port: port, "transmit-failed") == 0) }
     }
 
     /// Offers the region `memfd` over a raw connection to a port and returns the switch's reply.

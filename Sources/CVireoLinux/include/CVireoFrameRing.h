@@ -50,6 +50,7 @@ struct vireo_ring {
     uint32_t *room;       /* shared: the producer found the ring full and wants a kick */
     uint32_t capacity;
     uint32_t position;    /* this side's own position (producer's or consumer's) */
+    uint32_t peeked;      /* consumer: bytes the record found by vireo_ring_peek takes, 0 if none */
 };
 
 /// The size of a region for two rings of `capacity` bytes.
@@ -93,6 +94,13 @@ int vireo_ring_wait_for_room(struct vireo_ring *ring, size_t length);
 /// clear) and must be kicked, else 0.
 int vireo_ring_room_kick_needed(struct vireo_ring *ring);
 
+/// Consumer: finds the next record and leaves it in the ring: returns its length with `*record`
+/// pointing at its first byte (0 when the ring is empty, -1 when broken). The bytes stay the
+/// consumer's to read until ``vireo_ring_release``, but the peer can still rewrite them: copy
+/// whatever a decision rests on before deciding (the switch copies a frame's headers).
+long vireo_ring_peek(struct vireo_ring *ring, const uint8_t **record);
+/// Consumer: takes the record found by the last ``vireo_ring_peek`` (publishes the position past it).
+void vireo_ring_release(struct vireo_ring *ring);
 /// Consumer: copies the next record into `buffer` (`capacity` at least VIREO_RING_MAX_RECORD) and
 /// returns its length; 0 when the ring is empty, -1 when it is broken.
 long vireo_ring_pop(struct vireo_ring *ring, uint8_t *buffer, size_t capacity);
