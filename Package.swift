@@ -99,7 +99,7 @@ let package = Package(
         // Host-side virtqueue requests/s through the virtio-pci transport (docs/benchmarks.md).
         .executableTarget(
             name: "virtio-bench",
-            dependencies: ["VireoVirtio", "VireoDevices", "VireoMemory", "VireoQCOW2", "VireoNetlink", "VireoSwitch",
+            dependencies: ["VireoVirtio", "VireoDevices", "VireoMemory", "VireoQCOW2", "VireoNetlink", "VireoSwitch", "VireoSystem",
                            .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/virtio"),
 

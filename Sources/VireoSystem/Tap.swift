@@ -46,6 +46,21 @@ public final class TapDevice: @unchecked Sendable {
         FrameChannel.write(descriptor.rawValue, header[...], frame)
     }
 
+    /// Reads one frame (vnet header included) straight into `vectors` (a guest's receive
+    /// buffers) with `readv(2)`; returns its length, or nil when none is waiting. A frame longer
+    /// than `vectors` is cut short, as `read(2)` would cut it: pass room for the largest.
+    public func read(into vectors: borrowing IOVectors) -> Int? {
+        precondition(!vectors.isReadOnly, "read into read-only vectors")
+        let got = unsafe vectors.withIOVecs(after: []) { list in
+            while true {
+                let got = unsafe list.withUnsafeBufferPointer { unsafe Glibc.readv(descriptor.rawValue, $0.baseAddress, Int32($0.count)) }
+                if got >= 0 || errno != EINTR { return got }
+            }
+        }
+        guard let got, got > 0 else { return nil }
+        return got
+    }
+
     /// Reads one frame (vnet header included) into `buffer` (up to its count); returns its
     /// length, or nil when none is waiting. Lets a caller reuse one buffer for every frame.
     public func read(into buffer: inout [UInt8]) -> Int? {

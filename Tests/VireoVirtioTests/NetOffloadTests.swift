@@ -2,6 +2,7 @@ import Testing
 import VireoDevices
 import VireoMemory
 import VireoSwitch
+import VireoSystem
 @testable import VireoVirtio
 
 /// Offloads (virtio 1.2 §5.1.6.2, §5.1.6.4), mergeable receive buffers and link status on the
@@ -167,6 +168,85 @@ import VireoSwitch
         #expect(received == expectedHeader.bytes + frame)
         #expect(h.interrupt.queues.withLock { $0 } == [VirtioNet.receiveQueue])
         #expect(h.net.counters.rxPackets == 1)
+    }
+
+    /// A backend that can write into the guest's buffers itself (as a tap's `readv` does).
+    final class InPlaceBackend: NetBackend, @unchecked Sendable {
+        var incoming: [[UInt8]] = []
+        var inPlaceReads = 0
+        func send(_ packet: [UInt8]) -> NetSendResult { .sent }
+        func receive() -> [UInt8]? { incoming.isEmpty ? nil : incoming.removeFirst() }
+        func receive(into buffers: borrowing IOVectors) -> Int? {
+            guard !incoming.isEmpty else { return nil }
+            let packet = incoming.removeFirst()
+            #expect(buffers.count >= VirtioNet.maxPacket, "room for the largest packet")
+            buffers.store(packet, at: 0)
+            inPlaceReads += 1
+            return packet.count
+        }
+        var receivesInPlace: Bool { true }
+        var pollDescriptor: Int32? { nil }
+        var offloads: NetOffloads { .all }
+    }
+
+    /// Large packets land straight in the guest's buffers while the posted buffers cover the
+    /// largest packet; each takes the buffers it needs (`num_buffers`), the rest stay posted; once
+    /// fewer are posted the next packet goes through an array, in order. A header the guest did
+    /// not negotiate is refused and its buffers reused.
+    @Test func receivedPacketsLandInPlaceWhileBuffersCoverTheLargest() throws {
+        let backend = InPlaceBackend()
+        let h = try NetHarness(extraFeatures: VirtioNet.featureMergeableRxBuffers | VirtioNet.featureGuestCsum, realBackend: backend)
+        var addresses: [UInt64] = []
+        for head: UInt16 in 0..<11 {
+            addresses += try h.driver.chain(at: head, [(data: [], length: 8192, writable: true)])
+            try h.driver.makeAvailable(head)
+        }
+        let packets = [VirtioNetHeader().bytes + Self.tcpFrame(length: 9000),
+                       Self.tsoHeader().bytes + Self.tcpFrame(length: 6000),  // GUEST_TSO4 not negotiated
+                       VirtioNetHeader().bytes + Self.tcpFrame(length: 9000),
+                       VirtioNetHeader().bytes + Self.tcpFrame(length: 100)]
+        backend.incoming = packets
+        h.net.backendReadable()
+        // 11 buffers of 8 KiB: packets 1 and 3 in place (2 buffers each; the refused one in between
+        // left its buffers for the next), then 7 left cover less than 64 KiB: packet 4 by copy.
+        #expect(backend.inPlaceReads == 3)
+        #expect(h.net.counters.rxInvalidHeader == 1)
+        #expect(h.net.counters.rxPackets == 3)
+        #expect(h.driver.usedIndex == 5)
+        #expect(try (0..<5).map { try h.driver.usedElement($0).id } == [0, 1, 2, 3, 4])
+        #expect(try (0..<5).map { try h.driver.usedElement($0).length } == [8192, 820, 8192, 820, 112])
+        func delivered(_ buffers: Range<Int>, length: Int) throws -> [UInt8] {
+            var bytes: [UInt8] = []
+            for index in buffers { bytes += try h.driver.memory.read(count: min(8192, length - bytes.count), at: GuestAddress(addresses[index])) }
+            return bytes
+        }
+        for (buffers, packet) in [(0..<2, packets[0]), (2..<4, packets[2]), (4..<5, packets[3])] {
+            var header = VirtioNetHeader()
+            header.numBuffers = UInt16(buffers.count)
+            #expect(try delivered(buffers, length: packet.count) == header.bytes + packet[12...])
+        }
+    }
+
+    /// A small packet received in place turns the device to arrays (cheaper for small packets),
+    /// and a large one received through an array turns it back.
+    @Test func smallPacketsGoThroughArraysAndLargeOnesInPlace() throws {
+        let backend = InPlaceBackend()
+        let h = try NetHarness(extraFeatures: VirtioNet.featureMergeableRxBuffers, realBackend: backend)
+        for head: UInt16 in 0..<16 {
+            try h.driver.chain(at: head, [(data: [], length: 8192, writable: true)])
+            try h.driver.makeAvailable(head)
+        }
+        let small = VirtioNetHeader().bytes + Self.tcpFrame(length: 100)
+        let large = VirtioNetHeader().bytes + Self.tcpFrame(length: 5000)
+        backend.incoming = [small, small, large]
+        h.net.backendReadable()
+        #expect(backend.inPlaceReads == 1, "the first small packet in place, then arrays")
+        #expect(h.net.counters.rxPackets == 3)
+        backend.incoming = [large, small]
+        h.net.backendReadable()
+        #expect(backend.inPlaceReads == 3, "after a large packet, in place again until a small one")
+        #expect(h.net.counters.rxPackets == 5)
+        #expect(h.driver.usedIndex == 5)
     }
 
     @Test func mergeablePacketWaitsUntilEnoughBuffersArePosted() throws {

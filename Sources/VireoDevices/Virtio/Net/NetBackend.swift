@@ -32,6 +32,13 @@ public protocol NetBackend: AnyObject, Sendable {
     @discardableResult func send(header: [UInt8], frame: borrowing IOVectors) -> NetSendResult
     /// The next received packet (header + frame), or nil when none is waiting. Never blocks.
     func receive() -> [UInt8]?
+    /// Reads the next packet (header + frame) straight into `buffers`, the guest's receive
+    /// buffers, and returns its length; nil when none is waiting. Only called when
+    /// ``receivesInPlace`` is true, with room for ``VirtioNet/maxPacket`` bytes.
+    func receive(into buffers: borrowing IOVectors) -> Int?
+    /// Whether ``receive(into:)`` works: the device then skips the copy through an array
+    /// whenever the guest has posted enough buffers. Default: false.
+    var receivesInPlace: Bool { get }
     /// A descriptor that becomes readable when ``receive()`` has something, or when a backend
     /// that answered ``NetSendResult/busy`` has room again; nil for backends that deliver by
     /// calling the device themselves.
@@ -54,6 +61,8 @@ extension NetBackend {
 
 extension NetBackend {
     public func send(header: [UInt8], frame: borrowing IOVectors) -> NetSendResult { send(header + frame.bytes) }
+    public func receive(into buffers: borrowing IOVectors) -> Int? { nil }
+    public var receivesInPlace: Bool { false }
     public var offloads: NetOffloads { [] }
     public func enableReceiveOffloads(_ offloads: NetOffloads) -> Bool { true }
 }
@@ -84,6 +93,9 @@ public final class TapBackend: NetBackend {
     }
     /// Read straight into the packet's own array: one copy, the kernel's.
     public func receive() -> [UInt8]? { tap.read(maxLength: VirtioNet.maxPacket) }
+    /// `readv` into the guest's buffers: the kernel's copy is the only one.
+    public func receive(into buffers: borrowing IOVectors) -> Int? { tap.read(into: buffers) }
+    public var receivesInPlace: Bool { true }
     public var pollDescriptor: Int32? { tap.rawValue }
     public var offloads: NetOffloads { .all }
 

@@ -82,6 +82,9 @@ public final class VirtioNet: VirtioDevice {
     /// The backend was busy (``NetSendResult/busy``): guest packets wait in the transmit queue
     /// until its poll descriptor becomes readable.
     private let transmitWaiting = Atomic<Bool>(false)
+    /// Whether the next packets are read straight into guest buffers (``receiveInPlace()``):
+    /// the last packet received was large (``inPlaceThreshold``).
+    private let preferInPlace = Atomic<Bool>(true)
 
     public init(mac: [UInt8], backend: any NetBackend, logger: Logger = Logger(label: "virtio-net")) {
         precondition(mac.count == 6, "a MAC address has 6 bytes")
@@ -202,8 +205,13 @@ public final class VirtioNet: VirtioDevice {
     /// configuration change (§5.1.4).
     public func backendReadable() {
         if transmitWaiting.exchange(false, ordering: .acquiringAndReleasing) { transmit() }
-        while true {
+        reading: while true {
             deliver()
+            switch receiveInPlace() {
+            case .backendEmpty: break reading
+            case .batchDone: continue reading
+            case .useArrays: break
+            }
             let room = Self.maxPending - pending.withLock { $0.count }
             if room <= 0 {
                 if pauseBackend() { break }
@@ -211,6 +219,7 @@ public final class VirtioNet: VirtioDevice {
             }
             var taken = 0
             while taken < room, let packet = backend.receive() {
+                if packet.count >= Self.inPlaceThreshold { preferInPlace.store(true, ordering: .relaxed) }
                 enqueue(packet)
                 taken += 1
             }
@@ -220,6 +229,112 @@ public final class VirtioNet: VirtioDevice {
             }
         }
         if !backend.isLinkUp { setLink(up: false) }
+    }
+
+    enum InPlaceOutcome {
+        /// The backend has nothing more now.
+        case backendEmpty
+        /// ``inPlaceBatch`` packets were delivered: more may wait.
+        case batchDone
+        /// Not possible now (packets already wait in arrays, no mergeable buffers negotiated, too
+        /// few buffers posted, a backend that cannot, the link down): read through arrays.
+        case useArrays
+    }
+
+    /// Packets received in place before they are published to the guest together.
+    static let inPlaceBatch = 64
+    /// Receiving in place pays off for large packets (a TCP stream's coalesced super-frames), where
+    /// the copy it saves is most of the cost; a small one costs more in place (buffers for the
+    /// largest packet gathered for each read) than its copy. The device receives in place while the
+    /// last packet was at least this long, through an array otherwise (Linux sizes its mergeable
+    /// buffers from recent packet lengths the same way).
+    static let inPlaceThreshold = 4096
+
+    /// Reads packets from a backend that can (``NetBackend/receivesInPlace``, a tap) straight into
+    /// the guest's mergeable receive buffers (§5.1.6.4.2): chains covering the largest packet are
+    /// taken, the backend fills them with one `readv` (the only copy, the kernel's), and the chains
+    /// it did not reach are put back. The header it wrote is read back, checked against the guest's
+    /// receive offloads as any other (a bad one puts the chains back and counts), and written again
+    /// with `num_buffers`.
+    private func receiveInPlace() -> InPlaceOutcome {
+        guard backend.receivesInPlace, preferInPlace.load(ordering: .relaxed), isLinkUp, pending.withLock({ $0.isEmpty }) else {
+            return .useArrays
+        }
+        var outcome = InPlaceOutcome.useArrays
+        withSession { session in
+            guard session.mergeable else { return }
+            session.queues.withQueue(Self.receiveQueue) { queue, memory throws(VirtqueueError) in
+                var used: [(head: UInt16, length: UInt32)] = []
+                var delivered = 0
+                // Chains taken but not filled yet, in ring order: topped up to cover the largest
+                // packet before each read, the rest put back at the end (not popped again per packet).
+                var spare: [DescriptorChain] = []
+                var spareRoom: UInt64 = 0
+                reading: while delivered < Self.inPlaceBatch {
+                    while spareRoom < UInt64(Self.maxPacket) {
+                        guard spare.count < Int(queue.size), let chain = try queue.pop(memory) else { break reading }
+                        guard chain.writableLength >= UInt64(Self.headerLength) else {
+                            throw .malformedRequest("receive buffer of \(chain.writableLength) bytes, smaller than the virtio-net header")
+                        }
+                        spare.append(chain)
+                        spareRoom += chain.writableLength
+                    }
+                    let buffers = spare.flatMap { chain in chain.writable.map { (address: $0.address, length: UInt64($0.length)) } }
+                    let received: Int?
+                    do throws(GuestMemoryError) {
+                        received = try memory.withIOVectors(buffers) { backend.receive(into: $0) }
+                    } catch { throw .memory(error) }
+                    guard let length = received else {
+                        outcome = .backendEmpty
+                        break reading
+                    }
+                    // The chains the packet reached, and how much of each.
+                    var lengths: [(head: UInt16, length: UInt32)] = []
+                    var covered: UInt64 = 0
+                    while covered < UInt64(length) {
+                        let take = min(spare[lengths.count].writableLength, UInt64(length) - covered)
+                        lengths.append((spare[lengths.count].head, UInt32(take)))
+                        covered += take
+                    }
+                    let first = spare[0].writable.map { (address: $0.address, length: UInt64($0.length)) }
+                    let written: [UInt8]
+                    do throws(GuestMemoryError) {
+                        written = try memory.withIOVectors(first) { $0.bytes(0..<min(Self.headerLength, $0.count)) }
+                    } catch { throw .memory(error) }
+                    // A refused packet leaves its chains spare, for the next one.
+                    guard length >= Self.headerLength, var header = VirtioNetHeader(written) else {
+                        counterState.withLock { $0.rxInvalidHeader += 1 }
+                        continue reading
+                    }
+                    if header.flags & VirtioNetHeader.flagDataValid != 0, !session.receiveOffloads.contains(.checksum) {
+                        header.flags &= ~VirtioNetHeader.flagDataValid
+                    }
+                    if let problem = header.validate(frameLength: length - Self.headerLength, allowed: session.receiveOffloads,
+                                                     dataValidAllowed: true) {
+                        logger.debug("received header refused: \(problem)")
+                        counterState.withLock { $0.rxInvalidHeader += 1 }
+                        continue reading
+                    }
+                    header.numBuffers = UInt16(lengths.count)
+                    var writer = spare[0].writer(memory)
+                    try writer.write(header.bytes)
+                    used += lengths
+                    delivered += 1
+                    for chain in spare.prefix(lengths.count) { spareRoom -= chain.writableLength }
+                    spare.removeFirst(lengths.count)
+                    if length < Self.inPlaceThreshold {
+                        preferInPlace.store(false, ordering: .relaxed)
+                        break reading
+                    }
+                }
+                queue.unpop(UInt16(spare.count))
+                if delivered == Self.inPlaceBatch { outcome = .batchDone }
+                counterState.withLock { $0.rxPackets += delivered }
+                try queue.pushUsed(used, memory)
+                return used.count
+            }
+        }
+        return outcome
     }
 
     /// Stops polling the backend while ``maxPending`` packets wait; false when they no longer do
