@@ -234,7 +234,7 @@ public final class VirtioNet: VirtioDevice {
     enum InPlaceOutcome {
         /// The backend has nothing more now.
         case backendEmpty
-        /// ``inPlaceBatch`` packets were delivered: more may wait.
+        /// ``inPlaceBatch`` packets were read: more may wait.
         case batchDone
         /// Not possible now (packets already wait in arrays, no mergeable buffers negotiated, too
         /// few buffers posted, a backend that cannot, the link down): read through arrays.
@@ -253,9 +253,9 @@ public final class VirtioNet: VirtioDevice {
     /// Reads packets from a backend that can (``NetBackend/receivesInPlace``, a tap) straight into
     /// the guest's mergeable receive buffers (§5.1.6.4.2): chains covering the largest packet are
     /// taken, the backend fills them with one `readv` (the only copy, the kernel's), and the chains
-    /// it did not reach are put back. The header it wrote is read back, checked against the guest's
-    /// receive offloads as any other (a bad one puts the chains back and counts), and written again
-    /// with `num_buffers`.
+    /// it did not reach are kept for the next packet (and put back at the end). The header it
+    /// wrote is read back, checked against the guest's receive offloads as any other (a refused
+    /// packet is counted and its chains reused), and written again with `num_buffers`.
     private func receiveInPlace() -> InPlaceOutcome {
         guard backend.receivesInPlace, preferInPlace.load(ordering: .relaxed), isLinkUp, pending.withLock({ $0.isEmpty }) else {
             return .useArrays
@@ -265,12 +265,12 @@ public final class VirtioNet: VirtioDevice {
             guard session.mergeable else { return }
             session.queues.withQueue(Self.receiveQueue) { queue, memory throws(VirtqueueError) in
                 var used: [(head: UInt16, length: UInt32)] = []
-                var delivered = 0
+                var delivered = 0, reads = 0
                 // Chains taken but not filled yet, in ring order: topped up to cover the largest
                 // packet before each read, the rest put back at the end (not popped again per packet).
                 var spare: [DescriptorChain] = []
                 var spareRoom: UInt64 = 0
-                reading: while delivered < Self.inPlaceBatch {
+                reading: while reads < Self.inPlaceBatch {
                     while spareRoom < UInt64(Self.maxPacket) {
                         guard spare.count < Int(queue.size), let chain = try queue.pop(memory) else { break reading }
                         guard chain.writableLength >= UInt64(Self.headerLength) else {
@@ -288,6 +288,7 @@ public final class VirtioNet: VirtioDevice {
                         outcome = .backendEmpty
                         break reading
                     }
+                    reads += 1
                     // The chains the packet reached, and how much of each.
                     var lengths: [(head: UInt16, length: UInt32)] = []
                     var covered: UInt64 = 0
@@ -297,22 +298,14 @@ public final class VirtioNet: VirtioDevice {
                         covered += take
                     }
                     let first = spare[0].writable.map { (address: $0.address, length: UInt64($0.length)) }
-                    let written: [UInt8]
+                    let headerBytes: [UInt8]
                     do throws(GuestMemoryError) {
-                        written = try memory.withIOVectors(first) { $0.bytes(0..<min(Self.headerLength, $0.count)) }
+                        headerBytes = try memory.withIOVectors(first) { $0.bytes(0..<min(Self.headerLength, $0.count)) }
                     } catch { throw .memory(error) }
                     // A refused packet leaves its chains spare, for the next one.
-                    guard length >= Self.headerLength, var header = VirtioNetHeader(written) else {
-                        counterState.withLock { $0.rxInvalidHeader += 1 }
-                        continue reading
-                    }
-                    if header.flags & VirtioNetHeader.flagDataValid != 0, !session.receiveOffloads.contains(.checksum) {
-                        header.flags &= ~VirtioNetHeader.flagDataValid
-                    }
-                    if let problem = header.validate(frameLength: length - Self.headerLength, allowed: session.receiveOffloads,
-                                                     dataValidAllowed: true) {
-                        logger.debug("received header refused: \(problem)")
-                        counterState.withLock { $0.rxInvalidHeader += 1 }
+                    guard length >= Self.headerLength, let written = VirtioNetHeader(headerBytes),
+                          var header = checkedReceiveHeader(written, frameLength: length - Self.headerLength, session) else {
+                        if length < Self.headerLength { counterState.withLock { $0.rxInvalidHeader += 1 } }
                         continue reading
                     }
                     header.numBuffers = UInt16(lengths.count)
@@ -328,7 +321,7 @@ public final class VirtioNet: VirtioDevice {
                     }
                 }
                 queue.unpop(UInt16(spare.count))
-                if delivered == Self.inPlaceBatch { outcome = .batchDone }
+                if reads == Self.inPlaceBatch { outcome = .batchDone }
                 counterState.withLock { $0.rxPackets += delivered }
                 try queue.pushUsed(used, memory)
                 return used.count
@@ -446,15 +439,9 @@ public final class VirtioNet: VirtioDevice {
         session.queues.withQueue(Self.receiveQueue) { queue, memory throws(VirtqueueError) in
             var used: [(head: UInt16, length: UInt32)] = []
             while let packet = pending.withLock({ $0.first }) {
-                guard var header = VirtioNetHeader(packet) else { break }
-                if header.flags & VirtioNetHeader.flagDataValid != 0, !session.receiveOffloads.contains(.checksum) {
-                    header.flags &= ~VirtioNetHeader.flagDataValid
-                }
-                if let problem = header.validate(frameLength: packet.count - Self.headerLength, allowed: session.receiveOffloads,
-                                                 dataValidAllowed: true) {
-                    logger.debug("received header refused: \(problem)")
+                guard let received = VirtioNetHeader(packet) else { break }
+                guard let header = checkedReceiveHeader(received, frameLength: packet.count - Self.headerLength, session) else {
                     pending.withLock { _ = $0.removeFirst() }
-                    counterState.withLock { $0.rxInvalidHeader += 1 }
                     continue
                 }
                 let placed = session.mergeable
@@ -467,6 +454,21 @@ public final class VirtioNet: VirtioDevice {
             try queue.pushUsed(used, memory)
             return used.count
         }
+    }
+
+    /// A received packet's header as the guest may see it, checked against its receive offloads
+    /// (DATA_VALID cleared without GUEST_CSUM); nil, counted, when it asks for one not negotiated.
+    private func checkedReceiveHeader(_ received: VirtioNetHeader, frameLength: Int, _ session: Session) -> VirtioNetHeader? {
+        var header = received
+        if header.flags & VirtioNetHeader.flagDataValid != 0, !session.receiveOffloads.contains(.checksum) {
+            header.flags &= ~VirtioNetHeader.flagDataValid
+        }
+        if let problem = header.validate(frameLength: frameLength, allowed: session.receiveOffloads, dataValidAllowed: true) {
+            logger.debug("received header refused: \(problem)")
+            counterState.withLock { $0.rxInvalidHeader += 1 }
+            return nil
+        }
+        return header
     }
 
     /// Without MRG_RXBUF: the whole packet in one chain (num_buffers 1). A packet larger than the
