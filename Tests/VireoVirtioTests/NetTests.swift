@@ -76,6 +76,19 @@ struct NetHarness {
             interrupt: interrupt, fail: { reason in failures.withLock { $0.append(reason) } })))
     }
 
+    /// Makes `packet` available on the transmit queue as one chain of descriptors holding
+    /// `pieces` of it, and notifies the device.
+    func transmit(_ packet: [UInt8], splitAt pieces: [Range<Int>]) throws {
+        for (index, range) in pieces.enumerated() {
+            let address = try driver.buffer(Array(packet[range]))
+            let last = index == pieces.count - 1
+            try driver.setDescriptor(UInt16(index), address: address, length: UInt32(range.count),
+                                     flags: last ? 0 : 1, next: last ? 0 : UInt16(index + 1), in: tx.table)
+        }
+        try makeTxAvailable(0, slot: 0)
+        net.queueNotified(VirtioNet.transmitQueue)
+    }
+
     var txUsedIndex: UInt16 { (try? driver.memory.readInteger(UInt16.self, at: GuestAddress(tx.used.raw + 2))) ?? 0 }
 
     /// Makes descriptor chain head `head` available on the transmit queue (slot `slot`).
@@ -133,15 +146,7 @@ struct NetHarness {
         let h = try NetHarness()
         let packet = Self.header + Self.frame
         // Header in two pieces, the second also holding the frame's start; the frame in three.
-        let pieces = [0..<5, 5..<20, 20..<21, 21..<50, 50..<packet.count]
-        for (index, range) in pieces.enumerated() {
-            let address = try h.driver.buffer(Array(packet[range]))
-            let last = index == pieces.count - 1
-            try h.driver.setDescriptor(UInt16(index), address: address, length: UInt32(range.count),
-                                       flags: last ? 0 : 1, next: last ? 0 : UInt16(index + 1), in: h.tx.table)
-        }
-        try h.makeTxAvailable(0, slot: 0)
-        h.net.queueNotified(VirtioNet.transmitQueue)
+        try h.transmit(packet, splitAt: [0..<5, 5..<20, 20..<21, 21..<50, 50..<packet.count])
         #expect(h.backend.sent.withLock { $0 } == [packet])
         #expect(h.net.counters.txPackets == 1)
         #expect(h.failures.withLock { $0.isEmpty })

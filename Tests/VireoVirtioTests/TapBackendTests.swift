@@ -36,15 +36,7 @@ struct TapBackendTests {
         // To a foreign MAC with the local experimental EtherType: the host stack ignores it.
         let frame: [UInt8] = [0x02, 0, 0, 0, 0, 0x09, 0x52, 0x54, 0, 1, 2, 3, 0x88, 0xB5] + (0..<200).map { UInt8($0) }
         let packet = VirtioNetHeader().bytes + frame
-        let pieces = [0..<7, 7..<40, 40..<41, 41..<packet.count]
-        for (index, range) in pieces.enumerated() {
-            let address = try h.driver.buffer(Array(packet[range]))
-            let last = index == pieces.count - 1
-            try h.driver.setDescriptor(UInt16(index), address: address, length: UInt32(range.count),
-                                       flags: last ? 0 : 1, next: last ? 0 : UInt16(index + 1), in: h.tx.table)
-        }
-        try h.makeTxAvailable(0, slot: 0)
-        h.net.queueNotified(VirtioNet.transmitQueue)
+        try h.transmit(packet, splitAt: [0..<7, 7..<40, 40..<41, 41..<packet.count])
         #expect(h.net.counters.txPackets == 1)
         // The capture also sees what the kernel itself sends on a new interface: look for ours.
         var buffer = [UInt8](repeating: 0, count: 2048)
