@@ -10,6 +10,10 @@
 # (the same frame size through the sockets API). TCP: one iperf3 stream.
 # The bridge runs twice: as configured by default (veth with TSO/GSO/GRO: 64 KiB "frames") and
 # with offloads off (ethtool), which is what tap ports without vnet headers get today.
+# Veth ports: the switch's uplink ports on the host ends of veth pairs whose other ends are the
+# namespaces, the bridge's kind of endpoint; frames between them take the kernel fast path once the
+# switch has learned both ends (eBPF, docs/network.md "Kernel fast path"), and once more with
+# --kernel-fast-path off (every frame through the switch's packet sockets).
 # VM ports: vmport-blast.c (built here with cc) plays two VMMs on two `vm:` ports of the switch and
 # sends 60-byte frames from one to the other, once as messages (sendmmsg/recvmmsg) and once through
 # shared-memory rings (--rings, what vireo-vmm uses); there is no bridge equivalent.
@@ -18,7 +22,7 @@
 # ring mode with offloads (vireo-vmm --net switch=) or a second tap enslaved to a Linux bridge
 # (a VMM's tap backend). Both sides pay the same VMM copies, so the ratio compares the switches.
 # Needs root, iproute2, iperf3, python3, a C compiler (ethtool for the offloads-off run). Uses only addresses
-# inside the namespaces it creates (10.251.0.0/24 to 10.254.0.0/24) and removes everything on exit.
+# inside the namespaces it creates (10.249.0.0/24 to 10.254.0.0/24) and removes everything on exit.
 set -euo pipefail
 seconds=${1:-5}
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -32,11 +36,12 @@ fi
 tag=vb$$
 dir=$(mktemp -d /tmp/switch-bench.XXXXXX)
 switch_pid=
+slow_pid=
 relay_pids=()
 cleanup() {
     for pid in "${relay_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    [[ -n $switch_pid ]] && kill "$switch_pid" 2>/dev/null && wait "$switch_pid" 2>/dev/null || true
-    for ns in ${tag}s1 ${tag}s2 ${tag}l1 ${tag}l2 ${tag}g1 ${tag}g2 ${tag}g3 ${tag}g4; do ip netns del "$ns" 2>/dev/null || true; done
+    for pid in $switch_pid $slow_pid; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
+    for ns in ${tag}s1 ${tag}s2 ${tag}l1 ${tag}l2 ${tag}g1 ${tag}g2 ${tag}g3 ${tag}g4 ${tag}u1 ${tag}u2 ${tag}w1 ${tag}w2; do ip netns del "$ns" 2>/dev/null || true; done
     ip link del ${tag}br 2>/dev/null || true
     ip link del ${tag}vbr 2>/dev/null || true
     rm -rf "$dir"
@@ -52,12 +57,26 @@ endpoint() { # namespace interface address
     ip -n "$1" link set "$2" up
 }
 
+# Veth pairs for the uplink ports: host ends ${tag}x1/x2 (fast path) and ${tag}y1/y2 (fast path off).
+for n in 1 2; do
+    for pair in x:u y:w; do
+        ip link add ${tag}${pair%:*}$n type veth peer name ${tag}${pair#*:}e$n
+        ip link set ${tag}${pair%:*}$n up
+    done
+    endpoint ${tag}u$n ${tag}ue$n 10.250.0.$n
+    endpoint ${tag}w$n ${tag}we$n 10.249.0.$n
+done
+
 # vireo-switchd: two access ports (VLAN 10), tap devices moved into the namespaces.
 "$switchd" --name "$tag" --socket-dir "$dir" --port "tap:${tag}a,tag=10" --port "tap:${tag}b,tag=10" \
     --port "vm:${tag}va,tag=10" --port "vm:${tag}vb,tag=10" \
-    --port "vm:${tag}ra,tag=10,offload=on" --port "vm:${tag}rb,tag=10,offload=on" --log-level warning &
+    --port "vm:${tag}ra,tag=10,offload=on" --port "vm:${tag}rb,tag=10,offload=on" \
+    --port "uplink:${tag}x1,tag=20" --port "uplink:${tag}x2,tag=20" --log-level warning &
 switch_pid=$!
-for _ in $(seq 50); do [[ -S $dir/$tag.ctl ]] && break; sleep 0.1; done
+"$switchd" --name "${tag}s" --socket-dir "$dir" --port "uplink:${tag}y1,tag=20" --port "uplink:${tag}y2,tag=20" \
+    --kernel-fast-path off --log-level warning &
+slow_pid=$!
+for _ in $(seq 50); do [[ -S $dir/$tag.ctl && -S $dir/${tag}s.ctl ]] && break; sleep 0.1; done
 endpoint ${tag}s1 ${tag}a 10.251.0.1
 endpoint ${tag}s2 ${tag}b 10.251.0.2
 
@@ -146,6 +165,11 @@ v_ring_core=$(python3 -c "import sys; r, s, t, hz = map(float, sys.argv[1:]); pr
     "$v_ring" "$seconds" "$((ticks_after - ticks_before))" "$(getconf CLK_TCK)")
 read -r b_pps b_sent b_tcp < <(measure ${tag}l1 ${tag}l2 10.252.0.2)
 b_blast=$(blast ${tag}l1 ${tag}i1 ${tag}l2 ${tag}i2)
+u_tcp=$(tcp ${tag}u1 ${tag}u2 10.250.0.2)
+u_blast=$(blast ${tag}u1 ${tag}ue1 ${tag}u2 ${tag}ue2)
+w_tcp=$(tcp ${tag}w1 ${tag}w2 10.249.0.2)
+w_blast=$(blast ${tag}w1 ${tag}we1 ${tag}w2 ${tag}we2)
+b_tcp2=$(tcp ${tag}l1 ${tag}l2 10.252.0.2)
 
 # VM stand-ins: two "VMs" on the switch's offload-mode vm: ports, two on a bridge of taps.
 cc -O2 -pthread -I "$root/Sources/CVireoLinux/include" -I "$root/Benchmarks/network" -o "$dir/vm-relay" \
@@ -187,6 +211,11 @@ printf '%-36s %14s %14s %14s %8s %8s\n' "64B frames, vm: rings (pkt/s rcvd)" "$v
 printf '%-36s %14s %14s %14s %8s %8s\n' "  the same per switch CPU-second" "$v_ring_core" - - - -
 printf '%-36s %14s %14s %14s %8s %8s\n' "64B frames, iperf3 UDP rcvd (pkt/s)" "$v_pps" "$b_pps" "$o_pps" "$(ratio "$v_pps" "$b_pps")" "$(ratio "$v_pps" "$o_pps")"
 printf '%-36s %14s %14s %14s %8s %8s\n' "TCP throughput (Mbit/s)" "$v_tcp" "$b_tcp" "$o_tcp" "$(ratio "$v_tcp" "$b_tcp")" "$(ratio "$v_tcp" "$o_tcp")"
+printf '%-36s %14s %14s %14s %8s %8s\n' "64B frames, blaster, veth/fast path" "$u_blast" "$b_blast" "$o_blast" "$(ratio "$u_blast" "$b_blast")" "$(ratio "$u_blast" "$o_blast")"
+printf '%-36s %14s %14s %14s %8s %8s\n' "64B frames, blaster, veth/no fast path" "$w_blast" "$b_blast" "$o_blast" "$(ratio "$w_blast" "$b_blast")" "$(ratio "$w_blast" "$o_blast")"
+printf '%-36s %14s %14s %14s %8s %8s\n' "TCP, veth ports/fast path (Mbit/s)" "$u_tcp" "$b_tcp" "$o_tcp" "$(ratio "$u_tcp" "$b_tcp")" "$(ratio "$u_tcp" "$o_tcp")"
+printf '%-36s %14s %14s %14s %8s %8s\n' "  the bridge again, after it" - "$b_tcp2" - "$(ratio "$u_tcp" "$b_tcp2")" -
+printf '%-36s %14s %14s %14s %8s %8s\n' "TCP, veth ports/no fast path (Mbit/s)" "$w_tcp" "$b_tcp" "$o_tcp" "$(ratio "$w_tcp" "$b_tcp")" "$(ratio "$w_tcp" "$o_tcp")"
 printf '%-36s %14s %14s %14s %8s %8s\n' "TCP, VM stand-ins (Mbit/s)" "$v_vmtcp" "$b_vmtcp" - "$(ratio "$v_vmtcp" "$b_vmtcp")" -
 echo "VM stand-ins on the switch: $relay_waits frames waited for room in a full ring"
 echo "vireo-switchd counters: $stats" | cut -c1-400

@@ -31,6 +31,9 @@ public struct MACTable: Sendable {
 
     private var entries: [UInt64: Slot] = [:]
     private var perPort: [PortID: Int] = [:]
+    /// Changes whenever an address is added, moves, ages out or is flushed (not when one is only
+    /// refreshed): whoever caches forwarding decisions (the kernel fast path) re-checks them then.
+    public private(set) var generation: UInt64 = 0
 
     private struct Slot {
         var port: PortID
@@ -70,6 +73,7 @@ public struct MACTable: Sendable {
             }
             guard count(on: port) < limit else { return .portLimitReached }
             let previous = slot.port
+            generation &+= 1
             perPort[previous, default: 1] -= 1
             perPort[port, default: 0] += 1
             entries[key] = Slot(port: port, lastSeen: now)
@@ -82,6 +86,7 @@ public struct MACTable: Sendable {
         }
         entries[key] = Slot(port: port, lastSeen: now)
         perPort[port, default: 0] += 1
+        generation &+= 1
         return .learned
     }
 
@@ -93,6 +98,7 @@ public struct MACTable: Sendable {
             entries[key] = nil
             perPort[slot.port, default: 1] -= 1
         }
+        if !stale.isEmpty { generation &+= 1 }
         return stale.count
     }
 
@@ -100,11 +106,13 @@ public struct MACTable: Sendable {
     public mutating func flush(port: PortID) {
         entries = entries.filter { $0.value.port != port }
         perPort[port] = nil
+        generation &+= 1
     }
 
     public mutating func flushAll() {
         entries.removeAll()
         perPort.removeAll()
+        generation &+= 1
     }
 
     /// All entries, sorted by VLAN, then MAC.

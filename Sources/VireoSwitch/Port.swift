@@ -222,6 +222,8 @@ public struct PortCounters: Equatable, Sendable {
     public var rxBytes: UInt64 = 0
     public var txPackets: UInt64 = 0
     public var txBytes: UInt64 = 0
+    /// Of `rxPackets`, those the kernel forwarded on the switch's behalf (``KernelFastPath``).
+    public var kernelPackets: UInt64 = 0
     /// Frames whose source address was not learned because the port reached its MAC limit.
     public var unlearnedSources: UInt64 = 0
     /// Drops by ``DropReason`` raw value.

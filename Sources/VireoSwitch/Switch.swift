@@ -251,6 +251,23 @@ public struct Switch: Sendable {
         slots[port.rawValue]!.counters.countDrop(reason)
     }
 
+    /// Counts frames the kernel forwarded from `ingress` to `egress` on the switch's behalf
+    /// (``KernelFastPath``), and refreshes their sender's address, as the switch would have had
+    /// it seen them.
+    public mutating func countForwardedInKernel(from ingress: PortID, to egress: PortID, vlan: UInt16, source: MACAddress,
+                                                packets: UInt64, bytes: UInt64, now: UInt64) {
+        guard packets > 0, views.indices.contains(ingress.rawValue), views[ingress.rawValue].present,
+              views.indices.contains(egress.rawValue), views[egress.rawValue].present else { return }
+        slots[ingress.rawValue]!.counters.rxPackets &+= packets
+        slots[ingress.rawValue]!.counters.rxBytes &+= bytes
+        slots[ingress.rawValue]!.counters.kernelPackets &+= packets
+        slots[egress.rawValue]!.counters.txPackets &+= packets
+        slots[egress.rawValue]!.counters.txBytes &+= bytes
+        if table.lookup(vlan: vlan, mac: source, now: now) == ingress {
+            table.learn(vlan: vlan, mac: source, port: ingress, now: now, limit: views[ingress.rawValue].macLimit)
+        }
+    }
+
     /// Ages out stale addresses; call about once a second.
     @discardableResult
     public mutating func expire(now: UInt64) -> Int { table.expire(now: now) }

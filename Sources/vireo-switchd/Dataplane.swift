@@ -24,6 +24,8 @@ final class PortBackend {
     var peerToken: UInt64 = 0
     /// vm: the socket path.
     let socketPath: String?
+    /// uplink: the interface's index, when its frames may take the kernel fast path.
+    var fastPathInterface: Int32?
     /// vm in offload mode: what the peer last announced it accepts (``OffloadAnnouncement``).
     var peerOffloads: NetOffloads = []
     /// vm: frames switched to this port during one ingress batch, sent together (one `sendmmsg`):
@@ -145,6 +147,8 @@ final class Dataplane {
     var logger: Logger
     @exclusivity(unchecked) var fabric: Switch
     let epoll: Epoll
+    /// Forwarding between uplinks in the kernel (``KernelFastPath``); nil when off or unavailable.
+    let fastPath: KernelFastPath?
     let control: Handle
     let signals: Handle
     @exclusivity(unchecked) var backends = BackendTable()
@@ -189,13 +193,23 @@ final class Dataplane {
     /// (2), each built at most once per frame.
     @exclusivity(unchecked) var forms = [EgressForm(), EgressForm(), EgressForm()]
 
-    init(name: String, socketDirectory: String, ageingSeconds: Int, logger: Logger) throws(SystemError) {
+    init(name: String, socketDirectory: String, ageingSeconds: Int, kernelFastPath: Bool = true, logger: Logger) throws(SystemError) {
         self.name = name
         self.socketDirectory = socketDirectory
         self.logger = logger
         self.controlPath = "\(socketDirectory)/\(name).ctl"
         fabric = Switch(table: MACTable(ageingTime: UInt64(ageingSeconds) * 1_000_000_000))
         epoll = try Epoll()
+        if kernelFastPath {
+            do {
+                fastPath = try KernelFastPath()
+            } catch {
+                fastPath = nil
+                logger.notice("kernel fast path unavailable, every frame goes through the switch process: \(error)")
+            }
+        } else {
+            fastPath = nil
+        }
         // Bound under a temporary name: the control socket appears at `controlPath` only once the
         // switch is ready (``publishControlSocket()``), so whoever waits for it finds the ports too.
         control = Handle(try FrameChannel.listenStream(path: controlPath + ".new"))
@@ -269,12 +283,39 @@ final class Dataplane {
             _ = try? fabric.removePort(named: config.name)
             throw .system(error)
         }
-        backends[id.rawValue] = PortBackend(id: id, config: config, main: main, mainToken: token, socketPath: socketPath)
-        logger.info("port \(config.spec) added as \(id)\(socketPath.map { " at \($0)" } ?? "")")
+        let backend = PortBackend(id: id, config: config, main: main, mainToken: token, socketPath: socketPath)
+        backends[id.rawValue] = backend
+        if config.kind == .uplink { joinFastPath(backend) }
+        logger.info("port \(config.spec) added as \(id)\(socketPath.map { " at \($0)" } ?? "")\(backend.fastPathInterface == nil ? "" : ", kernel fast path")")
+    }
+
+    /// Puts an uplink on the kernel fast path, unless its MTU is set below its interface's (the
+    /// kernel would not enforce it): a port that cannot join keeps the user-space path.
+    private func joinFastPath(_ backend: PortBackend) {
+        guard let fastPath else { return }
+        let name = backend.config.name
+        let index = Int32(bitPattern: if_nametoindex(name))
+        guard index > 0, let interfaceMTU = Self.interfaceMTU(name), backend.config.mtu >= interfaceMTU else {
+            logger.info("port \(name): not on the kernel fast path (its mtu=\(backend.config.mtu) is below the interface's, or the interface is gone)")
+            return
+        }
+        do {
+            try fastPath.attach(backend.id, interfaceIndex: index, socket: backend.main.raw)
+            backend.fastPathInterface = index
+        } catch {
+            logger.warning("port \(name): not on the kernel fast path: \(error)")
+        }
+    }
+
+    /// An interface's MTU, from sysfs.
+    private static func interfaceMTU(_ name: String) -> Int? {
+        guard let file = try? FileDescriptor.open("/sys/class/net/\(name)/mtu", flags: O_RDONLY), let text = try? file.read(upTo: 32) else { return nil }
+        return Int(String(decoding: text.prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }, as: UTF8.self))
     }
 
     func removePort(named portName: String) throws(SwitchError) {
         let id = try fabric.removePort(named: portName)
+        fastPath?.detach(id)
         guard let backend = backends.removeValue(forKey: id.rawValue) else { return }
         if let peer = backend.peer { unregister(peer.raw, token: backend.peerToken) }
         unregister(backend.main.raw, token: backend.mainToken)
@@ -312,7 +353,9 @@ final class Dataplane {
                 }
                 flushQueued()
             }
+            fastPath?.revalidate(fabric.table, now: now)
             if now &- lastSweep >= 1_000_000_000 {
+                fastPath?.sweep(&fabric, now: now)
                 let expired = fabric.expire(now: now)
                 if expired > 0 { logger.debug("aged out \(expired) address(es)") }
                 lastSweep = now
@@ -549,11 +592,16 @@ final class Dataplane {
 
     /// Forwards `frame` (`message` is the frame with its header, when it came with one).
     private func switchFrame(_ frame: ArraySlice<UInt8>, offload: VirtioNetHeader?, message: ArraySlice<UInt8>? = nil, from ingress: PortID, now: UInt64) {
-        guard case .forward(let header, let vlan, _) = fabric.receive(frame, offload: offload, on: ingress, now: now, egress: &egress) else { return }
+        guard case .forward(let header, let vlan, let flooded) = fabric.receive(frame, offload: offload, on: ingress, now: now, egress: &egress) else { return }
         var (frame, message) = (frame, message)
         for index in forms.indices { forms[index].reset() }
         // Untagged in and untagged out, a frame leaves byte for byte as it came.
         let arrivedUntagged = header.headerLength == FrameHeader.untaggedLength
+        if let fastPath, !flooded, arrivedUntagged, egress.count == 1, egress[0].vid == nil,
+           backends[ingress.rawValue]?.fastPathInterface != nil, let egressInterface = backends[egress[0].port.rawValue]?.fastPathInterface {
+            fastPath.offer(KernelFastPath.Flow(ingress: ingress, vlan: vlan, source: header.source, destination: header.destination),
+                           egress: egress[0].port, egressInterface: egressInterface, table: fabric.table, now: now)
+        }
         for target in egress {
             guard let backend = backends[target.port.rawValue] else { continue }
             guard let fd = backend.transmitFD else {
@@ -787,7 +835,10 @@ final class Dataplane {
         case ("ports", 1):
             return JSON.object(["ports": JSON.array(fabric.ports.map(portJSON))])
         case ("stats", 1):
-            return JSON.object(["ports": JSON.array(fabric.ports.map(statsJSON)), "fdb_entries": "\(fabric.table.count)"])
+            return JSON.object([
+                "ports": JSON.array(fabric.ports.map(statsJSON)), "fdb_entries": "\(fabric.table.count)",
+                "kernel_fast_path": fastPath == nil ? "false" : "true", "kernel_flows": "\(fastPath?.flowCount ?? 0)",
+            ])
         case ("fdb", 1):
             let entries = fabric.table.allEntries.compactMap { entry -> String? in
                 guard let port = fabric[port: entry.port] else { return nil }
@@ -841,6 +892,7 @@ final class Dataplane {
             fields["native"] = native.map { "\($0)" } ?? "null"
         }
         fields["offload"] = port.config.offload ? "true" : "false"
+        if port.config.kind == .uplink { fields["kernel_fast_path"] = backends[port.id.rawValue]?.fastPathInterface == nil ? "false" : "true" }
         fields["tpid"] = JSON.string(String(port.config.tagType, radix: 16))
         if port.config.tunnel { fields["tunnel"] = "true" }
         if let backend = backends[port.id.rawValue] {
@@ -862,6 +914,7 @@ final class Dataplane {
             "name": JSON.string(port.config.name), "rx_packets": "\(counters.rxPackets)", "rx_bytes": "\(counters.rxBytes)",
             "tx_packets": "\(counters.txPackets)", "tx_bytes": "\(counters.txBytes)",
             "unlearned_sources": "\(counters.unlearnedSources)", "learned": "\(fabric.table.count(on: port.id))",
+            "kernel_rx_packets": "\(counters.kernelPackets)",
             "drops_total": "\(counters.totalDrops)", "drops": JSON.object(drops),
         ])
     }

@@ -33,6 +33,9 @@ struct VireoSwitchd: ParsableCommand {
     @Option(help: "Seconds a learned MAC address lives without traffic.")
     var ageingTime: Int = 300
 
+    @Option(help: "Forward between uplink ports in the kernel once the switch has decided a flow (eBPF; needs CAP_BPF and Linux 6.6): on|off.")
+    var kernelFastPath: String = "on"
+
     @Flag(help: "Stop when the process that started the switch exits (tests and benchmarks; not for production switches, which must outlive any control plane).")
     var exitWithParent = false
 
@@ -44,6 +47,7 @@ struct VireoSwitchd: ParsableCommand {
             throw ValidationError("--name must be 1-32 ASCII letters, digits, '-', '_' or '.'")
         }
         guard ageingTime > 0 else { throw ValidationError("--ageing-time must be positive") }
+        guard ["on", "off"].contains(kernelFastPath) else { throw ValidationError("--kernel-fast-path takes on or off") }
         for spec in ports {
             do { _ = try PortConfig.parse(spec) } catch { throw ValidationError(error.description) }
         }
@@ -55,7 +59,7 @@ struct VireoSwitchd: ParsableCommand {
         let configs = try ports.map { spec throws(PortSpecError) in try PortConfig.parse(spec) }
         let dataplane: Dataplane
         do {
-            dataplane = try Dataplane(name: name, socketDirectory: socketDir, ageingSeconds: ageingTime, logger: logger)
+            dataplane = try Dataplane(name: name, socketDirectory: socketDir, ageingSeconds: ageingTime, kernelFastPath: kernelFastPath == "on", logger: logger)
         } catch {
             logger.critical("startup failed: \(error)")
             throw ExitCode(1)

@@ -14,6 +14,7 @@
 #include <spawn.h>
 #include "CVireoNetlink.h"
 #include "CVireoFrameRing.h"
+#include "CVireoBPF.h"
 
 // MARK: ioctl entry points (ioctl(2) is variadic; Swift cannot call it).
 int vireo_ioctl_none(int fd, unsigned long request);
