@@ -597,6 +597,8 @@ final class Dataplane {
         for index in forms.indices { forms[index].reset() }
         // Untagged in and untagged out, a frame leaves byte for byte as it came.
         let arrivedUntagged = header.headerLength == FrameHeader.untaggedLength
+        // An address this frame moved must leave the kernel's flows before anyone can answer it.
+        fastPath?.revalidate(fabric.table, now: now)
         if let fastPath, !flooded, arrivedUntagged, egress.count == 1, egress[0].vid == nil,
            backends[ingress.rawValue]?.fastPathInterface != nil, let egressInterface = backends[egress[0].port.rawValue]?.fastPathInterface {
             fastPath.offer(KernelFastPath.Flow(ingress: ingress, vlan: vlan, source: header.source, destination: header.destination),

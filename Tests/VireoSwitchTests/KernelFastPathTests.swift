@@ -1,0 +1,199 @@
+import Foundation
+import Testing
+import VireoSwitch
+import VireoSystem
+
+/// The kernel fast path between uplink ports (``KernelFastPath``), end to end: veth pairs whose
+/// host ends are the switch's uplinks and whose other ends are namespaces, as a bridge's ports are.
+/// Each test checks that the kernel forwards what the switch decided, and only that.
+@Suite(.enabled(if: NamespaceLab.available && KernelFastPathProbe.available, "needs root, ip, ping, vireo-switchd and BPF with tcx (Linux 6.6)"),
+       .timeLimit(.minutes(1)))
+struct KernelFastPathTests {
+    /// Starts a switch whose ports are uplinks on veth pairs into namespaces `roles` (hosts 1, 2, …).
+    private func lab(_ roles: [String], options: String = "tag=10") throws -> (NamespaceLab, [String]) {
+        let lab = NamespaceLab()
+        var ports: [String] = []
+        for (index, role) in roles.enumerated() { ports.append(try lab.addVethNamespace(role, host: index + 1)) }
+        try lab.startSwitch(ports: ports.map { "uplink:\($0),\(options)" })
+        return (lab, ports)
+    }
+
+    private func kernelFlows(_ lab: NamespaceLab) throws -> Int { try lab.control("stats")["kernel_flows"] as? Int ?? -1 }
+
+    private func counter(_ lab: NamespaceLab, _ port: String, _ name: String) throws -> Int { try lab.stats(port: port)[name] as? Int ?? -1 }
+
+    /// Polls `condition` every 50 ms, for up to 10 s.
+    private func eventually(_ condition: () throws -> Bool) rethrows -> Bool {
+        for _ in 0..<200 {
+            if try condition() { return true }
+            usleep(50_000)
+        }
+        return try condition()
+    }
+
+    @Test func trafficBetweenUplinksIsForwardedByTheKernelAndCountedOnThePorts() throws {
+        let (lab, ports) = try lab(["a", "b"])
+        defer { lab.close() }
+        #expect(lab.ping(from: "a", to: 2), "\(lab.switchLog)")
+        #expect(try eventually { try kernelFlows(lab) == 2 }, "one flow each way")
+        let (sent, received) = try lab.transfer(from: "a", to: "b", host: 2, megabytes: 16)
+        #expect(sent != nil && sent == received, "sent \(sent ?? "-"), received \(received ?? "-")")
+        // The transfer's frames were counted, once a second, as the kernel forwarded them: nearly
+        // all of a's frames never reached the switch process.
+        // (Packets as the kernel counts them: a 64 KiB super-frame is one.)
+        #expect(try eventually { try counter(lab, ports[0], "kernel_rx_packets") > 100 && counter(lab, ports[1], "kernel_rx_packets") > 10 },
+                "\((try? lab.control("stats")) ?? [:])")
+        let rx = try counter(lab, ports[0], "rx_packets"), inKernel = try counter(lab, ports[0], "kernel_rx_packets")
+        #expect(rx - inKernel < 20, "\(rx) frames received on a, \(inKernel) of them in the kernel")
+        #expect(try counter(lab, ports[1], "tx_bytes") >= 16 << 20, "b's port sent the transfer")
+        #expect(try lab.stats(port: ports[0])["drops_total"] as? Int == 0)
+
+        // A removed port takes its flows with it: nothing reaches the namespace behind it.
+        #expect(try lab.control("del-port \(ports[1])")["ok"] as? Bool == true)
+        #expect(try kernelFlows(lab) == 0)
+        #expect(!lab.ping(from: "a", to: 2, count: 1))
+    }
+
+    /// A tagged frame on an access uplink is the switch's to judge (dropped, counted): the kernel
+    /// passes it on even when a flow exists for its addresses, and the far side never sees it.
+    @Test func taggedFramesOnAnAccessUplinkNeverTakeTheFastPath() throws {
+        let (lab, ports) = try lab(["a", "b"])
+        defer { lab.close() }
+        #expect(lab.ping(from: "a", to: 2))
+        #expect(try eventually { try kernelFlows(lab) == 2 })
+        let macA = MACAddress(try lab.mac(in: "a", interface: lab.name("ai")))!, macB = MACAddress(try lab.mac(in: "b", interface: lab.name("bi")))!
+        let tagged = Frames.make(dst: macB, src: macA, vid: 10, etherType: 0x88B5, payload: Array("VIREO-TAGGED".utf8) + [UInt8](repeating: 0, count: 40))
+        let control = Frames.make(dst: macB, src: macA, etherType: 0x88B5, payload: Array("VIREO-CONTROL".utf8) + [UInt8](repeating: 0, count: 40))
+
+        let receiver = try RawReceiver(lab, role: "b", interface: lab.name("bi"))
+        try lab.sendRaw(from: "a", interface: lab.name("ai"), tagged)
+        #expect(try eventually { try lab.drops(port: ports[0], "tagged-on-access") == 1 }, "the switch saw and dropped the tagged frame")
+        try lab.sendRaw(from: "a", interface: lab.name("ai"), control)
+        // The untagged frame came through the kernel; had the tagged one, it would have arrived first.
+        #expect(receiver.finish() == ["control"])
+        #expect(try counter(lab, ports[1], "tx_packets") > 0)
+    }
+
+    /// When an address moves to another port, the flows that sent frames to it (or took frames
+    /// from it) leave the kernel before anyone can answer the frame that moved it.
+    @Test func aMovedAddressLeavesTheFastPath() throws {
+        let (lab, ports) = try lab(["a", "b", "c"])
+        defer { lab.close() }
+        #expect(lab.ping(from: "a", to: 2))
+        #expect(try eventually { try kernelFlows(lab) == 2 })
+        let inner = (b: lab.name("bi"), c: lab.name("ci"))
+        let macB = try lab.mac(in: "b", interface: inner.b)
+        // b goes away; c takes over its MAC address and talks to a.
+        try NamespaceLab.run(["ip", "-n", lab.name("b"), "link", "set", inner.b, "down"])
+        try NamespaceLab.run(["ip", "-n", lab.name("c"), "link", "set", inner.c, "address", macB])
+        #expect(lab.ping(from: "c", to: 1, count: 1), "a's answers to \(macB) must go to c's port now: \(lab.switchLog)")
+        #expect(try lab.fdb().contains { $0.mac == macB && $0.port == ports[2] })
+        #expect(try eventually { try kernelFlows(lab) == 2 }, "a ↔ c flows")
+        #expect(lab.ping(from: "a", to: 3, count: 2))
+    }
+
+    /// Addresses behind flows the kernel carries stay learned while the traffic lasts (the sweep
+    /// refreshes them from the kernel's counts), and age out, flows included, once it stops.
+    @Test func addressesOnTheFastPathAgeOnlyWhenTrafficStops() throws {
+        let (lab, ports) = try lab(["a", "b"])
+        defer { lab.close() }
+        #expect(try lab.control("ageing 2")["ok"] as? Bool == true)
+        #expect(lab.ping(from: "a", to: 2))
+        #expect(try eventually { try kernelFlows(lab) == 2 })
+        let before = try counter(lab, ports[0], "rx_packets") - counter(lab, ports[0], "kernel_rx_packets")
+        // 5 s of pings, longer than the ageing time: the flows must stay installed throughout, so
+        // the switch process sees (almost) none of them.
+        #expect(lab.ping(from: "a", to: 2, count: 25))
+        let after = try counter(lab, ports[0], "rx_packets") - counter(lab, ports[0], "kernel_rx_packets")
+        #expect(after - before <= 4, "\(after - before) of a's frames went through the switch process: the flows were aged out")
+        #expect(try lab.fdb().count == 2)
+        #expect(try eventually { try lab.fdb().isEmpty && kernelFlows(lab) == 0 }, "aged out once quiet")
+    }
+
+    @Test func offByFlagEveryFrameGoesThroughTheSwitch() throws {
+        let lab = NamespaceLab()
+        defer { lab.close() }
+        let a = try lab.addVethNamespace("a", host: 1), b = try lab.addVethNamespace("b", host: 2)
+        try lab.startSwitch(ports: ["uplink:\(a)", "uplink:\(b)"], extra: ["--kernel-fast-path", "off"])
+        #expect(lab.ping(from: "a", to: 2, count: 3))
+        #expect(try lab.control("stats")["kernel_fast_path"] as? Bool == false)
+        #expect(try kernelFlows(lab) == 0 && counter(lab, a, "kernel_rx_packets") == 0)
+    }
+}
+
+enum KernelFastPathProbe {
+    /// Whether this process may load the fast path's programs (CAP_BPF, tcx): the switch would
+    /// run without it, and these tests have nothing to test.
+    static let available: Bool = (try? KernelFastPath(capacity: 16)) != nil
+}
+
+/// A packet socket in a lab namespace that reports the marked frames it receives ("tagged" for
+/// VIREO-TAGGED, "control" for VIREO-CONTROL), until the control frame.
+final class RawReceiver {
+    private let process = Process()
+    private let output = Pipe()
+
+    init(_ lab: NamespaceLab, role: String, interface: String) throws {
+        let ready = "\(lab.directory)/raw-ready-\(role)"
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        process.arguments = ["netns", "exec", lab.name(role), "/usr/bin/python3", "-c", """
+            import socket, sys
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)); s.bind((sys.argv[1], 0)); s.settimeout(20)
+            open(sys.argv[2], "w").close()
+            while True:
+                frame = s.recv(65536)
+                if b"VIREO-TAGGED" in frame: print("tagged", flush=True)
+                if b"VIREO-CONTROL" in frame: print("control", flush=True); break
+            """, interface, ready]
+        process.standardOutput = output
+        try process.run()
+        for _ in 0..<200 where !FileManager.default.fileExists(atPath: ready) && process.isRunning { usleep(20_000) }
+    }
+
+    /// What it saw, once it has seen the control frame (or given up after 20 s).
+    func finish() -> [String] {
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return text.split(separator: "\n").map(String.init)
+    }
+}
+
+extension NamespaceLab {
+    /// Sends `frame` as it is out of `interface` in namespace `role` (an AF_PACKET socket).
+    func sendRaw(from role: String, interface: String, _ frame: [UInt8]) throws {
+        let hex = frame.map { String(format: "%02x", $0) }.joined()
+        try Self.run(["ip", "netns", "exec", name(role), "/usr/bin/python3", "-c", """
+            import socket, sys
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind((sys.argv[1], 0)); s.send(bytes.fromhex(sys.argv[2]))
+            """, interface, hex])
+    }
+}
+
+/// The assembler's encoding, against the kernel's `struct bpf_insn` layout.
+struct BPFAssemblerTests {
+    @Test func instructionsEncodeAsTheKernelReadsThem() throws {
+        var a = BPFAssembler()
+        a.load(.word, .r2, .r6, 76)          // ldxw r2, [r6+76]
+        a.jump(if: .r2, .notEqual, 0, to: "out")
+        a.loadMap(.r1, fd: 7)
+        a.label("out")
+        a.move(.r0, -1)
+        a.exit()
+        let program = try a.assemble()
+        #expect(program.map(\.bytes) == [
+            [0x61, 0x62, 76, 0, 0, 0, 0, 0],
+            [0x55, 0x02, 2, 0, 0, 0, 0, 0],             // skips the two-slot map load
+            [0x18, 0x11, 0, 0, 7, 0, 0, 0],             // src 1: BPF_PSEUDO_MAP_FD
+            [0, 0, 0, 0, 0, 0, 0, 0],
+            [0xB7, 0x00, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF],
+            [0x95, 0, 0, 0, 0, 0, 0, 0],
+        ])
+    }
+
+    @Test func aJumpToALabelNeverPlacedIsAnError() {
+        var a = BPFAssembler()
+        a.jump(if: .r0, .equal, 0, to: "nowhere")
+        a.exit()
+        #expect(throws: BPFError.undefinedLabel("nowhere")) { try a.assemble() }
+    }
+}
