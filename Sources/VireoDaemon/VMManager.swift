@@ -168,9 +168,12 @@ final class VMManager: Sendable {
         guard let records = try? store.vms() else { return }
         for record in records {
             guard let process = record.process else { continue }
-            let code = ProcessControl.reap(process.pid)
+            var code = ProcessControl.reap(process.pid)
             guard code != nil || !process.isAlive else { continue }
-            _ = try? await queue.run(record.vmid) { [self] in
+            // It may have ended between waitpid and the liveness check: a zombie now, so its exit
+            // code is there to collect (a VM that is not our child has none: nil again).
+            if code == nil { code = ProcessControl.reap(process.pid) }
+            _ = try? await queue.run(record.vmid) { [self, code] in
                 // Re-check under the VM's queue: a stop or start may have changed the record meanwhile.
                 guard let current = try store.vm(record.vmid), current.process == process, !process.isAlive else { return }
                 let how = code.map { "exited with code \($0)" } ?? "exited"

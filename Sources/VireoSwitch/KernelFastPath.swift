@@ -161,11 +161,11 @@ public final class KernelFastPath {
         static let length: Int16 = 0, vlanPresent: Int16 = 20, interfaceIndex: Int16 = 40, data: Int16 = 76, dataEnd: Int16 = 80
     }
     /// Kernel helpers (enum bpf_func_id).
-    private enum Helper {
+    fileprivate enum Helper {
         static let mapLookup: Int32 = 1, redirect: Int32 = 23, loadBytes: Int32 = 26
     }
     /// 0x8100 and 0x88A8 as a little-endian 16-bit load of their network-order bytes reads them.
-    private static let customerTag: Int32 = 0x0081, serviceTag: Int32 = 0xA888
+    fileprivate static let customerTag: Int32 = 0x0081, serviceTag: Int32 = 0xA888
     /// tcx: "not mine, run what comes next" (TCX_NEXT), so other tc users on the interface still see the frame.
     private static let tcxNext: Int32 = -1
 
@@ -183,19 +183,14 @@ public final class KernelFastPath {
         a.add(.r2, 14)
         a.jump(if: .r2, .greater, .r8, to: "pass")         // shorter than an Ethernet header
         a.load(.half, .r2, .r7, 12)
-        a.jump(if: .r2, .equal, customerTag, to: "pass")   // a tag inside (QinQ)
-        a.jump(if: .r2, .equal, serviceTag, to: "pass")
+        a.passTaggedType(in: .r2, to: "pass")               // a tag inside (QinQ)
         a.load(.word, .r2, .r6, SKBuff.interfaceIndex)     // key at r10-16: ifindex, then the frame's 12 address bytes
         a.store(.word, .r10, -16, .r2)
         for word in 0..<3 {
             a.load(.word, .r2, .r7, Int16(4 * word))
             a.store(.word, .r10, Int16(-12 + 4 * word), .r2)
         }
-        a.loadMap(.r1, fd: map)
-        a.move(.r2, .r10)
-        a.add(.r2, -16)
-        a.call(Helper.mapLookup)
-        a.jump(if: .r0, .equal, 0, to: "pass")
+        a.lookUpFlow(map: map, missing: "pass")
         a.move(.r1, 1)
         a.atomicAdd(.r0, 8, .r1)                           // packets
         a.load(.word, .r1, .r6, SKBuff.length)
@@ -220,33 +215,45 @@ public final class KernelFastPath {
         a.jump(if: .r2, .notEqual, 0, to: "keep")
         a.load(.word, .r2, .r6, SKBuff.interfaceIndex)
         a.store(.word, .r10, -16, .r2)
-        a.move(.r1, .r6)                                   // the 12 address bytes and the type after them to r10-12
-        a.move(.r2, 0)
-        a.move(.r3, .r10)
-        a.add(.r3, -12)
-        a.move(.r4, 12)
-        a.call(Helper.loadBytes)
-        a.jump(if: .r0, .notEqual, 0, to: "keep")
-        a.move(.r1, .r6)
-        a.move(.r2, 12)
-        a.move(.r3, .r10)
-        a.add(.r3, -24)
-        a.move(.r4, 2)
-        a.call(Helper.loadBytes)
-        a.jump(if: .r0, .notEqual, 0, to: "keep")
+        a.loadFrameBytes(0..<12, toStack: -12, failing: "keep")   // the addresses, after the ifindex
+        a.loadFrameBytes(12..<14, toStack: -24, failing: "keep")  // the EtherType
         a.load(.half, .r2, .r10, -24)
-        a.jump(if: .r2, .equal, customerTag, to: "keep")
-        a.jump(if: .r2, .equal, serviceTag, to: "keep")
-        a.loadMap(.r1, fd: map)
-        a.move(.r2, .r10)
-        a.add(.r2, -16)
-        a.call(Helper.mapLookup)
-        a.jump(if: .r0, .equal, 0, to: "keep")
+        a.passTaggedType(in: .r2, to: "keep")
+        a.lookUpFlow(map: map, missing: "keep")
         a.move(.r0, 0)
         a.exit()
         a.label("keep")
         a.move(.r0, 0x7FFF_FFFF)
         a.exit()
         return try a.assemble()
+    }
+}
+
+extension BPFAssembler {
+    /// Jumps to `label` when `register` holds an EtherType that is a VLAN tag (as loaded from the frame).
+    fileprivate mutating func passTaggedType(in register: BPFRegister, to label: String) {
+        jump(if: register, .equal, KernelFastPath.customerTag, to: label)
+        jump(if: register, .equal, KernelFastPath.serviceTag, to: label)
+    }
+
+    /// Copies bytes `range` of the frame (skb in r6) to the stack at r10+`stackOffset` with
+    /// `bpf_skb_load_bytes`; jumps to `label` when the frame is shorter.
+    fileprivate mutating func loadFrameBytes(_ range: Range<Int32>, toStack stackOffset: Int32, failing label: String) {
+        move(.r1, .r6)
+        move(.r2, range.lowerBound)
+        move(.r3, .r10)
+        add(.r3, stackOffset)
+        move(.r4, Int32(range.count))
+        call(KernelFastPath.Helper.loadBytes)
+        jump(if: .r0, .notEqual, 0, to: label)
+    }
+
+    /// Looks up the flow key built at r10-16 in `map`: r0 = the value, or a jump to `missing`.
+    fileprivate mutating func lookUpFlow(map: Int32, missing: String) {
+        loadMap(.r1, fd: map)
+        move(.r2, .r10)
+        add(.r2, -16)
+        call(KernelFastPath.Helper.mapLookup)
+        jump(if: .r0, .equal, 0, to: missing)
     }
 }

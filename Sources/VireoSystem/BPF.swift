@@ -35,8 +35,8 @@ public struct BPFInstruction: Equatable, Sendable {
     /// Little-endian encoding, as `struct bpf_insn` lays it out on x86-64.
     public var bytes: [UInt8] {
         var bytes: [UInt8] = [code, destination & 0x0F | source << 4]
-        bytes += withUnsafeBytes(of: offset.littleEndian, Array.init)
-        bytes += withUnsafeBytes(of: immediate.littleEndian, Array.init)
+        bytes += unsafe withUnsafeBytes(of: offset.littleEndian, Array.init)
+        bytes += unsafe withUnsafeBytes(of: immediate.littleEndian, Array.init)
         return bytes
     }
 }

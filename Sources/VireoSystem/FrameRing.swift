@@ -80,6 +80,11 @@ public struct FrameRing: @unchecked Sendable {
     /// The largest record (a virtio-net header, then 64 KiB plus an Ethernet header and a tag).
     public static let maxRecord = Int(VIREO_RING_MAX_RECORD)
 
+    /// Grows `buffer` to hold the largest record.
+    private static func makeRoomForARecord(_ buffer: inout [UInt8]) {
+        if buffer.count < maxRecord { buffer += [UInt8](repeating: 0, count: maxRecord - buffer.count) }
+    }
+
     init(region: FrameRingRegion, index: Int, producer: Bool) {
         self.region = region
         unsafe vireo_ring_attach(&raw, region.base, region.capacity, Int32(index), producer ? 1 : 0)
@@ -116,12 +121,36 @@ public struct FrameRing: @unchecked Sendable {
     /// Copies the next record to the start of `buffer` (grown to ``maxRecord`` if smaller).
     public mutating func pop(into buffer: inout [UInt8]) -> PopResult {
         unsafe peeked = nil
-        if buffer.count < Self.maxRecord { buffer += [UInt8](repeating: 0, count: Self.maxRecord - buffer.count) }
+        Self.makeRoomForARecord(&buffer)
         let result = unsafe buffer.withUnsafeMutableBufferPointer { buffer in
             unsafe vireo_ring_pop(&raw, buffer.baseAddress!, buffer.count)
         }
         if result > 0 { return .record(result) }
         return result == 0 ? .empty : .broken
+    }
+
+    /// Consumer: copies the next record straight into `vectors` from byte `offset` on (a VMM's
+    /// guest receive buffers: the only copy between the switch's ring and the guest) and takes it.
+    /// A record that does not fit is taken too, and reported as ``VectorPopResult/tooLong(_:)``.
+    public mutating func pop(into vectors: borrowing IOVectors, at offset: Int = 0) -> VectorPopResult {
+        switch peek() {
+        case .record(let length):
+            defer { release() }
+            guard length <= vectors.count - offset, let record = unsafe peeked else { return .tooLong(length) }
+            unsafe vectors.copy(from: record, at: offset)
+            return .record(length)
+        case .empty: return .empty
+        case .broken: return .broken
+        }
+    }
+
+    /// What ``pop(into:at:)`` found.
+    public enum VectorPopResult: Equatable, Sendable {
+        case record(Int)
+        /// A record longer than the vectors: taken and lost.
+        case tooLong(Int)
+        case empty
+        case broken
     }
 
     /// Consumer: finds the next record and leaves it in the ring until ``release()`` (another
@@ -144,7 +173,7 @@ public struct FrameRing: @unchecked Sendable {
     public func copyPeeked(_ range: Range<Int>, into buffer: inout [UInt8]) {
         guard let record = unsafe peeked else { preconditionFailure("copyPeeked without a peeked record") }
         precondition(range.lowerBound >= 0 && range.upperBound <= record.count, "bytes \(range) of a \(record.count)-byte record")
-        if buffer.count < Self.maxRecord { buffer += [UInt8](repeating: 0, count: Self.maxRecord - buffer.count) }
+        Self.makeRoomForARecord(&buffer)
         unsafe buffer.withUnsafeMutableBytes { destination in
             unsafe UnsafeMutableRawBufferPointer(rebasing: destination[range]).copyMemory(from: UnsafeRawBufferPointer(rebasing: record[range]))
         }

@@ -93,6 +93,19 @@ public struct IOVectors: ~Copyable {
         }
     }
 
+    /// Copies `source` into the stream at `offset`, segment by segment (`memcpy`): for host memory
+    /// this layer holds (a shared ring's record), where ``store(_:at:)`` would go byte by byte.
+    @unsafe
+    func copy(from source: UnsafeRawBufferPointer, at offset: Int) {
+        precondition(!isReadOnly, "copy into read-only vectors")
+        precondition(offset >= 0 && source.count <= count - offset, "copy of \(source.count) bytes at \(offset) of \(count)")
+        var done = 0
+        for unsafe piece in unsafe pieces(offset..<(offset + source.count)) {
+            unsafe piece.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[done..<(done + piece.count)]))
+            done += piece.count
+        }
+    }
+
     /// Fills bytes `range` of the stream with zeros.
     public func zero(_ range: Range<Int>) {
         precondition(!isReadOnly, "zero read-only vectors")

@@ -324,6 +324,56 @@ struct SwitchPortBackendTests {
         for port in ["rb", "mc", "tr", tap] { #expect(try lab.drops(port: port, "transmit-failed") == 0) }
     }
 
+    /// In ring mode a VMM copies each record from the switch's ring straight into the guest's
+    /// receive buffers (`receive(into:)`), scattered over them in their order, on ports with and
+    /// without offloads (a zeroed header goes first for the latter); frames sent as messages
+    /// before (none here) and the ring's arming go through the array path.
+    @Test func ringRecordsLandStraightInTheGuestsBuffers() throws {
+        let lab = NamespaceLab()
+        defer { lab.close() }
+        try lab.startSwitch(ports: [])
+        let (macA, macB, macC) = (Self.macs[0], Self.macs[1], Self.macs[2])
+        // Jumbo MTUs, so that frames up to 64 KiB cross without offloads.
+        let control = try SwitchControlClient(switch: lab.switchName, directory: lab.directory)
+        for spec in ["vm:ra,tag=10,mtu=65535", "vm:rb,tag=10,mtu=65535", "vm:oc,tag=10,mtu=65535,offload=on"] { try control.addPort(try PortConfig.parse(spec)) }
+        let a = try SwitchPortBackend(socketPath: lab.socketPath(port: "ra"), rings: true)
+        let b = try SwitchPortBackend(socketPath: lab.socketPath(port: "rb"), rings: true)
+        let c = try SwitchPortBackend(socketPath: lab.socketPath(port: "oc"), offload: true, rings: true)
+        #expect(b.receivesInPlace && c.receivesInPlace)
+        // b and c say hello one after the other, so the switch learns where they are.
+        #expect(b.send(Self.packet(to: .broadcast, from: macB, index: 0)) == .sent)
+        #expect(collect(a, from: macB, count: 1).count == 1 && collect(c, from: macB, count: 1).count == 1)
+        #expect(c.send(Self.packet(to: .broadcast, from: macC, index: 0)) == .sent)
+        #expect(collect(a, from: macC, count: 1).count == 1 && collect(b, from: macC, count: 1).count == 1)
+
+        // "Guest buffers": three pieces of one array, out of address order, covering the largest packet.
+        var memory = [UInt8](repeating: 0xEE, count: 70_000)
+        let pieces = [0..<100, 40_000..<70_000, 100..<40_000]
+        func receiveInPlace(_ backend: SwitchPortBackend) -> [UInt8]? {
+            let end = Date().addingTimeInterval(10)
+            while Date() < end {
+                let length = memory.withUnsafeMutableBytes { raw in
+                    let segments = pieces.map { UnsafeMutableRawBufferPointer(rebasing: raw[$0]) }
+                    return backend.receive(into: unsafe IOVectors(unsafeSegments: segments))
+                }
+                guard let length else {
+                    usleep(500)
+                    continue
+                }
+                return Array(pieces.flatMap { memory[$0] }.prefix(length))
+            }
+            return nil
+        }
+        for (index, length) in [60, 1514, 9000, 40_000, 65_000].enumerated() {
+            for (backend, destination) in [(b, macB), (c, macC)] {
+                let packet = Self.largePacket(to: destination, from: macA, index: index, length: length)
+                #expect(a.send(packet) == .sent)
+                #expect(receiveInPlace(backend) == packet, "\(length)-byte frame to \(destination)")
+            }
+        }
+        for port in ["ra", "rb", "oc"] { #expect(try lab.stats(port: port)["drops_total"] as? Int == 0) }
+    }
+
     /// Offers the region `memfd` over a raw connection to a port and returns the switch's reply.
     func offer(_ socket: Int32, memfd: Int32, capacity: UInt32) throws -> RingHandshake.Status? {
         try FrameChannel.sendMessage(socket, RingHandshake.offer(capacity: capacity), descriptors: [memfd])

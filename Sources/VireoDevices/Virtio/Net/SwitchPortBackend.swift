@@ -163,6 +163,39 @@ public final class SwitchPortBackend: NetBackend {
         return nil
     }
 
+    /// Ring mode: records go from the switch's ring straight into the guest's buffers.
+    public var receivesInPlace: Bool { usesRings }
+
+    /// The next record copied from the ring into `buffers`, the guest's receive buffers: the one
+    /// copy between the switch and the guest, as a tap's `readv` is on a bridge. Frames that came
+    /// as messages (before the ring was accepted) and the arming of the ring when it runs dry go
+    /// through ``receive()``.
+    public func receive(into buffers: borrowing IOVectors) -> Int? {
+        // In offload mode a record is header + frame, as the device wants it; without, a zeroed header goes first.
+        let offset = offloadMode ? 0 : Self.header.count
+        while isConnected {
+            if usesRings, early.withLock({ $0.isEmpty }) {
+                let result = receiveRing.withLock { ring in ring?.pop(into: buffers, at: offset) ?? .broken }
+                switch result {
+                case .record(let length):
+                    guard length > Self.header.count - offset else { continue }  // too short to be a packet
+                    if offset > 0 { buffers.store(Self.header, at: 0) }
+                    return offset + length
+                case .tooLong: continue
+                case .broken:
+                    disconnect()
+                    return nil
+                case .empty: break
+                }
+            }
+            guard let packet = receive() else { return nil }
+            guard packet.count <= buffers.count else { continue }
+            buffers.store(packet, at: 0)
+            return packet.count
+        }
+        return nil
+    }
+
     private enum RingRead {
         case packet([UInt8])
         /// A record too short to be a frame: skipped.
