@@ -11,11 +11,13 @@ import VireoSystem
 ///
 /// The switch stays the one that decides (the OpenFlow/OVS split of a slow path that learns and a
 /// flow cache that forwards): a flow is installed only after the switch forwarded a known-unicast
-/// frame that arrived untagged and leaves untagged, keyed on (ingress interface, destination MAC,
-/// source MAC) — the ingress port fixes the VLAN of an untagged frame — and only while the
-/// switch's table still says so (``revalidate(_:)``, run whenever the table's ``MACTable/generation``
-/// moves: an address moved, aged out or was flushed). Anything else (tagged frames, broadcast,
-/// multicast, unknown destinations, ports of other kinds) takes the user-space path as before.
+/// frame, keyed on (ingress interface, the frame's 802.1Q VID or none, destination MAC, source MAC)
+/// — the ingress port and the tag fix the VLAN — with what the egress port needs done to the tag
+/// (nothing, pop it, push one: `bpf_skb_vlan_pop`/`push`), and only while the switch's table
+/// still says so (``revalidate(_:)``, run whenever the table's ``MACTable/generation``
+/// moves: an address moved, aged out or was flushed). Anything else (frames with priority bits or
+/// inner tags, S-tags, broadcast, multicast, unknown destinations, ports of other kinds) takes the
+/// user-space path as before.
 /// The program counts what it forwards per flow; ``sweep(_:now:)`` adds that to the ports'
 /// counters and refreshes the senders' addresses, so counters and ageing read as if the switch had
 /// seen each frame.
@@ -24,15 +26,17 @@ import VireoSystem
 /// that drops (before any copy) exactly the frames the program will redirect. Programs run through
 /// tcx links, which the kernel detaches when the switch's descriptors close, crash included.
 public final class KernelFastPath {
-    /// A flow the switch decided: frames from `source` to `destination` arriving untagged on
-    /// `ingress` (in `vlan`).
+    /// A flow the switch decided: frames from `source` to `destination` arriving on `ingress`
+    /// with 802.1Q VID `ingressTag` (0: untagged), in `vlan`.
     public struct Flow: Hashable, Sendable {
         public var ingress: PortID
+        public var ingressTag: UInt16
         public var vlan: UInt16
         public var source: MACAddress
         public var destination: MACAddress
-        public init(ingress: PortID, vlan: UInt16, source: MACAddress, destination: MACAddress) {
+        public init(ingress: PortID, ingressTag: UInt16 = 0, vlan: UInt16, source: MACAddress, destination: MACAddress) {
             self.ingress = ingress
+            self.ingressTag = ingressTag
             self.vlan = vlan
             self.source = source
             self.destination = destination
@@ -47,10 +51,16 @@ public final class KernelFastPath {
         var bytes: UInt64 = 0
     }
 
-    /// Map layout. Key: ingress ifindex (u32), destination MAC, source MAC (the frame's first 12
-    /// bytes). Value: egress ifindex (u32), bpf_redirect flags (u32), packets (u64), bytes (u64).
-    static let keySize = 16
-    static let valueSize = 24
+    /// Map layout. Key: ingress ifindex (u32), VID (u32, 0 untagged), destination MAC, source MAC
+    /// (the frame's first 12 bytes). Value: egress ifindex (u32), bpf_redirect flags (u32),
+    /// packets (u64), bytes (u64), tag action (u32: ``TagAction``), the VID to push (u32).
+    static let keySize = 20
+    static let valueSize = 32
+
+    /// What the program does to the frame's tag before redirecting it.
+    enum TagAction: UInt32 {
+        case keep = 0, pop = 1, push = 2
+    }
 
     private let flowMap: BPFHashMap
     private let forwarder: BPFProgram
@@ -90,16 +100,26 @@ public final class KernelFastPath {
         links[port] = nil
     }
 
-    /// The switch forwarded a known-unicast frame of `flow` untagged to `egress`: install the flow
-    /// when both ports take part and the table agrees. Cheap when the flow is known already.
-    public func offer(_ flow: Flow, egress: PortID, egressInterface: Int32, table: MACTable, now: UInt64) {
+    /// The switch forwarded a known-unicast frame of `flow` to `egress`, in an 802.1Q tag of VID
+    /// `egressTag` (0: untagged): install the flow when both ports take part and the table agrees.
+    /// Cheap when the flow is known already.
+    public func offer(_ flow: Flow, egress: PortID, egressTag: UInt16 = 0, egressInterface: Int32, table: MACTable, now: UInt64) {
         guard flows[flow] == nil, !refused.contains(flow), links[egress] != nil,
               let ingressLink = links[flow.ingress],
               table.lookup(vlan: flow.vlan, mac: flow.source, now: now) == flow.ingress,
               table.lookup(vlan: flow.vlan, mac: flow.destination, now: now) == egress else { return }
-        let key = Self.key(interfaceIndex: ingressLink.interfaceIndex, source: flow.source, destination: flow.destination)
-        var value = withUnsafeBytes(of: UInt32(bitPattern: egressInterface).littleEndian, Array.init)
-        value += [UInt8](repeating: 0, count: Self.valueSize - value.count)  // flags 0: out of the interface
+        // The switch never translates VLANs: a tag in and a tag out are the same VID.
+        let action: TagAction
+        switch (flow.ingressTag, egressTag) {
+        case (0, 0): action = .keep
+        case (let tag, 0) where tag != 0: action = .pop
+        case (0, let tag) where tag != 0: action = .push
+        case (let inTag, let outTag) where inTag == outTag: action = .keep
+        default: return
+        }
+        let key = Self.key(interfaceIndex: ingressLink.interfaceIndex, tag: flow.ingressTag, source: flow.source, destination: flow.destination)
+        let value = Self.littleEndian(UInt32(bitPattern: egressInterface)) + Self.littleEndian(UInt32(0))  // flags 0: out of the interface
+            + [UInt8](repeating: 0, count: 16) + Self.littleEndian(action.rawValue) + Self.littleEndian(UInt32(egressTag))
         do {
             try flowMap.update(key, value)
             flows[flow] = Installed(key: key, egress: egress)
@@ -146,9 +166,11 @@ public final class KernelFastPath {
         _ = try? flowMap.delete(installed.key)
     }
 
-    static func key(interfaceIndex: Int32, source: MACAddress, destination: MACAddress) -> [UInt8] {
-        withUnsafeBytes(of: UInt32(bitPattern: interfaceIndex).littleEndian, Array.init) + destination.octets + source.octets
+    static func key(interfaceIndex: Int32, tag: UInt16, source: MACAddress, destination: MACAddress) -> [UInt8] {
+        littleEndian(UInt32(bitPattern: interfaceIndex)) + littleEndian(UInt32(tag)) + destination.octets + source.octets
     }
+
+    private static func littleEndian(_ value: UInt32) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: value >> (8 * $0)) } }
 
     private static func readU64(_ bytes: [UInt8], at offset: Int) -> UInt64 {
         (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[offset + $1]) << (8 * UInt64($1)) }
@@ -157,26 +179,31 @@ public final class KernelFastPath {
     // MARK: Programs
 
     /// `struct __sk_buff` field offsets (include/uapi/linux/bpf.h).
-    private enum SKBuff {
-        static let length: Int16 = 0, vlanPresent: Int16 = 20, interfaceIndex: Int16 = 40, data: Int16 = 76, dataEnd: Int16 = 80
+    fileprivate enum SKBuff {
+        static let length: Int16 = 0, vlanPresent: Int16 = 20, vlanTCI: Int16 = 24, vlanProtocol: Int16 = 28
+        static let interfaceIndex: Int16 = 40, data: Int16 = 76, dataEnd: Int16 = 80
     }
     /// Kernel helpers (enum bpf_func_id).
     fileprivate enum Helper {
-        static let mapLookup: Int32 = 1, redirect: Int32 = 23, loadBytes: Int32 = 26
+        static let mapLookup: Int32 = 1, vlanPush: Int32 = 18, vlanPop: Int32 = 19, redirect: Int32 = 23, loadBytes: Int32 = 26
     }
+    /// The key's place on the program's stack: ifindex at r10-24, VID at -20, addresses at -16.
+    fileprivate static let keyOffset: Int16 = -24
     /// 0x8100 and 0x88A8 as a little-endian 16-bit load of their network-order bytes reads them.
     fileprivate static let customerTag: Int32 = 0x0081, serviceTag: Int32 = 0xA888
-    /// tcx: "not mine, run what comes next" (TCX_NEXT), so other tc users on the interface still see the frame.
-    private static let tcxNext: Int32 = -1
+    /// tcx: "not mine, run what comes next" (TCX_NEXT), so other tc users on the interface still
+    /// see the frame; TCX_DROP for a frame whose tag could not be changed.
+    private static let tcxNext: Int32 = -1, tcxDrop: Int32 = 2
 
-    /// tcx ingress: look the frame up by (interface, destination, source); on a hit, count it and
-    /// redirect it. Frames with a VLAN tag (in the packet or taken off by the NIC), and frames
-    /// shorter than an Ethernet header, pass on untouched.
+    /// tcx ingress: look the frame up by (interface, VID, destination, source); on a hit, count
+    /// it, pop or push its tag as the flow says, and redirect it. Frames whose tag has priority
+    /// bits, a VID of 0 or a TPID other than 0x8100, frames with a tag inside (QinQ), and frames
+    /// shorter than an Ethernet header pass on untouched. The kernel has taken an outer tag off
+    /// into the skb already (skb_vlan_untag) before tc runs.
     static func forwarderProgram(map: Int32) throws(BPFError) -> [BPFInstruction] {
         var a = BPFAssembler()
         a.move(.r6, .r1)                                   // r6 = skb
-        a.load(.word, .r2, .r6, SKBuff.vlanPresent)
-        a.jump(if: .r2, .notEqual, 0, to: "pass")
+        a.storeTag(failing: "pass")
         a.load(.word, .r7, .r6, SKBuff.data)               // r7 = frame
         a.load(.word, .r8, .r6, SKBuff.dataEnd)
         a.move(.r2, .r7)
@@ -184,23 +211,41 @@ public final class KernelFastPath {
         a.jump(if: .r2, .greater, .r8, to: "pass")         // shorter than an Ethernet header
         a.load(.half, .r2, .r7, 12)
         a.passTaggedType(in: .r2, to: "pass")               // a tag inside (QinQ)
-        a.load(.word, .r2, .r6, SKBuff.interfaceIndex)     // key at r10-16: ifindex, then the frame's 12 address bytes
-        a.store(.word, .r10, -16, .r2)
-        for word in 0..<3 {
-            a.load(.word, .r2, .r7, Int16(4 * word))
-            a.store(.word, .r10, Int16(-12 + 4 * word), .r2)
+        a.load(.word, .r2, .r6, SKBuff.interfaceIndex)     // the key: ifindex, VID (stored above), the frame's 12 address bytes
+        a.store(.word, .r10, keyOffset, .r2)
+        for word: Int16 in 0..<3 {
+            a.load(.word, .r2, .r7, 4 * word)
+            a.store(.word, .r10, keyOffset + 8 + 4 * word, .r2)
         }
         a.lookUpFlow(map: map, missing: "pass")
+        a.move(.r9, .r0)                                   // r9 = the flow (survives calls)
         a.move(.r1, 1)
-        a.atomicAdd(.r0, 8, .r1)                           // packets
+        a.atomicAdd(.r9, 8, .r1)                           // packets
         a.load(.word, .r1, .r6, SKBuff.length)
-        a.atomicAdd(.r0, 16, .r1)                          // bytes
-        a.load(.word, .r1, .r0, 0)                         // egress ifindex
-        a.load(.word, .r2, .r0, 4)                         // flags
+        a.atomicAdd(.r9, 16, .r1)                          // bytes
+        a.load(.word, .r2, .r9, 24)                        // the tag action
+        a.jump(if: .r2, .equal, Int32(TagAction.keep.rawValue), to: "redirect")
+        a.jump(if: .r2, .equal, Int32(TagAction.push.rawValue), to: "push")
+        a.move(.r1, .r6)
+        a.call(Helper.vlanPop)
+        a.jump(if: .r0, .equal, 0, to: "redirect")
+        a.jump(to: "drop")
+        a.label("push")
+        a.move(.r1, .r6)
+        a.move(.r2, customerTag)                           // htons(0x8100)
+        a.load(.word, .r3, .r9, 28)
+        a.call(Helper.vlanPush)
+        a.jump(if: .r0, .notEqual, 0, to: "drop")
+        a.label("redirect")
+        a.load(.word, .r1, .r9, 0)                         // egress ifindex
+        a.load(.word, .r2, .r9, 4)                         // flags
         a.call(Helper.redirect)                            // TC_ACT_REDIRECT
         a.exit()
         a.label("pass")
         a.move(.r0, tcxNext)
+        a.exit()
+        a.label("drop")
+        a.move(.r0, tcxDrop)
         a.exit()
         return try a.assemble()
     }
@@ -211,13 +256,12 @@ public final class KernelFastPath {
     static func socketFilterProgram(map: Int32) throws(BPFError) -> [BPFInstruction] {
         var a = BPFAssembler()
         a.move(.r6, .r1)
-        a.load(.word, .r2, .r6, SKBuff.vlanPresent)
-        a.jump(if: .r2, .notEqual, 0, to: "keep")
+        a.storeTag(failing: "keep")
         a.load(.word, .r2, .r6, SKBuff.interfaceIndex)
-        a.store(.word, .r10, -16, .r2)
-        a.loadFrameBytes(0..<12, toStack: -12, failing: "keep")   // the addresses, after the ifindex
-        a.loadFrameBytes(12..<14, toStack: -24, failing: "keep")  // the EtherType
-        a.load(.half, .r2, .r10, -24)
+        a.store(.word, .r10, keyOffset, .r2)
+        a.loadFrameBytes(0..<12, toStack: Int32(keyOffset) + 8, failing: "keep")  // the addresses, after ifindex and VID
+        a.loadFrameBytes(12..<14, toStack: Int32(keyOffset) - 8, failing: "keep") // the EtherType
+        a.load(.half, .r2, .r10, keyOffset - 8)
         a.passTaggedType(in: .r2, to: "keep")
         a.lookUpFlow(map: map, missing: "keep")
         a.move(.r0, 0)
@@ -248,11 +292,27 @@ extension BPFAssembler {
         jump(if: .r0, .notEqual, 0, to: label)
     }
 
-    /// Looks up the flow key built at r10-16 in `map`: r0 = the value, or a jump to `missing`.
+    /// Stores the key's VID (0 for an untagged frame; skb in r6): the 802.1Q tag the kernel took
+    /// off the frame, when it is a plain C-tag (TPID 0x8100, no priority bits, VID ≠ 0); jumps to
+    /// `label` for any other tag.
+    fileprivate mutating func storeTag(failing label: String) {
+        move(.r3, 0)
+        load(.word, .r2, .r6, KernelFastPath.SKBuff.vlanPresent)
+        jump(if: .r2, .equal, 0, to: "untagged")
+        load(.word, .r2, .r6, KernelFastPath.SKBuff.vlanProtocol)
+        jump(if: .r2, .notEqual, KernelFastPath.customerTag, to: label)
+        load(.word, .r3, .r6, KernelFastPath.SKBuff.vlanTCI)
+        jump(if: .r3, .greater, 0x0FFF, to: label)
+        jump(if: .r3, .equal, 0, to: label)
+        self.label("untagged")
+        store(.word, .r10, KernelFastPath.keyOffset + 4, .r3)
+    }
+
+    /// Looks up the flow key built at r10-24 in `map`: r0 = the value, or a jump to `missing`.
     fileprivate mutating func lookUpFlow(map: Int32, missing: String) {
         loadMap(.r1, fd: map)
         move(.r2, .r10)
-        add(.r2, -16)
+        add(.r2, Int32(KernelFastPath.keyOffset))
         call(KernelFastPath.Helper.mapLookup)
         jump(if: .r0, .equal, 0, to: missing)
     }

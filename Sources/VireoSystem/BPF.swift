@@ -96,6 +96,10 @@ public struct BPFAssembler: Sendable {
     public mutating func jump(if register: BPFRegister, _ condition: BPFCondition, _ other: BPFRegister, to label: String) {
         items.append(.jump(code: Self.jmp | condition.rawValue | Self.sourceRegister, destination: register, source: other, immediate: 0, label: label))
     }
+    /// Jumps to `label`.
+    public mutating func jump(to label: String) {
+        items.append(.jump(code: Self.jmp | 0x00, destination: .r0, source: .r0, immediate: 0, label: label))
+    }
     /// Names the next instruction.
     public mutating func label(_ name: String) { labels[name] = items.count }
 

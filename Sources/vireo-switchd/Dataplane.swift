@@ -290,11 +290,16 @@ final class Dataplane {
     }
 
     /// Puts an uplink on the kernel fast path, unless its MTU is set below its interface's (the
-    /// kernel would not enforce it): a port that cannot join keeps the user-space path.
+    /// kernel would not enforce it) or its tags are 802.1ad or tunnelled (the program knows plain
+    /// C-tags only): a port that cannot join keeps the user-space path.
     private func joinFastPath(_ backend: PortBackend) {
         guard let fastPath else { return }
         let name = backend.config.name
         let index = Int32(bitPattern: if_nametoindex(name))
+        guard backend.config.tagType == VLAN.customerTPID, !backend.config.tunnel else {
+            logger.info("port \(name): not on the kernel fast path (802.1ad and tunnel ports stay with the switch process)")
+            return
+        }
         guard index > 0, let interfaceMTU = Self.interfaceMTU(name), backend.config.mtu >= interfaceMTU else {
             logger.info("port \(name): not on the kernel fast path (its mtu=\(backend.config.mtu) is below the interface's, or the interface is gone)")
             return
@@ -599,10 +604,14 @@ final class Dataplane {
         let arrivedUntagged = header.headerLength == FrameHeader.untaggedLength
         // An address this frame moved must leave the kernel's flows before anyone can answer it.
         fastPath?.revalidate(fabric.table, now: now)
-        if let fastPath, !flooded, arrivedUntagged, egress.count == 1, egress[0].vid == nil,
+        if let fastPath, !flooded, egress.count == 1, header.innerTagLength == 0,
            backends[ingress.rawValue]?.fastPathInterface != nil, let egressInterface = backends[egress[0].port.rawValue]?.fastPathInterface {
-            fastPath.offer(KernelFastPath.Flow(ingress: ingress, vlan: vlan, source: header.source, destination: header.destination),
-                           egress: egress[0].port, egressInterface: egressInterface, table: fabric.table, now: now)
+            // The kernel's program handles no tag or a plain C-tag (no priority bits), both ways.
+            let ingressTag = header.tagControl.map { $0 == header.vid ? $0 : 0 } ?? 0
+            if header.tagControl == nil || ingressTag != 0 {
+                fastPath.offer(KernelFastPath.Flow(ingress: ingress, ingressTag: ingressTag, vlan: vlan, source: header.source, destination: header.destination),
+                               egress: egress[0].port, egressTag: egress[0].vid ?? 0, egressInterface: egressInterface, table: fabric.table, now: now)
+            }
         }
         for target in egress {
             guard let backend = backends[target.port.rawValue] else { continue }

@@ -110,6 +110,40 @@ struct KernelFastPathTests {
         #expect(try eventually { try lab.fdb().isEmpty && kernelFlows(lab) == 0 }, "aged out once quiet")
     }
 
+    /// An access uplink and a trunk uplink: the kernel pushes the VLAN's tag on the way to the
+    /// trunk and pops it on the way back, as the switch would; a frame of another VLAN on the trunk
+    /// is still the switch's (and reaches nobody on VLAN 10).
+    @Test func tagsArePushedAndPoppedAtTheEdgesInTheKernel() throws {
+        let lab = NamespaceLab()
+        defer { lab.close() }
+        let access = try lab.addVethNamespace("a", host: 1), trunk = try lab.addVethNamespace("t", host: 2)
+        try lab.startSwitch(ports: ["uplink:\(access),tag=10", "uplink:\(trunk),trunk=10,20"])
+        let (innerA, innerT) = (lab.name("ai"), lab.name("ti"))
+        let macA = MACAddress(try lab.mac(in: "a", interface: innerA))!, macT = MACAddress(try lab.mac(in: "t", interface: innerT))!
+        func frame(to destination: MACAddress, from source: MACAddress, vid: UInt16? = nil, _ marker: String) -> [UInt8] {
+            Frames.make(dst: destination, src: source, vid: vid, etherType: 0x88B5, payload: Array("VIREO-\(marker)".utf8) + [UInt8](repeating: 0, count: 40))
+        }
+        // Each side makes itself known; the second frame each way installs a flow.
+        try lab.sendRaw(from: "t", interface: innerT, frame(to: .broadcast, from: macT, vid: 10, "HELLO"))
+        try lab.sendRaw(from: "a", interface: innerA, frame(to: macT, from: macA, "HELLO"))
+        #expect(try eventually { try lab.fdb().count == 2 })
+        try lab.sendRaw(from: "t", interface: innerT, frame(to: macA, from: macT, vid: 10, "HELLO"))
+        try lab.sendRaw(from: "a", interface: innerA, frame(to: macT, from: macA, "HELLO"))
+        #expect(try eventually { try kernelFlows(lab) == 2 }, "\((try? lab.control("stats")) ?? [:])")
+
+        let onTrunk = try RawReceiver(lab, role: "t", interface: innerT, stop: "totrunk")
+        try lab.sendRaw(from: "a", interface: innerA, frame(to: macT, from: macA, "TOTRUNK"))
+        #expect(onTrunk.finish() == ["totrunk@10"], "tagged with VLAN 10 on the trunk")
+
+        let onAccess = try RawReceiver(lab, role: "a", interface: innerA, stop: "toaccess")
+        try lab.sendRaw(from: "t", interface: innerT, frame(to: macA, from: macT, vid: 20, "OTHERVLAN"))
+        #expect(try eventually { try counter(lab, trunk, "rx_packets") - counter(lab, trunk, "kernel_rx_packets") >= 3 }, "VLAN 20 went to the switch (after the two hellos)")
+        try lab.sendRaw(from: "t", interface: innerT, frame(to: macA, from: macT, vid: 10, "TOACCESS"))
+        #expect(onAccess.finish() == ["toaccess"], "untagged on the access port; VLAN 20 never reached it")
+        #expect(try eventually { try counter(lab, access, "kernel_rx_packets") >= 1 && counter(lab, trunk, "kernel_rx_packets") >= 1 },
+                "both frames crossed in the kernel")
+    }
+
     @Test func offByFlagEveryFrameGoesThroughTheSwitch() throws {
         let lab = NamespaceLab()
         defer { lab.close() }
@@ -127,24 +161,32 @@ enum KernelFastPathProbe {
     static let available: Bool = (try? KernelFastPath(capacity: 16)) != nil
 }
 
-/// A packet socket in a lab namespace that reports the marked frames it receives ("tagged" for
-/// VIREO-TAGGED, "control" for VIREO-CONTROL), until the control frame.
+/// A packet socket in a lab namespace that reports each marked frame it receives: a payload
+/// "VIREO-NAME" is reported as "name", or "name@VID" when it arrived in an 802.1Q tag (read from
+/// the packet's auxiliary data, where the kernel puts a tag it took off), until the one named `stop`.
 final class RawReceiver {
     private let process = Process()
     private let output = Pipe()
 
-    init(_ lab: NamespaceLab, role: String, interface: String) throws {
+    init(_ lab: NamespaceLab, role: String, interface: String, stop: String = "control") throws {
         let ready = "\(lab.directory)/raw-ready-\(role)"
         process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
         process.arguments = ["netns", "exec", lab.name(role), "/usr/bin/python3", "-c", """
-            import socket, sys
+            import re, socket, struct, sys
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)); s.bind((sys.argv[1], 0)); s.settimeout(20)
+            s.setsockopt(263, 8, 1)  # SOL_PACKET, PACKET_AUXDATA
             open(sys.argv[2], "w").close()
             while True:
-                frame = s.recv(65536)
-                if b"VIREO-TAGGED" in frame: print("tagged", flush=True)
-                if b"VIREO-CONTROL" in frame: print("control", flush=True); break
-            """, interface, ready]
+                frame, ancillary, _, _ = s.recvmsg(65536, 256)
+                marker = re.search(rb"VIREO-([A-Z0-9]+)", frame)
+                if not marker: continue
+                name = marker.group(1).decode().lower()
+                for level, kind, data in ancillary:
+                    status, tci = struct.unpack_from("I", data, 0)[0], struct.unpack_from("H", data, 16)[0]
+                    if level == 263 and kind == 8 and status & 0x10: name += "@%d" % (tci & 0xFFF)
+                print(name, flush=True)
+                if marker.group(1).decode().lower() == sys.argv[3]: break
+            """, interface, ready, stop]
         process.standardOutput = output
         try process.run()
         for _ in 0..<200 where !FileManager.default.fileExists(atPath: ready) && process.isRunning { usleep(20_000) }
