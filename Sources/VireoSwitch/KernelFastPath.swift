@@ -84,9 +84,6 @@ public final class KernelFastPath {
     /// Flows installed in the kernel now.
     public var flowCount: Int { flows.count }
 
-    /// Whether `port` takes part (its interface carries the program).
-    public func isAttached(_ port: PortID) -> Bool { links[port] != nil }
-
     /// Lets `port`, an uplink on interface `interfaceIndex` whose packet socket is `socket`, take
     /// part: the filter goes on the socket first, then the program on the interface's ingress.
     public func attach(_ port: PortID, interfaceIndex: Int32, socket: Int32) throws(SystemError) {
@@ -128,15 +125,17 @@ public final class KernelFastPath {
         }
     }
 
-    /// Removes flows the switch's table no longer backs: the destination moved or aged out, the
-    /// source moved. Call when ``MACTable/generation`` changed; cheap when it did not.
-    public func revalidate(_ table: MACTable, now: UInt64) {
-        guard table.generation != validatedGeneration else { return }
-        validatedGeneration = table.generation
+    /// Removes flows the switch's table no longer backs (the destination moved or aged out, the
+    /// source moved), counting what they carried since the last sweep. Call when
+    /// ``MACTable/generation`` may have changed; cheap when it did not.
+    public func revalidate(_ fabric: inout Switch, now: UInt64) {
+        guard fabric.table.generation != validatedGeneration else { return }
+        validatedGeneration = fabric.table.generation
         refused.removeAll()
         for (flow, installed) in flows {
-            if table.lookup(vlan: flow.vlan, mac: flow.destination, now: now) != installed.egress
-                || table.lookup(vlan: flow.vlan, mac: flow.source, now: now) != flow.ingress {
+            if fabric.table.lookup(vlan: flow.vlan, mac: flow.destination, now: now) != installed.egress
+                || fabric.table.lookup(vlan: flow.vlan, mac: flow.source, now: now) != flow.ingress {
+                account(flow, installed, &fabric, now: now)
                 remove(flow)
             }
         }
@@ -145,20 +144,18 @@ public final class KernelFastPath {
     /// Adds what the kernel forwarded since the last sweep to the ports' counters and refreshes the
     /// senders' addresses; call about once a second, before ageing.
     public func sweep(_ fabric: inout Switch, now: UInt64) {
-        for (flow, installed) in flows {
-            guard let value = try? flowMap.lookup(installed.key) else { continue }
-            let packets = Self.readU64(value, at: 8), bytes = Self.readU64(value, at: 16)
-            guard packets != installed.packets else { continue }
-            fabric.countForwardedInKernel(from: flow.ingress, to: installed.egress, vlan: flow.vlan, source: flow.source,
-                                          packets: packets &- installed.packets, bytes: bytes &- installed.bytes, now: now)
-            flows[flow]?.packets = packets
-            flows[flow]?.bytes = bytes
-        }
+        for (flow, installed) in flows { account(flow, installed, &fabric, now: now) }
     }
 
-    /// Forgets every flow (the table was flushed).
-    public func removeAll() {
-        for flow in flows.keys { remove(flow) }
+    /// Counts what `flow` carried since it was last counted.
+    private func account(_ flow: Flow, _ installed: Installed, _ fabric: inout Switch, now: UInt64) {
+        guard let value = try? flowMap.lookup(installed.key) else { return }
+        let packets = Self.readU64(value, at: 8), bytes = Self.readU64(value, at: 16)
+        guard packets != installed.packets else { return }
+        fabric.countForwardedInKernel(from: flow.ingress, to: installed.egress, vlan: flow.vlan, source: flow.source,
+                                      packets: packets &- installed.packets, bytes: bytes &- installed.bytes, now: now)
+        flows[flow]?.packets = packets
+        flows[flow]?.bytes = bytes
     }
 
     private func remove(_ flow: Flow) {

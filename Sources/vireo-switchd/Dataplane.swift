@@ -358,7 +358,7 @@ final class Dataplane {
                 }
                 flushQueued()
             }
-            fastPath?.revalidate(fabric.table, now: now)
+            fastPath?.revalidate(&fabric, now: now)
             if now &- lastSweep >= 1_000_000_000 {
                 fastPath?.sweep(&fabric, now: now)
                 let expired = fabric.expire(now: now)
@@ -603,7 +603,7 @@ final class Dataplane {
         // Untagged in and untagged out, a frame leaves byte for byte as it came.
         let arrivedUntagged = header.headerLength == FrameHeader.untaggedLength
         // An address this frame moved must leave the kernel's flows before anyone can answer it.
-        fastPath?.revalidate(fabric.table, now: now)
+        fastPath?.revalidate(&fabric, now: now)
         if let fastPath, !flooded, egress.count == 1, header.innerTagLength == 0,
            backends[ingress.rawValue]?.fastPathInterface != nil, let egressInterface = backends[egress[0].port.rawValue]?.fastPathInterface {
             // The kernel's program handles no tag or a plain C-tag (no priority bits), both ways.
