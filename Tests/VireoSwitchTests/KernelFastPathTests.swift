@@ -144,6 +144,63 @@ struct KernelFastPathTests {
                 "both frames crossed in the kernel")
     }
 
+    /// The way a QEMU VM joins a switch: a tap whose file side the VMM holds (here a Python
+    /// process, writing and reading frames as QEMU would) and whose interface is an uplink port.
+    /// Frames between two such taps take the kernel fast path, arrive whole and in order, and are
+    /// counted on both ports.
+    @Test func tapsHeldByAVMMTakeTheFastPath() throws {
+        let lab = NamespaceLab()
+        defer { lab.close() }
+        let (tapA, tapB) = (lab.name("qa"), lab.name("qb"))
+        let go = "\(lab.directory)/go", flowsReady = "\(lab.directory)/flows", ready = "\(lab.directory)/taps-ready"
+        let vmm = Process()
+        vmm.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        vmm.arguments = ["-c", """
+            import fcntl, os, struct, subprocess, sys, time
+            a_name, b_name, ready, go, flows = sys.argv[1:6]
+            def tap(name):
+                fd = os.open("/dev/net/tun", os.O_RDWR)
+                fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", name.encode(), 0x0002 | 0x1000))  # TUNSETIFF, IFF_TAP|IFF_NO_PI
+                subprocess.run(["ip", "link", "set", name, "up"], check=True)
+                return fd
+            def wait(path):
+                for _ in range(2000):
+                    if os.path.exists(path): return
+                    time.sleep(0.01)
+                sys.exit("timed out waiting for " + path)
+            a, b = tap(a_name), tap(b_name)
+            mac_a, mac_b = bytes.fromhex("025400aa0001"), bytes.fromhex("025400bb0002")
+            def frame(dst, src, n): return dst + src + b"\\x88\\xb5" + n.to_bytes(4, "big") + bytes(1000)
+            def expect(fd, src, n):
+                while True:
+                    got = os.read(fd, 65536)
+                    if got[6:12] == src and int.from_bytes(got[14:18], "big") == n and len(got) == 1018: return
+            open(ready, "w").close(); wait(go)
+            os.write(a, frame(b"\\xff" * 6, mac_a, 0)); expect(b, mac_a, 0)
+            os.write(b, frame(mac_a, mac_b, 0)); expect(a, mac_b, 0)
+            os.write(a, frame(mac_b, mac_a, 1)); expect(b, mac_a, 1)
+            wait(flows)
+            for n in range(2, 202): os.write(a, frame(mac_b, mac_a, n))
+            for n in range(2, 202): expect(b, mac_a, n)
+            os.write(b, frame(mac_a, mac_b, 1)); expect(a, mac_b, 1)
+            print("ok", flush=True)
+            """, tapA, tapB, ready, go, flowsReady]
+        let output = Pipe()
+        vmm.standardOutput = output
+        try vmm.run()
+        defer { if vmm.isRunning { vmm.terminate() } }
+        #expect(try eventually { FileManager.default.fileExists(atPath: ready) || !vmm.isRunning } && vmm.isRunning, "the taps are up")
+        try lab.startSwitch(ports: ["uplink:\(tapA)", "uplink:\(tapB)"])
+        FileManager.default.createFile(atPath: go, contents: nil)
+        #expect(try eventually { try kernelFlows(lab) == 2 }, "\((try? lab.control("stats")) ?? [:])")
+        FileManager.default.createFile(atPath: flowsReady, contents: nil)
+        let said = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        vmm.waitUntilExit()
+        #expect(said == "ok\n" && vmm.terminationStatus == 0, "200 frames from A reached B whole and in order")
+        #expect(try eventually { try counter(lab, tapA, "kernel_rx_packets") >= 200 && counter(lab, tapB, "tx_packets") >= 202 },
+                "\((try? lab.control("stats")) ?? [:])")
+    }
+
     @Test func offByFlagEveryFrameGoesThroughTheSwitch() throws {
         let lab = NamespaceLab()
         defer { lab.close() }
