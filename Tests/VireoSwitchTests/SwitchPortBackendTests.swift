@@ -334,7 +334,7 @@ struct SwitchPortBackendTests {
         try lab.startSwitch(ports: [])
         let (macA, macB, macC) = (Self.macs[0], Self.macs[1], Self.macs[2])
         // Jumbo MTUs, so that frames up to 64 KiB cross without offloads.
-        let control = try SwitchControlClient(switch: lab.switchName, directory: lab.directory)
+        let control = SwitchControlClient(switch: lab.switchName, directory: lab.directory)
         for spec in ["vm:ra,tag=10,mtu=65535", "vm:rb,tag=10,mtu=65535", "vm:oc,tag=10,mtu=65535,offload=on"] { try control.addPort(try PortConfig.parse(spec)) }
         let a = try SwitchPortBackend(socketPath: lab.socketPath(port: "ra"), rings: true)
         let b = try SwitchPortBackend(socketPath: lab.socketPath(port: "rb"), rings: true)
