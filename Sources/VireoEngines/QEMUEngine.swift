@@ -104,6 +104,10 @@ public struct QEMUEngine: VMEngine {
             await kill(process, log: log)
             throw EngineError("QMP handshake failed: \(error)")
         }
+        if spec.balloonTargetMiB != nil {
+            // As qemu-server does: the driver reports its statistics every 2 s (read with `guest-stats`).
+            _ = try? await qmp(process, "qom-set", arguments: #"{"path":"/machine/peripheral/balloon0","property":"guest-stats-polling-interval","value":2}"#)
+        }
         if let target = spec.balloonTargetMiB, target < spec.memoryMiB {
             do {
                 _ = try await qmp(process, "balloon", arguments: #"{"value":\#(target << 20)}"#)
@@ -165,6 +169,17 @@ public struct QEMUEngine: VMEngine {
         guard let actual = ((reply["return"] as? [String: Any])?["actual"] as? NSNumber)?.intValue else {
             throw EngineError("query-balloon reply has no actual: \(reply)")
         }
-        return BalloonInfo(actual: actual, maxMemory: memoryMiB << 20)
+        // The driver's statistics; a QEMU that cannot say leaves them out, the sizes stand.
+        let stats = try? await qmp(process, "qom-get", arguments: #"{"path":"/machine/peripheral/balloon0","property":"guest-stats"}"#, timeout: timeout)
+        return BalloonInfo(actual: actual, maxMemory: memoryMiB << 20, guestStatistics: Self.guestStatistics(fromGuestStats: stats ?? [:]))
+    }
+
+    /// QEMU's `guest-stats` reply (`{"stats":{"stat-free-memory":N,…},"last-update":T}`, -1 for a
+    /// statistic the driver did not report) under Proxmox's `ballooninfo` names.
+    static func guestStatistics(fromGuestStats reply: [String: Any]) -> [String: Int] {
+        guard let body = reply["return"] as? [String: Any], let stats = body["stats"] as? [String: Any] else { return [:] }
+        var values: [String: Any] = [:]
+        for (key, value) in stats where key.hasPrefix("stat-") { values[String(key.dropFirst(5))] = value }
+        return BalloonInfo.guestStatistics(values, lastUpdate: (body["last-update"] as? NSNumber)?.intValue ?? 0)
     }
 }

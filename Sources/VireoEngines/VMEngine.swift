@@ -96,8 +96,35 @@ public struct BalloonInfo: Sendable, Equatable {
     public var actual: Int
     /// The guest memory the VM was started with.
     public var maxMemory: Int
+    /// What the guest's balloon driver last reported (virtio 1.2 §5.5.6.3), under Proxmox's
+    /// `ballooninfo` names: `free_mem`, `total_mem`, `mem_swapped_in`, `mem_swapped_out` (bytes),
+    /// `major_page_faults`, `minor_page_faults`, `last_update` (seconds since the epoch). Empty
+    /// until the driver has reported (a guest without one never does).
+    public var guestStatistics: [String: Int]
 
-    public init(actual: Int, maxMemory: Int) { self.actual = actual; self.maxMemory = maxMemory }
+    public init(actual: Int, maxMemory: Int, guestStatistics: [String: Int] = [:]) {
+        self.actual = actual
+        self.maxMemory = maxMemory
+        self.guestStatistics = guestStatistics
+    }
+
+    /// Proxmox's names for the virtio-balloon statistics (by the VMMs' names for them: vireo-vmm's
+    /// tag names, QEMU's `guest-stats` keys without their `stat-` prefix, which are the same).
+    static let proxmoxNames = [
+        "free-memory": "free_mem", "total-memory": "total_mem", "swap-in": "mem_swapped_in", "swap-out": "mem_swapped_out",
+        "major-faults": "major_page_faults", "minor-faults": "minor_page_faults",
+    ]
+
+    /// Keeps the statistics Proxmox reports, renamed; a negative value (QEMU's "not reported") is left out.
+    static func guestStatistics(_ values: [String: Any], lastUpdate: Int) -> [String: Int] {
+        guard lastUpdate > 0 else { return [:] }
+        var result = ["last_update": lastUpdate]
+        for (name, value) in values {
+            guard let proxmoxName = proxmoxNames[name], let number = (value as? NSNumber)?.int64Value, number >= 0 else { continue }
+            result[proxmoxName] = Int(number)
+        }
+        return result
+    }
 }
 
 public enum VMRunState: String, Sendable, Codable {

@@ -28,7 +28,8 @@ public struct VireoEngine: VMEngine {
         }
         arguments += ["--cpus", String(spec.cores * spec.sockets), "--memory", "\(spec.memoryMiB)M",
                       "--serial", "unix:" + serial, "--control", "unix:" + control]
-        if let inflation = spec.balloonInflationMiB { arguments += ["--balloon", String(inflation)] }
+        // Statistics polled every 2 s, as qemu-server asks of QEMU (`guest-stats-polling-interval`).
+        if let inflation = spec.balloonInflationMiB { arguments += ["--balloon", "\(inflation),stats=2"] }
         for nic in spec.nics {
             switch bridges[nic.index] {
             case .vireoSwitch(let name):
@@ -93,11 +94,17 @@ public struct VireoEngine: VMEngine {
 
     /// The control socket's `balloon` gives the balloon's own size (`actual_mib`, what it holds).
     public func balloon(_ process: VMProcess, memoryMiB: Int, timeout: Duration) async throws -> BalloonInfo {
-        let reply = try await control(process, "balloon", timeout: timeout)
-        guard let held = ((reply["return"] as? [String: Any])?["actual_mib"] as? NSNumber)?.intValue else {
+        try Self.balloonInfo(fromReply: try await control(process, "balloon", timeout: timeout), memoryMiB: memoryMiB)
+    }
+
+    /// The `balloon` control reply as ``BalloonInfo``: `actual_mib` is what the balloon holds;
+    /// `stats` (with `stats_updated`) what the guest's driver last reported, once it has.
+    static func balloonInfo(fromReply reply: [String: Any], memoryMiB: Int) throws -> BalloonInfo {
+        guard let body = reply["return"] as? [String: Any], let held = (body["actual_mib"] as? NSNumber)?.intValue else {
             throw EngineError("vireo-vmm's balloon reply has no actual_mib: \(reply)")
         }
-        return BalloonInfo(actual: (memoryMiB - held) << 20, maxMemory: memoryMiB << 20)
+        let statistics = BalloonInfo.guestStatistics(body["stats"] as? [String: Any] ?? [:], lastUpdate: (body["stats_updated"] as? NSNumber)?.intValue ?? 0)
+        return BalloonInfo(actual: (memoryMiB - held) << 20, maxMemory: memoryMiB << 20, guestStatistics: statistics)
     }
 }
 

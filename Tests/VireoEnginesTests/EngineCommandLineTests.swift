@@ -60,8 +60,35 @@ import Testing
         #expect(qemu.arguments(for: ballooned, qmp: "q", serial: "s").joined(separator: " ").hasSuffix(" -device virtio-balloon-pci,id=balloon0"))
         #expect(!qemu.arguments(for: spec, qmp: "q", serial: "s").contains { $0.contains("balloon") })
         let vireo = VireoEngine(executable: "v")
-        #expect(try vireo.arguments(for: ballooned, control: "c", serial: "s").suffix(2) == ["--balloon", "64"])
+        #expect(try vireo.arguments(for: ballooned, control: "c", serial: "s").suffix(2) == ["--balloon", "64,stats=2"])
         #expect(try !vireo.arguments(for: spec, control: "c", serial: "s").contains("--balloon"))
+    }
+
+    /// The guest's balloon statistics reach `ballooninfo` under Proxmox's names from either engine:
+    /// vireo-vmm's `balloon` reply, QEMU's `guest-stats` (where -1 means "not reported"); nothing
+    /// before the driver has reported.
+    @Test func guestBalloonStatisticsTakeProxmoxNames() throws {
+        let reply: [String: Any] = ["return": [
+            "target_mib": 64, "actual_mib": 64, "stats_generation": 3, "stats_updated": 1_700_000_000,
+            "stats": ["free-memory": 100 << 20, "total-memory": 190 << 20, "swap-in": 0, "swap-out": 4096,
+                      "major-faults": 7, "minor-faults": 900, "available-memory": 150 << 20],
+        ] as [String: Any]]
+        let info = try VireoEngine.balloonInfo(fromReply: reply, memoryMiB: 256)
+        #expect(info.actual == 192 << 20 && info.maxMemory == 256 << 20)
+        #expect(info.guestStatistics == ["free_mem": 100 << 20, "total_mem": 190 << 20, "mem_swapped_in": 0, "mem_swapped_out": 4096,
+                                         "major_page_faults": 7, "minor_page_faults": 900, "last_update": 1_700_000_000])
+        let silent = try VireoEngine.balloonInfo(fromReply: ["return": ["target_mib": 0, "actual_mib": 0]], memoryMiB: 256)
+        #expect(silent.guestStatistics.isEmpty && silent.actual == 256 << 20)
+        #expect(throws: EngineError.self) { try VireoEngine.balloonInfo(fromReply: ["error": "no balloon"], memoryMiB: 256) }
+
+        let qom: [String: Any] = ["return": [
+            "stats": ["stat-free-memory": 5_000_000, "stat-total-memory": 9_000_000, "stat-swap-in": -1, "stat-swap-out": -1,
+                      "stat-major-faults": 2, "stat-minor-faults": 30, "stat-disk-caches": 1_000],
+            "last-update": 1_700_000_100,
+        ] as [String: Any]]
+        #expect(QEMUEngine.guestStatistics(fromGuestStats: qom) == ["free_mem": 5_000_000, "total_mem": 9_000_000, "major_page_faults": 2,
+                                                                   "minor_page_faults": 30, "last_update": 1_700_000_100])
+        #expect(QEMUEngine.guestStatistics(fromGuestStats: ["return": ["stats": ["stat-free-memory": -1], "last-update": 0] as [String: Any]]).isEmpty)
     }
 
     @Test func vireoEngineLaunchesAndStopsARawGuest() async throws {

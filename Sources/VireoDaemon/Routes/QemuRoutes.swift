@@ -172,7 +172,11 @@ struct QemuRoutes {
         // As qemu-server's vmstatus (full): `balloon` the memory the balloon leaves the guest, and `ballooninfo`.
         if let balloon = await services.vms.balloon(of: record) {
             more["balloon"] = balloon.actual
-            more["ballooninfo"] = ["actual": balloon.actual, "max_mem": balloon.maxMemory]
+            var info: [String: Any] = ["actual": balloon.actual, "max_mem": balloon.maxMemory]
+            for (name, value) in balloon.guestStatistics { info[name] = value }
+            more["ballooninfo"] = info
+            // qemu-server's `freemem`: what the guest itself reports free.
+            if let free = balloon.guestStatistics["free_mem"] { more["freemem"] = free }
         }
         // As qemu-server's vmstatus (full): each NIC's `netin`/`netout` by its tap (or switch port).
         let meter = NICTrafficMeter()

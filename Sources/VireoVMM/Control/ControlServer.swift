@@ -119,7 +119,14 @@ public final class ControlServer: Sendable {
                 target = mib << 20
             }
             guard let sizes = machine.balloon(target: target) else { return #"{"error":"this VM has no balloon (--balloon)"}"# }
-            return #"{"return":{"target_mib":\#(sizes.target >> 20),"actual_mib":\#(sizes.actual >> 20)}}"#
+            // The guest's latest statistics as they stand (no request to the driver: this answers
+            // at once), once it has reported; `stats=` on --balloon keeps them current.
+            var statistics = ""
+            if let (latest, _) = machine.balloonStatistics(refresh: false), latest.generation > 0 {
+                let fields = latest.values.sorted { $0.key < $1.key }.map { #""\#($0.key)":\#($0.value)"# }
+                statistics = #","stats_generation":\#(latest.generation),"stats_updated":\#(latest.lastUpdate),"stats":{\#(fields.joined(separator: ","))}"#
+            }
+            return #"{"return":{"target_mib":\#(sizes.target >> 20),"actual_mib":\#(sizes.actual >> 20)\#(statistics)}}"#
         case "link":
             // `link N` reports, `link N up|down` sets the link of the Nth --net (virtio-net STATUS).
             let arguments = line.split(separator: " ").dropFirst().map(String.init)

@@ -37,6 +37,11 @@ stats=$(vireo vmm control "$SOCKET" balloon-stats)
 echo "control: balloon-stats $stats"
 echo "$stats" | grep -q '"free-memory":[0-9]' || fail "no free-memory in the balloon statistics"
 echo "$stats" | grep -q '"total-memory":[0-9]' || fail "no total-memory in the balloon statistics"
+# `balloon` answers with the latest report as it stands (what vireod's ballooninfo shows).
+sizes=$(vireo vmm control "$SOCKET" balloon)
+echo "control: balloon $sizes"
+echo "$sizes" | grep -q '"free-memory":[0-9]' || fail "no statistics in the balloon reply"
+echo "$sizes" | grep -q '"stats_updated":[1-9]' || fail "no update time in the balloon reply"
 echo "control: $(vireo vmm control "$SOCKET" 'balloon 0')"
 await "VIREO-GUEST: touched 160 MiB again"
 r3=$(rss)

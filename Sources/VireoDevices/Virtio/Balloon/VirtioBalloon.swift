@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import Synchronization
 import VireoMemory
@@ -36,6 +37,8 @@ public final class VirtioBalloon: VirtioDevice {
         public var values: [String: UInt64] = [:]
         /// How many times the driver has reported (0: never).
         public var generation: UInt64 = 0
+        /// When it last reported, in seconds since the epoch (0: never): Proxmox's `last_update`.
+        public var lastUpdate = 0
     }
 
     let logger: Logger
@@ -167,6 +170,7 @@ public final class VirtioBalloon: VirtioDevice {
         reported.update { current in
             current.values = values
             current.generation += 1
+            current.lastUpdate = Int(Date.now.timeIntervalSince1970)
         }
     }
 }
