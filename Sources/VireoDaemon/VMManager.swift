@@ -41,13 +41,14 @@ final class VMManager: Sendable {
         return process
     }
 
-    /// A running VM's balloon, asked of its engine; nil when it is stopped, has no balloon
+    /// A running VM's balloon, asked of its engine (with the guest's statistics for
+    /// `guestStatistics`: `status/current`, not `/metrics`); nil when it is stopped, has no balloon
     /// (`balloon: 0`), or does not answer within `timeout` (a hung engine must not hang the API).
-    func balloon(of record: VMRecord, timeout: Duration = .seconds(1)) async -> BalloonInfo? {
+    func balloon(of record: VMRecord, guestStatistics: Bool = false, timeout: Duration = .seconds(1)) async -> BalloonInfo? {
         guard let process = record.process, process.isAlive else { return nil }
         let spec = VMConfigSchema.spec(vmid: record.vmid, config: record.config)
         guard spec.balloonTargetMiB != nil, let engine = try? engine(for: record.config) else { return nil }
-        return try? await engine.balloon(process, memoryMiB: spec.memoryMiB, timeout: timeout)
+        return try? await engine.balloon(process, memoryMiB: spec.memoryMiB, guestStatistics: guestStatistics, timeout: timeout)
     }
 
     /// ``balloon(of:timeout:)`` of each VM by vmid, asking at most `parallel` engines at once.

@@ -164,12 +164,13 @@ public struct QEMUEngine: VMEngine {
     }
 
     /// `query-balloon`'s `actual` is already what the balloon leaves the guest.
-    public func balloon(_ process: VMProcess, memoryMiB: Int, timeout: Duration) async throws -> BalloonInfo {
+    public func balloon(_ process: VMProcess, memoryMiB: Int, guestStatistics: Bool, timeout: Duration) async throws -> BalloonInfo {
         let reply = try await qmp(process, "query-balloon", timeout: timeout)
         guard let actual = ((reply["return"] as? [String: Any])?["actual"] as? NSNumber)?.intValue else {
             throw EngineError("query-balloon reply has no actual: \(reply)")
         }
-        // The driver's statistics; a QEMU that cannot say leaves them out, the sizes stand.
+        guard guestStatistics else { return BalloonInfo(actual: actual, maxMemory: memoryMiB << 20) }
+        // The driver's statistics (a second exchange); a QEMU that cannot say leaves them out, the sizes stand.
         let stats = try? await qmp(process, "qom-get", arguments: #"{"path":"/machine/peripheral/balloon0","property":"guest-stats"}"#, timeout: timeout)
         return BalloonInfo(actual: actual, maxMemory: memoryMiB << 20, guestStatistics: Self.guestStatistics(fromGuestStats: stats ?? [:]))
     }

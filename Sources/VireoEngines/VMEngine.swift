@@ -152,9 +152,10 @@ public protocol VMEngine: Sendable {
     func resume(_ process: VMProcess) async throws
     func status(_ process: VMProcess) async -> VMRunState
     func stats(_ process: VMProcess) async throws -> [String: Int]
-    /// The balloon's size now, for a VM started with `memoryMiB` of guest memory; throws when the
-    /// VM has no balloon or does not answer within `timeout`.
-    func balloon(_ process: VMProcess, memoryMiB: Int, timeout: Duration) async throws -> BalloonInfo
+    /// The balloon's size now, for a VM started with `memoryMiB` of guest memory, and with
+    /// `guestStatistics` what the guest's driver last reported (an engine may need another round
+    /// trip for those); throws when the VM has no balloon or does not answer within `timeout`.
+    func balloon(_ process: VMProcess, memoryMiB: Int, guestStatistics: Bool, timeout: Duration) async throws -> BalloonInfo
 }
 
 extension VMEngine {

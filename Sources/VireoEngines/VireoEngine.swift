@@ -93,7 +93,8 @@ public struct VireoEngine: VMEngine {
     }
 
     /// The control socket's `balloon` gives the balloon's own size (`actual_mib`, what it holds).
-    public func balloon(_ process: VMProcess, memoryMiB: Int, timeout: Duration) async throws -> BalloonInfo {
+    /// The statistics come in the same reply, so `guestStatistics` costs nothing here.
+    public func balloon(_ process: VMProcess, memoryMiB: Int, guestStatistics: Bool, timeout: Duration) async throws -> BalloonInfo {
         try Self.balloonInfo(fromReply: try await control(process, "balloon", timeout: timeout), memoryMiB: memoryMiB)
     }
 

@@ -70,12 +70,10 @@ public final class KernelFastPath {
     /// Flows the kernel refused (map full): not offered again until the table changes.
     private var refused: Set<Flow> = []
     private var validatedGeneration: UInt64 = .max
-    public let capacity: Int
 
     /// Loads the programs; throws when the kernel has no BPF for this process (no CAP_BPF and
     /// CAP_NET_ADMIN, or a kernel before 6.6 without tcx), and the switch then runs without it.
     public init(capacity: Int = MACTable.defaultCapacity) throws(BPFError) {
-        self.capacity = capacity
         flowMap = try BPFHashMap(keySize: Self.keySize, valueSize: Self.valueSize, maxEntries: capacity)
         forwarder = try BPFProgram(.trafficControl, instructions: Self.forwarderProgram(map: flowMap.descriptor.rawValue))
         socketFilter = try BPFProgram(.socketFilter, instructions: Self.socketFilterProgram(map: flowMap.descriptor.rawValue))

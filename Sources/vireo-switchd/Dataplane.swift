@@ -606,9 +606,13 @@ final class Dataplane {
         fastPath?.revalidate(&fabric, now: now)
         if let fastPath, !flooded, egress.count == 1, header.innerTagLength == 0,
            backends[ingress.rawValue]?.fastPathInterface != nil, let egressInterface = backends[egress[0].port.rawValue]?.fastPathInterface {
-            // The kernel's program handles no tag or a plain C-tag (no priority bits), both ways.
-            let ingressTag = header.tagControl.map { $0 == header.vid ? $0 : 0 } ?? 0
-            if header.tagControl == nil || ingressTag != 0 {
+            // The kernel's program handles no tag or a plain C-tag (a VID, no priority bits), both ways.
+            let ingressTag: UInt16? = switch header.tagControl {
+            case nil: 0
+            case let control? where control & 0xF000 == 0 && control != 0: control
+            default: nil
+            }
+            if let ingressTag {
                 fastPath.offer(KernelFastPath.Flow(ingress: ingress, ingressTag: ingressTag, vlan: vlan, source: header.source, destination: header.destination),
                                egress: egress[0].port, egressTag: egress[0].vid ?? 0, egressInterface: egressInterface, table: fabric.table, now: now)
             }

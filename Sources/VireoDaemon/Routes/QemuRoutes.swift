@@ -170,7 +170,7 @@ struct QemuRoutes {
         // Vireo extension: the serial console's unix socket on this node (what `vireo vm console` opens).
         if let process = record.process, process.isAlive { more["vireo-serial"] = process.serialSocket }
         // As qemu-server's vmstatus (full): `balloon` the memory the balloon leaves the guest, and `ballooninfo`.
-        if let balloon = await services.vms.balloon(of: record) {
+        if let balloon = await services.vms.balloon(of: record, guestStatistics: true) {
             more["balloon"] = balloon.actual
             var info: [String: Any] = ["actual": balloon.actual, "max_mem": balloon.maxMemory]
             for (name, value) in balloon.guestStatistics { info[name] = value }
